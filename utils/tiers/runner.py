@@ -1,0 +1,64 @@
+"""Run a tier's checks in order, isolating failures: a check that crashes becomes a failed
+result naming the exception, never a crashed tier."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from utils.tiers.report import CheckResult, TierReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check: a stable id, a one-line purpose, and the function that runs it."""
+
+    id: str
+    title: str
+    fn: Callable[[Any], CheckResult]
+
+
+def check(check_id: str, title: str) -> Callable[[Callable[[Any], CheckResult]], Check]:
+    """Decorator turning `fn(ctx) -> CheckResult` into a `Check` with a stable id."""
+
+    def wrap(fn: Callable[[Any], CheckResult]) -> Check:
+        return Check(check_id, title, fn)
+
+    return wrap
+
+
+def run_checks(
+    name: str,
+    checks: Sequence[Check],
+    ctx: Any,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TierReport:
+    report = TierReport(name, meta=dict(meta or {}))
+    bar = tqdm(checks, desc=name, unit="check", disable=not progress, leave=False)
+    for c in bar:
+        bar.set_postfix_str(c.id)
+        start = time.perf_counter()
+        try:
+            result = c.fn(ctx)
+        except Exception as exc:  # noqa: BLE001 - isolation is the point
+            log.debug("check %s crashed", c.id, exc_info=True)
+            result = CheckResult(
+                c.id,
+                c.title,
+                "fail",
+                f"The check could not run: {type(exc).__name__}: {exc}",
+                metrics={"traceback": traceback.format_exc(limit=4)},
+                advice="The model raised while this check exercised it; the error above says "
+                "where. Fix the model (or pass options that fit it) and run the tier again.",
+            )
+        result.seconds = time.perf_counter() - start
+        report.results.append(result)
+    return report
