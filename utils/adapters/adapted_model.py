@@ -1,0 +1,557 @@
+"""`adapt`: inspect a model once, then call it one way: `forward(input_ids, attention_mask)`.
+
+Every fact the adapter relies on is found by probing with shapes where batch, length and
+vocabulary all differ, and recorded in a `ModelProfile`, so no tier guesses again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
+from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
+
+log = logging.getLogger(__name__)
+
+TASKS = ("causal_lm", "masked_lm", "classification", "encoder")
+_PROBE_B, _PROBE_T = 3, 5
+_SEQ_LEN_ATTRS = ("max_seq_len", "block_size", "seq_length", "n_positions",
+                  "max_position_embeddings", "n_ctx", "context_length", "max_len")
+_VOCAB_ATTRS = ("vocab_size", "n_vocab", "num_tokens", "ntoken")
+
+
+class AdaptError(ValueError):
+    """The model could not be adapted; the message lists what was tried and found."""
+
+
+@dataclass
+class ModelProfile:
+    """What `adapt` found about a model; every downstream step reads it instead of guessing."""
+
+    model_class: str
+    signature: SignatureInfo
+    input_name: str | None
+    mask_name: str | None
+    mask_convention: str | None  # "keep_one" (1 = attend, HF) | "pad_true" (True = pad)
+    mask_verified: bool
+    batch_first: bool
+    output_access: str  # "tensor", "index:<i>", "key:<k>", "attr:<a>"
+    full_logits_via: str  # "forward", "labels", "graph_executor"
+    output_kind: str  # "logits", "log_probs", "probs"
+    task: str
+    task_source: str
+    vocab_size: int | None
+    vocab_source: str
+    max_seq_len: int | None
+    max_seq_len_source: str
+    attention_modules: list[str] = field(default_factory=list)
+    uses_graph_executor: bool = False
+    graph_source: str | None = None
+    tied_output: bool = False
+    num_classes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def accepts_mask(self) -> bool:
+        return self.mask_name is not None or self.uses_graph_executor
+
+    def summary(self) -> str:
+        layout = "batch-first" if self.batch_first else "seq-first (transposed in and out)"
+        mask = (f"{self.mask_name} ({self.mask_convention}"
+                f"{', verified' if self.mask_verified else ', by name'})"
+                if self.mask_name else ("attention_mask via graph executor"
+                                        if self.uses_graph_executor else "none"))
+        return (
+            f"{self.model_class}: task {self.task} ({self.task_source}), vocab {self.vocab_size} "
+            f"({self.vocab_source}), max_seq_len {self.max_seq_len} ({self.max_seq_len_source}), "
+            f"input {self.input_name!r}, mask {mask}, {layout}, output {self.output_access} "
+            f"as {self.output_kind}"
+        )
+
+
+class AdaptedModel(nn.Module):
+    """Wraps a user's model: `forward(input_ids (B, T), attention_mask (B, T) 1=keep)` returns
+    logits (B, T, V), or (B, C) for a classifier. The user's model is `.model`."""
+
+    def __init__(self, model: nn.Module, profile: ModelProfile,
+                 executor: ComputationalGraphExecutor | None = None):
+        super().__init__()
+        self.model = model
+        self.profile = profile
+        self.executor = executor
+        self._static: dict[str, Any] = (
+            {"use_cache": False} if "use_cache" in profile.signature.params else {}
+        )
+        self._positional = bool(profile.signature.params) and (
+            profile.signature.params[0] == profile.input_name
+        )
+
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.executor is not None:
+            return self.executor.forward(input_ids, attention_mask)
+        p = self.profile
+        x = input_ids if p.batch_first else input_ids.t()  # seq-first models take (T, B)
+        kwargs = dict(self._static)
+        if attention_mask is not None and p.mask_name is not None:
+            kwargs[p.mask_name] = (attention_mask if p.mask_convention == "keep_one"
+                                   else attention_mask == 0)
+        if p.full_logits_via == "labels":
+            kwargs[p.signature.label_param] = x  # makes nanoGPT-style models return all positions
+        out = self.model(x, **kwargs) if self._positional else self.model(**{p.input_name: x}, **kwargs)
+        logits = _extract(out, p.output_access)
+        if not p.batch_first and logits.dim() == 3:
+            logits = logits.transpose(0, 1)
+        return logits
+
+    def extra_repr(self) -> str:
+        return self.profile.summary()
+
+
+def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedModel:
+    """Inspect `model` once and return an `AdaptedModel`.
+
+    `config` is a `ModelConfig`, a dict or None. Overrides: `task`, `vocab_size`,
+    `max_seq_len`, `batch_first`, `mask_convention`.
+    """
+    if isinstance(model, AdaptedModel):
+        return model
+    if not isinstance(model, nn.Module):
+        raise AdaptError(f"adapt() needs an nn.Module, got {type(model).__name__}")
+    unknown = set(overrides) - {"task", "vocab_size", "max_seq_len", "batch_first",
+                                "mask_convention"}
+    if unknown:
+        raise AdaptError(f"adapt() got unknown options: {', '.join(sorted(unknown))}")
+    if overrides.get("task") not in (None, *TASKS):
+        raise AdaptError(f"task={overrides['task']!r} is not one of {', '.join(TASKS)}")
+    sig = ModelSignatureInspector(model).analyze()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if sig.needs_graph_executor:
+                return _adapt_graph(model, sig, config, overrides)
+            return _adapt_callable(model, sig, config, overrides)
+    finally:
+        model.train(was_training)
+
+
+# -- the two paths --------------------------------------------------------------------
+
+
+def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+    try:
+        executor = ComputationalGraphExecutor(model, ModelSignatureInspector(model), config)
+    except GraphError as exc:
+        raise AdaptError(
+            f"{type(model).__name__}.forward takes intermediate outputs "
+            f"({', '.join(sig.intermediate_params)}), so it cannot be called directly, and the "
+            f"graph executor could not rebuild its graph: {exc}"
+        ) from exc
+    vocab, vocab_src = _vocab_hint(model, config, ov)
+    max_len, len_src = _max_seq_len(model, config, ov)
+    device = _device(model)
+    ids = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
+    try:
+        logits = executor.forward(ids)
+    except Exception as exc:
+        raise AdaptError(f"the graph executor built the graph but running it failed: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    _expect_batch_dims(logits, ids, "graph executor")
+    profile = ModelProfile(
+        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
+        mask_name=None, mask_convention="keep_one", mask_verified=False, batch_first=True,
+        output_access="tensor", full_logits_via="graph_executor",
+        output_kind=_output_kind(logits), task="", task_source="",
+        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
+        attention_modules=_attention_modules(model), uses_graph_executor=True,
+        graph_source=executor.source, tied_output=executor.tied_output,
+    )
+    if executor.tied_output:
+        profile.notes.append("no output module: logits tied to the token embedding")
+    adapted = AdaptedModel(model, profile, executor)
+    _finish_profile(adapted, logits, ids, config, ov, vocab, vocab_src)
+    return adapted
+
+
+def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+    if sig.input_param is None or sig.unknown_required:
+        raise AdaptError(_cannot_adapt(model, sig, "no token input parameter was recognised"
+                                       if sig.input_param is None else
+                                       f"required parameters with no known role: "
+                                       f"{', '.join(sig.unknown_required)}"))
+    vocab, vocab_src = _vocab_hint(model, config, ov)
+    max_len, len_src = _max_seq_len(model, config, ov)
+    device = _device(model)
+    ids = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
+    profile = ModelProfile(
+        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
+        mask_name=sig.mask_param, mask_convention=None, mask_verified=False,
+        batch_first=bool(ov.get("batch_first", True)), output_access="tensor",
+        full_logits_via="forward", output_kind="logits", task="", task_source="",
+        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
+        attention_modules=_attention_modules(model),
+    )
+    adapted = AdaptedModel(model, profile)
+
+    attempts: list[str] = []
+    out = None
+    for batch_first in ((True, False) if "batch_first" not in ov else (ov["batch_first"],)):
+        x = ids if batch_first else ids.t()
+        try:
+            out = model(x) if adapted._positional else model(**{sig.input_param: x})
+            profile.batch_first = batch_first
+            break
+        except Exception as exc:
+            attempts.append(f"{sig.input_param}={'(B, T)' if batch_first else '(T, B)'} "
+                            f"-> {type(exc).__name__}: {exc}")
+    if out is None:
+        raise AdaptError(_cannot_adapt(model, sig, "every call failed", attempts))
+    try:
+        profile.output_access = _find_logits(out)
+    except AdaptError as exc:
+        raise AdaptError(_cannot_adapt(model, sig, str(exc), attempts)) from exc
+    logits = adapted(ids)
+    if logits.dim() == 3 and logits.shape[1] == 1 and ids.shape[1] > 1:
+        _full_logits_via_labels(adapted, ids)
+        logits = adapted(ids)
+    _expect_batch_dims(logits, ids, type(model).__name__)
+    if "batch_first" not in ov and logits.dim() == 3:
+        _detect_layout(adapted, ids, vocab)
+        logits = adapted(ids)
+    profile.output_kind = _output_kind(logits)
+    if profile.output_kind != "logits":
+        profile.notes.append(f"the model returns {profile.output_kind.replace('_', '-')}, "
+                             "not raw logits")
+    if sig.mask_param is not None:
+        _detect_mask_convention(adapted, ids, ov.get("mask_convention"))
+    _finish_profile(adapted, logits, ids, config, ov, vocab, vocab_src)
+    return adapted
+
+
+# -- probes -----------------------------------------------------------------------------
+
+
+def _full_logits_via_labels(adapted: AdaptedModel, ids: torch.Tensor) -> None:
+    """nanoGPT returns logits for the last position only unless targets are given."""
+    p = adapted.profile
+    if p.signature.label_param is None:
+        raise AdaptError(
+            f"{p.model_class} returns logits for one position when given {ids.shape[1]} and "
+            "takes no labels/targets parameter that could ask for all of them"
+        )
+    p.full_logits_via = "labels"
+    logits = adapted(ids)
+    if logits.shape[1] != ids.shape[1]:
+        raise AdaptError(
+            f"{p.model_class} returns logits for {logits.shape[1]} position(s) for an input of "
+            f"{ids.shape[1]}, with or without {p.signature.label_param!r}"
+        )
+    p.notes.append(f"full-sequence logits obtained by passing {p.signature.label_param}=input_ids "
+                   "(the model otherwise returns only the last position)")
+
+
+def _detect_layout(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> None:
+    """Batch-first or seq-first, by behaviour: changing token (0, 0) of a batch-first model
+    moves only row 0; of a seq-first model fed (B, T) it moves only column 0. Seq-first is
+    accepted only if, transposed, the model also treats identical rows identically (a
+    batch-first model whose attention lacks `batch_first=True` fails that and stays
+    batch-first, for Tier 1 to flag)."""
+    p = adapted.profile
+    base = adapted(ids)
+    alt = ids.clone()
+    alt[0, 0] = (alt[0, 0] + 1) % vocab
+    moved = (adapted(alt) - base).abs().amax(-1) > 1e-6  # (B, T)
+    rows_only = not moved[1:].any()
+    cols_only = not moved[:, 1:].any()
+    if rows_only or not cols_only:
+        return
+    p.batch_first = False
+    same = ids.clone()
+    same[1] = same[0]
+    out = adapted(same)
+    if torch.allclose(out[0], out[1], atol=1e-5) and not _rows_mix(adapted, ids, vocab):
+        p.notes.append("seq-first model: inputs and logits are transposed (B, T) <-> (T, B)")
+    else:
+        p.batch_first = True
+        p.notes.append("the model mixes the batch dimension (check batch_independence)")
+
+
+def _rows_mix(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> bool:
+    base = adapted(ids)
+    alt = ids.clone()
+    alt[0] = (alt[0] + 1) % vocab
+    return bool((adapted(alt)[1:] - base[1:]).abs().max() > 1e-6)
+
+
+def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: str | None) -> None:
+    """Left-pad row 0, change what the pad positions hold, and keep the convention under
+    which the real positions do not move. Names decide only when behaviour cannot."""
+    p = adapted.profile
+    by_name = "keep_one" if p.mask_name in ("attention_mask", "input_mask") else "pad_true"
+    if forced is not None:
+        if forced not in ("keep_one", "pad_true"):
+            raise AdaptError(f"mask_convention={forced!r}: use 'keep_one' or 'pad_true'")
+        p.mask_convention, p.mask_verified = forced, False
+        return
+    T = ids.shape[1]
+    n_pad = max(1, T // 2)
+    mask = torch.ones_like(ids)
+    mask[0, :n_pad] = 0
+    alt = ids.clone()
+    alt[0, :n_pad] = (alt[0, :n_pad] + 7) % max(int(ids.max()) + 1, 8)
+    drift = {}
+    for conv in ("keep_one", "pad_true"):
+        p.mask_convention = conv
+        try:
+            a, b = adapted(ids, mask), adapted(alt, mask)
+        except Exception as exc:  # a convention the model rejects is simply not it
+            log.debug("mask probe %s failed: %s", conv, exc)
+            drift[conv] = float("inf")
+            continue
+        real_a, real_b = a[0, n_pad:], b[0, n_pad:]
+        bad = not (torch.isfinite(real_a).all() and torch.isfinite(real_b).all())
+        drift[conv] = float("inf") if bad else float((real_a - real_b).abs().max())
+    ok = [c for c, d in drift.items() if d <= 1e-5]
+    if len(ok) == 1:
+        p.mask_convention, p.mask_verified = ok[0], True
+    else:
+        p.mask_convention, p.mask_verified = by_name, False
+        p.notes.append(
+            f"padding mask convention taken from the name {p.mask_name!r} ({by_name}): "
+            + ("the model's output does not depend on its mask" if len(ok) == 2 else
+               "neither convention kept real positions independent of pad content")
+        )
+
+
+def _finish_profile(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
+                    config: Any, ov: dict, vocab_hint: int, vocab_src: str) -> None:
+    p = adapted.profile
+    width = int(logits.shape[-1])
+    if logits.dim() == 2:
+        p.num_classes = width
+    if "vocab_size" in ov:
+        p.vocab_size, p.vocab_source = int(ov["vocab_size"]), "override"
+    elif vocab_src in ("config", "model attribute"):
+        p.vocab_size, p.vocab_source = vocab_hint, vocab_src
+    elif logits.dim() == 3:
+        p.vocab_size, p.vocab_source = width, "output width"
+    elif vocab_src != "probe default":
+        p.vocab_size, p.vocab_source = vocab_hint, vocab_src
+    else:
+        p.vocab_size, p.vocab_source = None, "unknown"
+        p.notes.append("vocabulary size unknown: pass vocab_size=...")
+    if p.max_seq_len is None:
+        p.notes.append("maximum sequence length unknown: pass max_seq_len=...")
+    p.task, p.task_source = _task(adapted, logits, ids, config, ov)
+
+
+def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor, config: Any,
+          ov: dict) -> tuple[str, str]:
+    if ov.get("task"):
+        return ov["task"], "override"
+    raw = _raw(config)
+    if raw.get("task") in TASKS:
+        return raw["task"], "config"
+    if logits.dim() == 2:
+        return "classification", "output shape (B, C)"
+    arch = " ".join(_hf_config(adapted.model).get("architectures") or [])
+    for key, task in (("CausalLM", "causal_lm"), ("LMHeadModel", "causal_lm"),
+                      ("MaskedLM", "masked_lm"), ("SequenceClassification", "classification")):
+        if key in arch or key in type(adapted.model).__name__:
+            return task, "model class"
+    template = str(raw.get("template") or raw.get("model_type") or "")
+    if any(k in template.lower() for k in ("gpt", "llama", "decoder", "causal")):
+        return "causal_lm", f"template {template!r}"
+    vocab = adapted.profile.vocab_size
+    if vocab is not None and logits.shape[-1] != vocab:
+        return "encoder", "output width differs from the vocabulary"
+    if _is_causal(adapted, ids):
+        return "causal_lm", "behaviour (no position sees later tokens)"
+    return "masked_lm", "behaviour (positions see later tokens)"
+
+
+def _is_causal(adapted: AdaptedModel, ids: torch.Tensor) -> bool:
+    base = adapted(ids)
+    alt = ids.clone()
+    alt[:, -1] = (alt[:, -1] + 1) % max(int(ids.max()) + 1, 2)
+    return bool((adapted(alt)[:, :-1] - base[:, :-1]).abs().max() <= 1e-6)
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def _extract(out: Any, how: str) -> torch.Tensor:
+    if how == "tensor":
+        return out
+    kind, _, key = how.partition(":")
+    if kind == "index":
+        return out[int(key)]
+    if kind == "key":
+        return out[key]
+    return getattr(out, key)
+
+
+def _find_logits(out: Any) -> str:
+    """Where the logits are in whatever `forward` returned."""
+    if isinstance(out, torch.Tensor):
+        return "tensor"
+    if isinstance(out, Mapping):
+        for key in ("logits", "prediction_logits", "lm_logits"):
+            if isinstance(out.get(key), torch.Tensor):
+                return f"key:{key}"
+        for key, value in out.items():
+            if isinstance(value, torch.Tensor) and value.dim() >= 2:
+                return f"key:{key}"
+    if isinstance(getattr(out, "logits", None), torch.Tensor):
+        return "attr:logits"
+    if isinstance(out, (tuple, list)):
+        for i, value in enumerate(out):
+            if isinstance(value, torch.Tensor):
+                return f"index:{i}"
+    raise AdaptError(f"forward returned a {type(out).__name__} with no tensor of logits in it")
+
+
+def _expect_batch_dims(logits: Any, ids: torch.Tensor, who: str) -> None:
+    B, T = ids.shape
+    if not isinstance(logits, torch.Tensor):
+        raise AdaptError(f"{who} returned {type(logits).__name__}, not a tensor of logits")
+    ok3 = logits.dim() == 3 and tuple(logits.shape[:2]) in ((B, T), (T, B))
+    ok2 = logits.dim() == 2 and logits.shape[0] == B
+    if not (ok3 or ok2):
+        raise AdaptError(
+            f"{who} returned logits of shape {tuple(logits.shape)} for input ids of shape "
+            f"(B={B}, T={T}); expected (B, T, V) or (B, C)"
+        )
+
+
+def _output_kind(logits: torch.Tensor) -> str:
+    x = logits.float()
+    if not torch.isfinite(x).all():
+        return "logits"
+    if (x <= 1e-6).all() and torch.allclose(x.exp().sum(-1), torch.ones(()), atol=1e-3):
+        return "log_probs"
+    if (x >= 0).all() and torch.allclose(x.sum(-1), torch.ones(()), atol=1e-3):
+        return "probs"
+    return "logits"
+
+
+def _probe_len(max_len: int | None) -> int:
+    return _PROBE_T if max_len is None else max(1, min(_PROBE_T, max_len))
+
+
+def _probe_ids(B: int, T: int, vocab: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, vocab, (B, T), generator=g).to(device)
+
+
+def _device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _raw(config: Any) -> dict:
+    if config is None:
+        return {}
+    if isinstance(config, dict):
+        return config
+    return dict(getattr(config, "raw", None) or {})
+
+
+def _config_value(config: Any, name: str) -> Any:
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        return config.get(name)
+    return getattr(config, name, None)
+
+
+def _hf_config(model: nn.Module) -> dict:
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return {}
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
+    if isinstance(cfg, dict):
+        return cfg
+    return {k: v for k, v in vars(cfg).items() if not k.startswith("_")}
+
+
+def _model_attr(model: nn.Module, names: tuple[str, ...]) -> tuple[int | None, str]:
+    for holder, label in ((model, "model attribute"), (_hf_config(model), "model config")):
+        for name in names:
+            value = holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, label
+    return None, ""
+
+
+def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
+    """A vocabulary bound that keeps probe ids valid: override, config, model attribute, else
+    the smallest embedding table (a token id below every table's size is safe)."""
+    if ov.get("vocab_size"):
+        return int(ov["vocab_size"]), "override"
+    value = _config_value(config, "vocab_size")
+    if isinstance(value, int) and value > 0:
+        return value, "config"
+    value, label = _model_attr(model, _VOCAB_ATTRS)
+    if value:
+        return value, "model attribute" if label == "model attribute" else "config"
+    rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+    if rows:
+        return min(rows), "smallest embedding table"
+    return 64, "probe default"
+
+
+def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, str]:
+    if ov.get("max_seq_len"):
+        return int(ov["max_seq_len"]), "override"
+    value = _config_value(config, "max_seq_len")
+    if isinstance(value, int) and value > 0:
+        return value, "config"
+    value, label = _model_attr(model, _SEQ_LEN_ATTRS)
+    if value:
+        return value, label
+    for name, m in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1].lower()
+        if isinstance(m, nn.Embedding) and any(k in leaf for k in ("pos", "wpe")):
+            return m.num_embeddings, f"position table {name}"
+    for name, buf in model.named_buffers():
+        leaf = name.rsplit(".", 1)[-1].lower()
+        if buf.dim() >= 2 and buf.shape[-1] == buf.shape[-2] and leaf in ("bias", "mask", "causal_mask"):
+            return int(buf.shape[-1]), f"buffer {name}"
+    return None, "unknown"
+
+
+def _attention_modules(model: nn.Module) -> list[str]:
+    """Outermost modules that do attention: nn.MultiheadAttention or a class named so."""
+    found: list[str] = []
+    for name, m in model.named_modules():
+        cls = type(m).__name__.lower()
+        is_attn = isinstance(m, nn.MultiheadAttention) or (
+            ("attention" in cls or "attn" in cls or cls.endswith("selfattention"))
+            and "layer" not in cls and "block" not in cls
+        )
+        if is_attn and name and not any(name.startswith(f + ".") for f in found):
+            found.append(name)
+    return found
+
+
+def _cannot_adapt(model: nn.Module, sig: SignatureInfo, why: str,
+                  attempts: list[str] | None = None) -> str:
+    lines = [
+        f"Cannot adapt {type(model).__name__}: {why}.",
+        f"  forward parameters: {sig.roles() or '(none)'}",
+    ]
+    lines += [f"  tried: {a}" for a in attempts or []]
+    lines.append(
+        "  Fix: give forward a token input named input_ids (or idx, src, x, tokens) returning "
+        "logits (B, T, V), or pass the roles explicitly (task=, vocab_size=, max_seq_len=)."
+    )
+    return "\n".join(lines)
