@@ -314,7 +314,8 @@ def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: st
             log.debug("mask probe %s failed: %s", conv, exc)
             drift[conv] = float("inf")
             continue
-        real_a, real_b = a[0, n_pad:], b[0, n_pad:]
+        # (B, T, V): the real positions of row 0; (B, C): row 0's single prediction
+        real_a, real_b = (a[0, n_pad:], b[0, n_pad:]) if a.dim() == 3 else (a[0], b[0])
         bad = not (torch.isfinite(real_a).all() and torch.isfinite(real_b).all())
         drift[conv] = float("inf") if bad else float((real_a - real_b).abs().max())
     ok = [c for c, d in drift.items() if d <= 1e-5]
@@ -337,7 +338,7 @@ def _finish_profile(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tens
         p.num_classes = width
     if "vocab_size" in ov:
         p.vocab_size, p.vocab_source = int(ov["vocab_size"]), "override"
-    elif vocab_src in ("config", "model attribute"):
+    elif vocab_src in ("config", "model attribute", "model config"):
         p.vocab_size, p.vocab_source = vocab_hint, vocab_src
     elif logits.dim() == 3:
         p.vocab_size, p.vocab_source = width, "output width"
@@ -502,7 +503,7 @@ def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
         return value, "config"
     value, label = _model_attr(model, _VOCAB_ATTRS)
     if value:
-        return value, "model attribute" if label == "model attribute" else "config"
+        return value, label
     rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
     if rows:
         return min(rows), "smallest embedding table"

@@ -129,15 +129,14 @@ class _SourceGraphBuilder:
                 node_id = self._module_call(call, stmt.lineno)
             self._bind(targets, node_id)
             return
-        names = self._resolve_names(stmt.value, stmt.lineno, exclude=None)
-        first = targets[0] if targets else ""
-        m = _INTERMEDIATE.match(first)
-        if m and isinstance(stmt.value, ast.BinOp) and len(names) >= 2:
-            node_id = m.group(1)
+        names = list(dict.fromkeys(self._resolve_names(stmt.value, stmt.lineno, exclude=None)))
+        m = _INTERMEDIATE.match(targets[0]) if targets else None
+        if len(names) == 1:
+            self._bind(targets, names[0])  # an alias, or parts of one node summed together
+        elif m and isinstance(stmt.value, ast.BinOp) and names and m.group(1) not in self.nodes:
+            node_id = m.group(1)  # `residual_0_output = a + b` written out
             self._add(GraphNode(node_id, node_type(node_id), inputs=names))
             self._bind(targets, node_id)
-        elif len(set(names)) == 1:
-            self._bind(targets, names[0])
 
     def _module_call(self, call: ast.Call, lineno: int) -> str:
         attr = call.func.attr  # type: ignore[union-attr]
