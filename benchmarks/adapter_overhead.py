@@ -25,7 +25,7 @@ def _cases():
 
     loaded = load_model("example:gpt-mini")
     yield "gpt-mini", loaded.model, loaded.config, lambda m, ids: m(ids)
-    gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=8000,
+    gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=8000,
                                             n_positions=256, bos_token_id=0, eos_token_id=0))
     yield "hf-gpt2-small-ish", gpt2, None, lambda m, ids: m(input_ids=ids, use_cache=False).logits
 

@@ -1,0 +1,283 @@
+"""The command line, run in-process through `utils.cli.main` (plus one real subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from utils.cli import main, read_texts
+
+FIXTURES = Path(__file__).parent / "fixtures" / "builder_exports"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def info_rows(out: str) -> dict[str, str]:
+    return {line[:12].strip(): line[14:] for line in out.splitlines()}
+
+
+def test_info_defaults_to_the_embedded_example(capsys):
+    code, out, err = run(capsys, "info")
+    rows = info_rows(out)
+    assert code == 0
+    assert rows["class"] == "GPTMini" and rows["source"] == "example:gpt-mini"
+    assert rows["built with"].startswith("keyword arguments from config.json: vocab_size")
+    assert rows["vocab size"].startswith(
+        "2048, from config vocab_size; token embedding 'tok_emb' has 2048 rows"
+    )
+    assert rows["max length"] == "256, from config max_seq_len"
+    assert rows["forward"].startswith("forward(input_ids")
+    assert rows["missing"] == "nodes, edges"
+    total, trainable, embedding = (
+        int(x.split()[0].replace(",", "")) for x in rows["parameters"].split(", ")
+    )
+    assert 800_000 < total < 1_300_000 and trainable == total and 0 < embedding < total
+    assert "Built GPTMini" in err
+
+
+@pytest.mark.parametrize(
+    ("folder", "vocab", "max_len", "missing"),
+    [
+        ("simple_graph", 300, 24, "nothing"),
+        ("complex_edges", 260, 16, "nothing"),
+        ("flat_config", 200, 12, "template, nodes, edges"),
+    ],
+)
+def test_info_on_designer_exports(capsys, folder, vocab, max_len, missing):
+    code, out, _ = run(capsys, "info", str(FIXTURES / folder))
+    rows = info_rows(out)
+    assert code == 0
+    assert rows["vocab size"].startswith(f"{vocab}, from config")
+    assert rows["max length"].startswith(f"{max_len}, from config")
+    assert rows["missing"] == missing
+    assert rows["built with"] == "no-argument constructor"
+
+
+def test_info_writes_json_and_out_with_options_before_or_after_the_command(capsys, tmp_path):
+    after = tmp_path / "after.json"
+    code, _, _ = run(
+        capsys, "info", "example:bert-mini", "--json", str(after), "--out", str(tmp_path / "dir")
+    )
+    assert code == 0
+    facts = json.loads(after.read_text())
+    assert facts["class"] == "BertMini" and facts["vocab_size"] == 3000
+    assert json.loads((tmp_path / "dir" / "info.json").read_text()) == facts
+    before = tmp_path / "before.json"
+    assert run(capsys, "--json", str(before), "-q", "info", "example:builder-export")[0] == 0
+    assert json.loads(before.read_text())["config"]["found"]["nodes"] == 15
+
+
+def test_class_option_and_ambiguity_error(capsys, tmp_path):
+    (tmp_path / "model.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+
+            class A(nn.Module):
+                pass
+
+            class B(nn.Module):
+                pass
+            """
+        )
+    )
+    code, out, err = run(capsys, "info", str(tmp_path))
+    assert code == 2 and out == ""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "several model classes that no other class uses: A, B" in err and "--class A" in err
+    code, out, _ = run(capsys, "--class", "B", "info", str(tmp_path))
+    assert code == 0 and info_rows(out)["class"] == "B"
+    assert run(capsys, "info", str(tmp_path), "--class", "A")[0] == 0
+
+
+def test_config_option(capsys, tmp_path):
+    config = tmp_path / "other.json"
+    config.write_text(json.dumps({"vocab_size": 300, "max_seq_len": 20}))
+    code, out, _ = run(capsys, "info", str(FIXTURES / "simple_graph"), "--config", str(config))
+    assert code == 0 and info_rows(out)["max length"] == "20, from config max_seq_len"
+
+
+def test_errors_are_one_line_without_traceback(capsys):
+    code, out, err = run(capsys, "info", "no/such/export")
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        "error: model source 'no/such/export' is not an existing file or folder, nor "
+        "'example:<name>', 'gist:<id>', a gist URL or 'module.path:ClassName'. Check the path."
+    )
+    assert "Traceback" not in err
+
+
+def test_verbose_shows_the_traceback(capsys):
+    code, _, err = run(capsys, "-v", "info", "no/such/export")
+    assert code == 2 and "Traceback" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "tier"), [("analyze", "Tier 2 (analyze)"), ("train", "Tier 3 (train)")]
+)
+def test_tiers_not_in_this_version(capsys, command, tier):
+    code, out, err = run(capsys, command)
+    assert code == 2 and out == ""
+    assert f"error: {tier} is not available in this version" in err
+
+
+def test_no_command_prints_help(capsys):
+    code, _, err = run(capsys)
+    assert code == 2 and "usage: tbuilder" in err and "tokenizer" in err
+
+
+def test_bad_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--task", "translation"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'translation'" in capsys.readouterr().err
+
+
+def test_read_texts(tmp_path):
+    (tmp_path / "a.txt").write_text("first paragraph\n\nsecond\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("third\n")
+    (tmp_path / "skip.md").write_text("not text data\n")
+    assert read_texts(tmp_path) == ["first paragraph", "second", "third"]
+    assert read_texts(tmp_path / "a.txt") == ["first paragraph", "second"]
+
+
+def bad_data(folder: Path, kind: str) -> Path:
+    """A --data argument that must be refused, of the given kind."""
+    if kind == "blank":
+        (folder / "blank.txt").write_text("\n\n  \n")
+        return folder / "blank.txt"
+    if kind == "latin-1":
+        (folder / "latin.txt").write_bytes(b"caf\xe9")
+        return folder / "latin.txt"
+    return folder / "missing.txt" if kind == "missing" else folder
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", r"--data .*missing\.txt: no such file or folder"),
+        ("empty folder", r"the folder holds no \.txt files"),
+        ("blank", "holds no text"),
+        ("latin-1", r"is not UTF-8 text \(byte 3\)"),
+    ],
+)
+def test_tokenizer_data_errors(capsys, tmp_path, kind, message):
+    code, _, err = run(
+        capsys, "tokenizer", "--vocab-size", "300", "--data", str(bad_data(tmp_path, kind))
+    )
+    assert code == 2
+    assert re.search(message, err), err
+
+
+tokenization_ready = importlib.util.find_spec("utils.tokenization.adaptive_tokenizer") is not None
+
+
+@pytest.mark.skipif(
+    not tokenization_ready, reason="utils.tokenization.adaptive_tokenizer is not in this tree yet"
+)
+def test_tokenizer_command_picks_and_saves(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TBUILDER_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "corpus.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog\n\n" * 20 + "façade — naïve\n")
+    out_dir, record = tmp_path / "tok", tmp_path / "choice.json"
+    code, out, _ = run(
+        capsys,
+        "tokenizer",
+        "--vocab-size",
+        "300",
+        "--data",
+        str(data),
+        "--out",
+        str(out_dir),
+        "--json",
+        str(record),
+    )
+    rows = {line[:10].strip(): line[12:] for line in out.splitlines()}
+    assert code == 0
+    assert rows["strategy"] == "character" and rows["tokens"].startswith("300 for 300 rows")
+    assert json.loads(record.read_text())["strategy"] == "character"
+    assert (out_dir / "tokenizer_choice.json").is_file()
+    assert run(capsys, "tokenizer", "--vocab-size", "1")[0] == 2
+
+
+tier1_ready = importlib.util.find_spec("utils.tiers.tier1") is not None
+
+
+QUICK = "output_shape,causality,padding_invariance"
+
+
+@pytest.mark.skipif(not tier1_ready, reason="utils.tiers.tier1 is not in this tree yet")
+def test_check_passes_a_correct_model(capsys, tmp_path):
+    out_dir, record = tmp_path / "report", tmp_path / "report.json"
+    code, out, _ = run(
+        capsys, "-q", "check", "--checks", QUICK, "--out", str(out_dir), "--json", str(record)
+    )
+    assert code == 0, out
+    data = json.loads(record.read_text())
+    assert data["status"] == "pass"
+    assert [r["id"] for r in data["results"]] == QUICK.split(",")
+    assert (out_dir / "report.md").is_file() and (out_dir / "report.json").is_file()
+    assert "PASS  causality" in out
+
+
+@pytest.mark.skipif(not tier1_ready, reason="utils.tiers.tier1 is not in this tree yet")
+def test_check_fails_a_leaky_model_with_exit_1(capsys):
+    # simple_graph has no causal mask: as a causal LM it sees future tokens
+    source = str(FIXTURES / "simple_graph")
+    code, out, _ = run(
+        capsys, "-q", "check", source, "--task", "causal_lm", "--checks", "causality"
+    )
+    assert code == 1
+    assert "FAIL  causality" in out and out.rstrip().splitlines()[-1].startswith("FAIL:")
+    code, out, err = run(capsys, "run", source, "--task", "causal_lm", "--checks", "causality")
+    assert code == 1 and "Tier 2 (analyze) and Tier 3 (train) are not available" in err
+
+
+@pytest.mark.skipif(not tier1_ready, reason="utils.tiers.tier1 is not in this tree yet")
+def test_check_with_an_unknown_check_id(capsys):
+    code, _, err = run(capsys, "check", "--checks", "causality,telepathy")
+    assert code == 2 and "unknown check id(s) 'telepathy'" in err
+
+
+def test_check_without_tier1_says_so(capsys):
+    if tier1_ready:
+        pytest.skip("utils.tiers.tier1 exists in this tree")
+    code, _, err = run(capsys, "check")
+    assert code == 2 and "error: Tier 1 (check) is not available in this version." in err
+
+
+def test_python_dash_m_utils_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "utils", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tbuilder")
+    for command in ("info", "check", "analyze", "train", "tokenizer", "run"):
+        assert command in result.stdout
+
+
+def test_version(capsys):
+    from utils import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"tbuilder {__version__}"
