@@ -290,8 +290,11 @@ def _rows_mix(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> bool:
 
 
 def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: str | None) -> None:
-    """Left-pad row 0, change what the pad positions hold, and keep the convention under
-    which the real positions do not move. Names decide only when behaviour cannot."""
+    """Pad part of row 0, change what the pad positions hold, and keep the convention under
+    which the real positions do not move. Right padding first (a causal model under the wrong
+    convention masks its first real token), then left padding (a bidirectional model that
+    ignores pads on the right still sees them on the left). Names decide only when behaviour
+    cannot."""
     p = adapted.profile
     by_name = "keep_one" if p.mask_name in ("attention_mask", "input_mask") else "pad_true"
     if forced is not None:
@@ -301,33 +304,44 @@ def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: st
         return
     T = ids.shape[1]
     n_pad = max(1, T // 2)
+    ok: list[str] = []
+    for pads in (slice(T - n_pad, T), slice(0, n_pad)):
+        real = torch.ones(T, dtype=torch.bool)
+        real[pads] = False
+        ok = [c for c in ("keep_one", "pad_true") if _real_positions_still(adapted, ids, pads, real, c)]
+        if len(ok) == 1:
+            p.mask_convention, p.mask_verified = ok[0], True
+            return
+    p.mask_convention, p.mask_verified = by_name, False
+    p.notes.append(
+        f"padding mask convention taken from the name {p.mask_name!r} ({by_name}): "
+        + ("the model's output does not depend on its mask" if len(ok) == 2 else
+           "neither convention kept real positions independent of pad content")
+    )
+
+
+def _real_positions_still(adapted: AdaptedModel, ids: torch.Tensor, pads: slice,
+                          real: torch.Tensor, convention: str) -> bool:
+    """True when, under `convention`, row 0's real outputs ignore what its pads hold."""
+    p = adapted.profile
     mask = torch.ones_like(ids)
-    mask[0, :n_pad] = 0
+    mask[0, pads] = 0
     alt = ids.clone()
-    alt[0, :n_pad] = (alt[0, :n_pad] + 7) % max(int(ids.max()) + 1, 8)
-    drift = {}
-    for conv in ("keep_one", "pad_true"):
-        p.mask_convention = conv
-        try:
-            a, b = adapted(ids, mask), adapted(alt, mask)
-        except Exception as exc:  # a convention the model rejects is simply not it
-            log.debug("mask probe %s failed: %s", conv, exc)
-            drift[conv] = float("inf")
-            continue
-        # (B, T, V): the real positions of row 0; (B, C): row 0's single prediction
-        real_a, real_b = (a[0, n_pad:], b[0, n_pad:]) if a.dim() == 3 else (a[0], b[0])
-        bad = not (torch.isfinite(real_a).all() and torch.isfinite(real_b).all())
-        drift[conv] = float("inf") if bad else float((real_a - real_b).abs().max())
-    ok = [c for c, d in drift.items() if d <= 1e-5]
-    if len(ok) == 1:
-        p.mask_convention, p.mask_verified = ok[0], True
-    else:
-        p.mask_convention, p.mask_verified = by_name, False
-        p.notes.append(
-            f"padding mask convention taken from the name {p.mask_name!r} ({by_name}): "
-            + ("the model's output does not depend on its mask" if len(ok) == 2 else
-               "neither convention kept real positions independent of pad content")
-        )
+    alt[0, pads] = (alt[0, pads] + 7) % max(int(ids.max()) + 1, 8)
+    previous = p.mask_convention
+    p.mask_convention = convention
+    try:
+        a, b = adapted(ids, mask), adapted(alt, mask)
+    except Exception as exc:  # a convention the model rejects is simply not its convention
+        log.debug("mask probe %s failed: %s", convention, exc)
+        return False
+    finally:
+        p.mask_convention = previous
+    # (B, T, V): the real positions of row 0; (B, C): row 0's single prediction
+    ra, rb = (a[0, real], b[0, real]) if a.dim() == 3 else (a[0], b[0])
+    if not (torch.isfinite(ra).all() and torch.isfinite(rb).all()):
+        return False
+    return bool((ra - rb).abs().max() <= 1e-5)
 
 
 def _finish_profile(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
