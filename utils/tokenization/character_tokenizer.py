@@ -1,0 +1,409 @@
+"""A character-level tokenizer for any vocabulary size, from 100 to 500,000 and more.
+
+Why characters: a model whose vocabulary is too small for subword units (or a user with no
+text to train them on) still needs a tokenizer whose every id is below the model's
+vocabulary size. Characters need no training and any vocabulary size can be filled.
+
+The vocabulary is laid out in a fixed order, so the same arguments always give the same ids:
+
+1. the special tokens (`<pad>`, `<unk>`, `<s>`, `</s>`, `<mask>` by default);
+2. 256 byte tokens `<0x00>` ... `<0xFF>`, when the vocabulary has room for them (see
+   `byte_fallback`): a character without a token of its own is written as its UTF-8 bytes,
+   so `decode(encode(text)) == text` for any Unicode text;
+3. the characters of the user's text, most frequent first (ties by code point);
+4. the rest of Unicode, in the order `UNICODE_FILL_ORDER` documents, until the vocabulary
+   is full. Every token is a real character, so every id decodes to real text.
+
+Encoding is a table lookup over the text's UTF-32 code points (numpy), not a Python loop
+per character; decoding works on runs of ids the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from transformers import PreTrainedTokenizer
+
+from utils._io import atomic_write_text
+from utils.tokenization._common import DEFAULT_SPECIAL_TOKENS
+
+UNICODE_FILL_ORDER = (
+    "Characters that fill the vocabulary after the text's own, in this order: tab, newline, "
+    "carriage return and printable ASCII (U+0020-U+007E); then every other assigned code point "
+    "in increasing order (surrogates, private use and unassigned excluded); then private-use "
+    "code points; then unassigned ones. 'Assigned' follows the Unicode version of Python's "
+    "unicodedata; the saved vocabulary keeps the ids fixed whichever version reloads it."
+)
+BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
+VOCAB_FILE = "char_vocab.json"
+MAX_CODEPOINT = 0x110000
+_ASCII_HEAD = "\t\n\r" + "".join(chr(c) for c in range(0x20, 0x7F))
+_KIND_CHAR, _KIND_BYTE, _KIND_LITERAL = 0, 1, 2
+_UTF8_LEAD = np.array([0x00, 0xC0, 0xE0, 0xF0], dtype=np.uint32)
+_SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: never text
+_SENTINEL_RE = re.compile("[\uFDD0-\uFDEF]")
+
+
+@lru_cache(maxsize=1)
+def unicode_fill_order() -> np.ndarray:
+    """All code points except surrogates, in the order `UNICODE_FILL_ORDER` describes.
+
+    Computed once per process (about a third of a second): (1_112_064,) uint32.
+    """
+    head = np.frombuffer(_ASCII_HEAD.encode("utf-32-le"), dtype=np.uint32)
+    category = np.array(
+        [unicodedata.category(chr(c))[0:2] for c in range(MAX_CODEPOINT)], dtype="<U2"
+    )
+    codepoints = np.arange(MAX_CODEPOINT, dtype=np.uint32)
+    in_head = np.zeros(MAX_CODEPOINT, dtype=bool)
+    in_head[head] = True
+    private, unassigned = category == "Co", category == "Cn"
+    assigned = ~(private | unassigned | (category == "Cs") | in_head)
+    return np.concatenate(
+        [head, codepoints[assigned], codepoints[private], codepoints[unassigned]]
+    )
+
+
+def count_characters(texts: Iterable[str], chunk_chars: int = 1 << 20) -> np.ndarray:
+    """Count every code point in `texts` (streamed in ~1M-character chunks): (0x110000,) int64."""
+    counts = np.zeros(MAX_CODEPOINT, dtype=np.int64)
+    chunk: list[str] = []
+    size = 0
+    for text in texts:
+        chunk.append(text)
+        size += len(text)
+        if size >= chunk_chars:
+            counts += np.bincount(_codepoints("".join(chunk)), minlength=MAX_CODEPOINT)
+            chunk, size = [], 0
+    if chunk:
+        counts += np.bincount(_codepoints("".join(chunk)), minlength=MAX_CODEPOINT)
+    return counts
+
+
+def build_vocabulary(
+    vocab_size: int,
+    special_tokens: Sequence[str],
+    texts: Iterable[str] | None = None,
+    byte_fallback: bool | None = None,
+) -> tuple[list[str], bool]:
+    """The token list (in id order) and whether it holds byte tokens; see the module docstring.
+
+    `byte_fallback=None` turns byte tokens on when, after the special tokens and the 256
+    bytes, there is still room for every character of the text and for printable ASCII.
+    """
+    special_tokens = list(dict.fromkeys(special_tokens))  # roles may share one token (GPT-2)
+    if vocab_size <= len(special_tokens):
+        raise ValueError(
+            f"vocab_size={vocab_size} leaves no room for characters after the "
+            f"{len(special_tokens)} special tokens {list(special_tokens)}; use at least "
+            f"{len(special_tokens) + 1} (a useful character vocabulary has 100 or more)"
+        )
+    counts = count_characters(texts) if texts is not None else np.zeros(MAX_CODEPOINT, np.int64)
+    seen = np.flatnonzero(counts)
+    seen = seen[np.lexsort((seen, -counts[seen]))]  # most frequent first, ties by code point
+    room = vocab_size - len(special_tokens) - len(BYTE_TOKENS)
+    wanted = len(np.union1d(seen, np.frombuffer(_ASCII_HEAD.encode("utf-32-le"), np.uint32)))
+    if byte_fallback is None:
+        byte_fallback = room >= wanted
+    elif byte_fallback and room < 1:
+        raise ValueError(
+            f"byte_fallback=True needs vocab_size > {len(special_tokens) + len(BYTE_TOKENS)} "
+            f"(special tokens + 256 bytes + at least one character), got {vocab_size}"
+        )
+    tokens = list(special_tokens) + (list(BYTE_TOKENS) if byte_fallback else [])
+    n_chars = vocab_size - len(tokens)
+    fill = unicode_fill_order()
+    fill = fill[~np.isin(fill, seen)]
+    chosen = np.concatenate([seen, fill])[:n_chars]
+    tokens += _codepoints_to_chars(chosen)
+    return tokens, byte_fallback
+
+
+class CharacterLevelTokenizer(PreTrainedTokenizer):
+    """A Hugging Face compatible character tokenizer with a vectorised encoder.
+
+    >>> tok = CharacterLevelTokenizer(vocab_size=100_000)
+    >>> tok.decode(tok.encode("Hello 世界!")) == "Hello 世界!"
+    True
+
+    `__call__`, padding, truncation, `return_tensors`, `decode(skip_special_tokens=...)`,
+    `save_pretrained` and `from_pretrained` come from `PreTrainedTokenizer`; this class
+    replaces only the per-character work with numpy.
+    """
+
+    vocab_files_names: ClassVar[dict[str, str]] = {"vocab_file": VOCAB_FILE}
+    model_input_names: ClassVar[list[str]] = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self,
+        vocab_size: int = 1000,
+        texts: Iterable[str] | None = None,
+        byte_fallback: bool | None = None,
+        vocab_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        for role, default in DEFAULT_SPECIAL_TOKENS.items():
+            kwargs.setdefault(role, default)
+        specials = list(dict.fromkeys(str(kwargs[r]) for r in DEFAULT_SPECIAL_TOKENS if kwargs[r] is not None))
+        if vocab_file is not None:
+            tokens, byte_fallback = _read_vocab_file(Path(vocab_file), specials)
+        else:
+            tokens, byte_fallback = build_vocabulary(vocab_size, specials, texts, byte_fallback)
+        self._set_vocabulary(tokens, specials, byte_fallback)
+        kwargs.setdefault("clean_up_tokenization_spaces", False)
+        super().__init__(**kwargs)
+
+    # -- vocabulary ---------------------------------------------------------------------
+
+    def _set_vocabulary(self, tokens: list[str], specials: list[str], byte_fallback: bool) -> None:
+        """Build the lookup tables: code point -> id, and id -> (kind, code point or byte)."""
+        self._tokens = tokens
+        self.byte_fallback = byte_fallback
+        self._vocab = {t: i for i, t in enumerate(tokens)}
+        n = len(tokens)
+        self._kind = np.full(n, _KIND_LITERAL, dtype=np.int8)  # (n,)
+        self._value = np.zeros(n, dtype=np.uint32)  # (n,) code point or byte value
+        first_char = len(specials) + (len(BYTE_TOKENS) if byte_fallback else 0)
+        if byte_fallback:
+            self._kind[len(specials) : first_char] = _KIND_BYTE
+            self._value[len(specials) : first_char] = np.arange(256, dtype=np.uint32)
+        char_ids = np.arange(first_char, n)
+        chars = "".join(tokens[first_char:])
+        self._kind[char_ids] = _KIND_CHAR
+        self._value[char_ids] = _codepoints(chars)
+        self._table = np.full(MAX_CODEPOINT, -1, dtype=np.int32)  # code point -> id
+        self._table[self._value[char_ids]] = char_ids
+        self._byte_ids = np.arange(len(specials), first_char, dtype=np.int32)  # (256,) or (0,)
+
+    def _update_trie(self, unique_no_split_tokens: list[str] | None = None) -> None:
+        """The base class calls this whenever tokens are added: recompile the literals."""
+        super()._update_trie(unique_no_split_tokens)
+        self._compile_literals()
+
+    def _compile_literals(self) -> None:
+        """Special and added tokens are found in text by one regex. For speed each one is
+        swapped for a Unicode noncharacter (U+FDD0...) that a second table maps to its id, so
+        the text still goes through one vectorised lookup."""
+        literals = sorted(self._added_tokens_encoder, key=len, reverse=True)
+        self._literal_ids = dict(self._added_tokens_encoder)
+        self._literal_re = re.compile("|".join(map(re.escape, literals))) if literals else None
+        self._literal_firsts = {t[0] for t in literals}
+        self._sentinel_of: dict[str, str] | None = None
+        if len(literals) <= _N_SENTINELS:
+            self._sentinel_of = {t: chr(_SENTINEL + k) for k, t in enumerate(literals)}
+            self._table_literals = self._table.copy()
+            for k, t in enumerate(literals):
+                self._table_literals[_SENTINEL + k] = self._literal_ids[t]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokens)
+
+    def get_vocab(self) -> dict[str, int]:
+        return {**self._vocab, **self._added_tokens_encoder}
+
+    def _convert_token_to_id(self, token: str) -> int:
+        return self._vocab.get(token, self.unk_token_id)
+
+    def _convert_id_to_token(self, index: int) -> str:
+        return self._tokens[index]
+
+    def _tokenize(self, text: str, **kwargs: Any) -> list[str]:
+        return [self._tokens[i] for i in self._encode_piece(text, self._table)]
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        ids = [self._convert_token_to_id_with_added_voc(t) for t in tokens]
+        return self._ids_to_text(np.asarray(ids, dtype=np.int64))
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def encode_to_arrays(
+        self, texts: Sequence[str], split_special_tokens: bool | None = None
+    ) -> list[np.ndarray]:
+        """Token ids of each text as int32 arrays, no special tokens added: the fast path
+        the data modules use (no per-token Python objects)."""
+        return [self._encode_text(t, split_special_tokens) for t in texts]
+
+    def _encode_text(self, text: str, split_special_tokens: bool | None = None) -> np.ndarray:
+        """Ids of `text`: special and added token strings in it become their ids unless
+        `split_special_tokens` (Hugging Face semantics)."""
+        split = self.split_special_tokens if split_special_tokens is None else split_special_tokens
+        if split or not self._may_hold_literal(text):
+            return self._encode_piece(text, self._table)
+        if self._sentinel_of is not None and _SENTINEL_RE.search(text) is None:
+            swapped = self._literal_re.sub(lambda m: self._sentinel_of[m.group()], text)
+            return self._encode_piece(swapped, self._table_literals)
+        pieces, start = [], 0
+        for m in self._literal_re.finditer(text):
+            pieces.append(self._encode_piece(text[start : m.start()], self._table))
+            pieces.append(np.array([self._literal_ids[m.group()]], dtype=np.int32))
+            start = m.end()
+        pieces.append(self._encode_piece(text[start:], self._table))
+        return np.concatenate(pieces)
+
+    def _may_hold_literal(self, text: str) -> bool:
+        """A literal's first character must occur before the regex is worth running (a
+        memchr per character, so text without '<' costs next to nothing)."""
+        return (self._literal_re is not None and any(c in text for c in self._literal_firsts)
+                and self._literal_re.search(text) is not None)
+
+    def _encode_piece(self, text: str, table: np.ndarray) -> np.ndarray:
+        """Ids of plain text: one table lookup per code point, bytes or <unk> for the rest."""
+        cps = _codepoints(text)  # (n,)
+        ids = np.take(table, cps)  # (n,) int32, -1 where the character has no token
+        if ids.size == 0 or ids.min() >= 0:
+            return ids
+        unknown = ids < 0
+        if not self.byte_fallback:
+            ids[unknown] = self.unk_token_id
+            return ids
+        return self._expand_to_bytes(ids, cps, unknown)
+
+    def _expand_to_bytes(self, ids: np.ndarray, cps: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+        """Replace each unknown character by the ids of its 1-4 UTF-8 bytes, in place order."""
+        cps = cps.astype(np.uint32)
+        n_bytes = 1 + (cps >= 0x80).astype(np.int32) + (cps >= 0x800) + (cps >= 0x10000)  # (n,)
+        shifts = 6 * (n_bytes[:, None] - 1 - np.arange(4))  # (n, 4) bits below each byte
+        units = (cps[:, None] >> np.maximum(shifts, 0).astype(np.uint32)) & 0x3F  # (n, 4)
+        units[:, 0] = (cps >> (6 * (n_bytes - 1)).astype(np.uint32)) | _UTF8_LEAD[n_bytes - 1]
+        units[:, 1:] |= 0x80
+        rows = np.where(unknown[:, None], self._byte_ids[units & 0xFF], ids[:, None])  # (n, 4)
+        width = np.where(unknown, n_bytes, 1)  # (n,) tokens each character becomes
+        return rows[np.arange(4) < width[:, None]]  # row-major: order kept
+
+    def _encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any) -> Any:
+        """Turn strings into id lists with the vectorised encoder, then let the base class
+        do special tokens, truncation, padding and tensors exactly as for any tokenizer."""
+        if not kwargs.get("is_split_into_words", False):
+            split = kwargs.get("split_special_tokens")
+            text = self._strings_to_ids(text, split)
+            text_pair = self._strings_to_ids(text_pair, split)
+        return super()._encode_plus(text=text, text_pair=text_pair, **kwargs)
+
+    def _strings_to_ids(self, value: Any, split: bool | None) -> Any:
+        if isinstance(value, str):
+            # An empty string stays a string: the base class reads [] as an empty batch.
+            return self._encode_text(value, split).tolist() if value else value
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], (str, list, tuple)):
+            return type(value)(self._strings_to_ids(v, split) for v in value)
+        return value
+
+    # -- decoding -----------------------------------------------------------------------
+
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> Any:
+        """As the base class, but one sequence given as an array or tensor is decoded
+        straight from it, without a round trip through a Python list of ints."""
+        if hasattr(token_ids, "detach"):
+            token_ids = token_ids.detach().cpu().numpy()
+        if isinstance(token_ids, np.ndarray) and token_ids.ndim <= 1:
+            return self._decode(token_ids, skip_special_tokens=skip_special_tokens)
+        return super().decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def _decode(
+        self,
+        token_ids: int | list[int],
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        **kwargs: Any,
+    ) -> str:
+        ids = np.atleast_1d(np.asarray(token_ids, dtype=np.int64))
+        if skip_special_tokens and ids.size:
+            ids = ids[~np.isin(ids, self.all_special_ids)]
+        return self._ids_to_text(ids)
+
+    def _ids_to_text(self, ids: np.ndarray) -> str:
+        """Decode runs of same-kind ids at once: characters via UTF-32, bytes via UTF-8
+        (an incomplete byte sequence becomes U+FFFD), special and added tokens verbatim."""
+        if ids.size == 0:
+            return ""
+        total = len(self)
+        bad = (ids < 0) | (ids >= total)
+        if bad.any():
+            raise ValueError(
+                f"token id {int(ids[bad][0])} is outside this tokenizer's vocabulary "
+                f"(ids 0..{total - 1}); the ids come from a different tokenizer or model"
+            )
+        base = ids < len(self._tokens)
+        kinds = np.full(ids.shape, _KIND_LITERAL, dtype=np.int8)
+        kinds[base] = self._kind[ids[base]]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(kinds)) + 1, [ids.size]])
+        parts = []
+        for a, b in itertools.pairwise(starts):
+            run = ids[a:b]
+            if kinds[a] == _KIND_CHAR:
+                parts.append(self._value[run].astype("<u4").tobytes().decode("utf-32-le"))
+            elif kinds[a] == _KIND_BYTE:
+                parts.append(self._value[run].astype(np.uint8).tobytes().decode("utf-8", "replace"))
+            else:
+                parts.append("".join(self.convert_ids_to_tokens(run.tolist())))
+        return "".join(parts)
+
+    # -- saving -------------------------------------------------------------------------
+
+    def save_vocabulary(
+        self, save_directory: str, filename_prefix: str | None = None
+    ) -> tuple[str, ...]:
+        name = f"{filename_prefix}-{VOCAB_FILE}" if filename_prefix else VOCAB_FILE
+        path = Path(save_directory) / name
+        payload = {
+            "format": "character-level",
+            "byte_fallback": self.byte_fallback,
+            "special_tokens": [t for t in self._tokens if self._kind[self._vocab[t]] == _KIND_LITERAL],
+            "tokens": self._tokens,
+        }
+        atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
+        return (str(path),)
+
+
+def _read_vocab_file(path: Path, specials: list[str]) -> tuple[list[str], bool]:
+    """Load a saved vocabulary, checking it is the layout this class writes."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        tokens, byte_fallback, saved = (
+            payload["tokens"],
+            payload["byte_fallback"],
+            payload["special_tokens"],
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: not a character vocabulary saved by CharacterLevelTokenizer ({exc}); "
+            "save one with tokenizer.save_pretrained(directory)"
+        ) from exc
+    if saved != specials or tokens[: len(saved)] != saved:
+        raise ValueError(
+            f"{path}: special tokens {saved} do not match the tokenizer config's {specials}; "
+            "the folder mixes files from different tokenizers"
+        )
+    first_char = len(saved) + (len(BYTE_TOKENS) if byte_fallback else 0)
+    if byte_fallback and tuple(tokens[len(saved) : first_char]) != BYTE_TOKENS:
+        raise ValueError(f"{path}: byte_fallback is set but the byte tokens are missing or out of order")
+    for i, token in enumerate(tokens[first_char:], start=first_char):
+        if len(token) != 1:
+            raise ValueError(f"{path}: token #{i} {token!r} is not a single character")
+    return tokens, bool(byte_fallback)
+
+
+def _codepoints(text: str) -> np.ndarray:
+    """(len(text),) code points (uint8 for ASCII text, which encodes 7x faster, else uint32);
+    a lone surrogate is an error naming its position."""
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    try:
+        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"text contains a lone surrogate {text[exc.start]!r} at character {exc.start}: "
+            "it is not valid Unicode; decode the source with errors='replace'"
+        ) from exc
+
+
+def _codepoints_to_chars(cps: np.ndarray) -> list[str]:
+    return list(cps.astype("<u4").tobytes().decode("utf-32-le"))
