@@ -23,6 +23,10 @@ test: setup
 bench: setup
 	@for f in benchmarks/*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
 
+# template.ipynb is generated from notebooks/template.py, never edited by hand
+notebook: setup
+	$(PYTHON) -m jupytext --to ipynb --update-metadata '{"jupytext": null}' -o template.ipynb notebooks/template.py
+
 lint: setup
 	$(PYTHON) -m ruff check utils tests benchmarks
 
