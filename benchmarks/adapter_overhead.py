@@ -40,7 +40,8 @@ def main() -> int:
         V = adapted.profile.vocab_size
         ids = torch.randint(0, V, (8, 128))
         with torch.inference_mode():
-            t_direct, t_adapted = paired_medians(lambda: direct(model, ids), lambda: adapted(ids))
+            t_direct, t_adapted = paired_medians(lambda d=direct, m=model, x=ids: d(m, x),
+                                                 lambda a=adapted, x=ids: a(x))
         ratio = t_adapted / t_direct
         worst = max(worst, ratio)
         print(f"{name:<20} {t_direct * 1e3:>10.3f} {t_adapted * 1e3:>11.3f} {ratio:>7.3f}")

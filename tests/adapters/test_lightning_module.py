@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from tests.adapters import zoo
 from utils.adapters import UniversalModelAdapter, adapt
-from utils.adapters.lightning_module import IGNORE_INDEX, decay_groups, lm_loss, warmup_cosine
+from utils.adapters.lightning_module import decay_groups, warmup_cosine
+from utils.adapters.losses import IGNORE_INDEX, lm_loss
 
 PATTERN = "the quick brown fox jumps over the lazy dog. "
 

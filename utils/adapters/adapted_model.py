@@ -7,8 +7,9 @@ vocabulary all differ, and recorded in a `ModelProfile`, so no tier guesses agai
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -102,7 +103,7 @@ class AdaptedModel(nn.Module):
             kwargs[p.mask_name] = (attention_mask if p.mask_convention == "keep_one"
                                    else attention_mask == 0)
         if p.full_logits_via == "labels":
-            kwargs[p.signature.label_param] = x  # makes nanoGPT-style models return all positions
+            kwargs[p.signature.label_param] = x.contiguous()  # nanoGPT: all positions (it .view()s)
         out = self.model(x, **kwargs) if self._positional else self.model(**{p.input_name: x}, **kwargs)
         logits = _extract(out, p.output_access)
         if not p.batch_first and logits.dim() == 3:
@@ -130,15 +131,16 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
     if overrides.get("task") not in (None, *TASKS):
         raise AdaptError(f"task={overrides['task']!r} is not one of {', '.join(TASKS)}")
     sig = ModelSignatureInspector(model).analyze()
-    was_training = model.training
-    model.eval()
+    modes = [(m, m.training) for m in model.modules()]  # restored per module: a mixed
+    model.eval()                                          # train/eval state stays mixed
     try:
         with torch.no_grad():
             if sig.needs_graph_executor:
                 return _adapt_graph(model, sig, config, overrides)
             return _adapt_callable(model, sig, config, overrides)
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 # -- the two paths --------------------------------------------------------------------

@@ -456,11 +456,15 @@ class ComputationalGraphExecutor:
                 x = vals[s.inputs[0]]
                 mha = self._mod(mods, s.modules[0])
                 mask = self._causal_mask(x.shape[1], x.device) if s.causal else None
+                if kpm is not None:
+                    mask, pad = _soft_masks(mask, kpm, x.dtype)
+                else:
+                    pad = None
                 if mha.batch_first:
-                    out = mha(x, x, x, attn_mask=mask, key_padding_mask=kpm, need_weights=False)[0]
+                    out = mha(x, x, x, attn_mask=mask, key_padding_mask=pad, need_weights=False)[0]
                 else:
                     xt = x.transpose(0, 1)
-                    out = mha(xt, xt, xt, attn_mask=mask, key_padding_mask=kpm,
+                    out = mha(xt, xt, xt, attn_mask=mask, key_padding_mask=pad,
                               need_weights=False)[0].transpose(0, 1)
             elif op == "embedding":
                 ids = vals[s.inputs[0]]
@@ -491,6 +495,20 @@ class ComputationalGraphExecutor:
     def describe(self) -> list[str]:
         """One line a node: `residual_0 (residual) <- embedding_0, mhsa_0`."""
         return [f"{n.id} ({n.type}) <- {', '.join(n.inputs) or 'tokens'}" for n in self.nodes]
+
+
+def _soft_masks(causal: torch.Tensor | None, kpm: torch.Tensor, dtype: torch.dtype
+                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Boolean masks as large finite negatives. A left-padded pad query under a causal mask
+    sees no key at all; with -inf its softmax row is NaN, and 0 * NaN then poisons the real
+    positions of the next layer. A finite bias gives that row harmless uniform weights and
+    leaves every real position exactly as it was."""
+    neg = torch.finfo(dtype).min / 2
+    pad = torch.zeros(kpm.shape, dtype=dtype, device=kpm.device).masked_fill(kpm, neg)
+    if causal is None:
+        return None, pad
+    soft = torch.zeros(causal.shape, dtype=dtype, device=causal.device).masked_fill(causal, neg)
+    return soft, pad
 
 
 def _first(out: Any) -> torch.Tensor:

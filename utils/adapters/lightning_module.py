@@ -14,33 +14,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils.adapters.adapted_model import AdaptedModel, adapt
-
-IGNORE_INDEX = -100
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: str = "logits"
-            ) -> tuple[torch.Tensor, int]:
-    """Mean loss over scored positions and how many there were.
-
-    causal_lm: logits (B, T, V), labels (B, T) aligned with the input; shifted here by one.
-    masked_lm: labels (B, T), -100 everywhere but the masked positions.
-    classification: logits (B, C), labels (B,).
-    """
-    if task == "causal_lm":
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    elif task not in ("masked_lm", "classification"):
-        raise ValueError(f"no training loss for task {task!r}; use causal_lm, masked_lm or "
-                         "classification (adapt(..., task=...))")
-    flat = logits.reshape(-1, logits.shape[-1]).float()
-    target = labels.reshape(-1)
-    if output_kind == "probs":
-        flat = flat.clamp_min(1e-12).log()  # log-probs, which cross_entropy leaves unchanged
-    n = int((target != IGNORE_INDEX).sum())
-    loss = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
-    return loss, n
+from utils.adapters.losses import IGNORE_INDEX, lm_loss
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ import html
 import io
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from utils._io import atomic_write_bytes, atomic_write_text
 

@@ -1,0 +1,148 @@
+"""Every Tier 1 check passes on a correct model and fails (or warns, for the checks that only
+report) on a model built to break it, with advice that names what to change."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.adapters.zoo import BatchMixingLM, Classifier, TinyGPT
+from tests.tiers.zoo_broken import (
+    CheckedGPT,
+    DataTiedLM,
+    DropoutNeverAppliedLM,
+    EvalDropoutLM,
+    FixedDeviceLM,
+    Fp16OverflowLM,
+    HugeInitLM,
+    IgnoresMaskLM,
+    InvertedMaskLM,
+    MHACausalPadLM,
+    NaNLM,
+    NeedsUnknownArgs,
+    NoCausalMaskGPT,
+    PlainAttributeLM,
+    PositionLoopLM,
+    PositionOnlyLM,
+    ShiftedLossLM,
+    ShortPositionLM,
+    UnsavedRandomLM,
+    UnshiftedLossLM,
+    UnusedLayerLM,
+    VanishingBranchLM,
+    ZeroGateLM,
+)
+from utils.tiers.tier1 import CHECK_IDS, run_tier1
+
+
+@pytest.fixture(scope="module")
+def good_report():
+    return run_tier1(CheckedGPT(), progress=False)
+
+
+@pytest.mark.parametrize("check_id", CHECK_IDS)
+def test_correct_model_passes(good_report, check_id):
+    result = good_report[check_id]
+    assert result.status == "pass", f"{check_id}: {result.summary}"
+
+
+# (check, model, run_tier1 options, expected status, words the summary + advice must contain)
+BROKEN = [
+    ("forward_signature", NeedsUnknownArgs, {}, "fail", ["alpha", "input_ids"]),
+    ("output_shape", ShortPositionLM, {}, "fail", ["`pos` (8 rows)", "max_seq_len 16"]),
+    ("output_shape", TinyGPT, {}, "warn", ["IndexError", "raise ValueError"]),
+    ("causality", NoCausalMaskGPT, {"task": "causal_lm"}, "fail",
+     ["`blocks.0.attn`", "masked_fill"]),
+    ("batch_independence", BatchMixingLM, {}, "fail", ["`attn`", "batch_first=True"]),
+    ("padding_invariance", IgnoresMaskLM, {}, "fail", ["does not depend on the mask"]),
+    ("padding_invariance", InvertedMaskLM, {}, "fail", ["inverted", "== 0"]),
+    ("padding_invariance", MHACausalPadLM, {}, "warn", ["no_grad", "float masks"]),
+    ("determinism", EvalDropoutLM, {}, "fail", ["training=self.training"]),
+    ("determinism", DropoutNeverAppliedLM, {}, "warn", ["never runs"]),
+    ("numerical_stability", NaNLM, {}, "fail", ["`head`", "`ln_f`"]),
+    ("numerical_stability", Fp16OverflowLM, {}, "warn", ["`scale`", "65504"]),
+    ("initial_loss", HugeInitLM, {}, "fail", ["Far too high", "output layer"]),
+    ("initial_loss", NaNLM, {}, "fail", ["not finite"]),
+    ("gradient_flow", UnusedLayerLM, {}, "fail", ["decoder.weight", "never called"]),
+    ("gradient_flow", ZeroGateLM, {}, "warn", ["exactly zero", "extra"]),
+    ("gradient_flow", VanishingBranchLM, {}, "warn", ["span a factor"]),
+    ("parameter_initialization", HugeInitLM, {}, "fail", ["head.weight", "gain"]),
+    ("weight_sharing", DataTiedLM, {}, "fail", ["head.weight = tok.weight", ".data"]),
+    ("device_portability", FixedDeviceLM, {}, "fail",
+     ["torch.embedding", "torch.arange(T))", "device=idx.device"]),
+    ("device_portability", PlainAttributeLM, {}, "warn", ["scale_table", "register_buffer"]),
+    ("overfit_batch", PositionOnlyLM, {}, "fail", ["Could not memorise", "input tokens"]),
+    ("label_leakage", NoCausalMaskGPT, {"task": "causal_lm"}, "fail",
+     ["far below chance", "`blocks.0.attn`"]),
+    ("label_leakage", UnshiftedLossLM, {}, "fail", ["no shift", "labels[:, 1:]"]),
+    ("state_dict_roundtrip", UnsavedRandomLM, {}, "fail", ["mix", "register_buffer"]),
+    ("memory_footprint", CheckedGPT, {"batch_size": 10**9}, "warn", ["at most", "sequences"]),
+    ("inference_speed", PositionLoopLM, {}, "warn", ["Python loop over positions"]),
+]
+
+
+@pytest.mark.parametrize(("check_id", "model", "options", "status", "words"), BROKEN,
+                         ids=[f"{c}-{m.__name__}" for c, m, *_ in BROKEN])
+def test_broken_model_is_caught(check_id, model, options, status, words):
+    if check_id == "memory_footprint" and not Path("/proc/meminfo").exists():
+        pytest.skip("available memory is read from /proc/meminfo, which this system lacks")
+    result = run_tier1(model(), checks=[check_id], progress=False, **options)[check_id]
+    assert result.status == status, f"{result.status}: {result.summary}"
+    text = f"{result.summary} {result.advice}"
+    for word in words:
+        assert word in text, f"{word!r} not in: {text}"
+    assert result.advice, "every non-pass result carries advice"
+
+
+def test_own_loss_with_the_shift_passes_label_leakage():
+    result = run_tier1(ShiftedLossLM(), checks=["label_leakage"], progress=False)["label_leakage"]
+    assert result.status == "pass", result.summary
+    assert result.metrics["own_loss_convention"] == "shifted"
+    assert result.metrics["loss_used"].startswith("model's own")
+
+
+def test_label_leakage_stays_at_chance_for_a_causal_model(good_report):
+    m = good_report["label_leakage"].metrics
+    assert m["lowest_window_mean"] > m["fail_below"]
+    assert math.isclose(m["chance_loss"], math.log(m["tokens_in_use"]))
+
+
+def test_causality_finds_exact_zeros_by_gradient(good_report):
+    m = good_report["causality"].metrics
+    assert m["method"] == "gradient + resampling"
+    assert m["max_future_gradient"] == 0.0
+    assert m["positions_tested"] == good_report.meta["seq_len"] - 1
+
+
+def test_failed_causality_counts_every_leaking_position():
+    result = run_tier1(NoCausalMaskGPT(), task="causal_lm", checks=["causality"],
+                       progress=False)["causality"]
+    assert result.metrics["leaking_positions"] == result.metrics["positions_tested"]
+    assert result.metrics["first_leaking_module"] == "blocks.0.attn"
+
+
+def test_checks_that_do_not_apply_skip_with_the_reason():
+    report = run_tier1(Classifier(), progress=False,
+                       checks=["causality", "label_leakage", "padding_invariance"])
+    assert report["causality"].status == "skip"
+    assert "classification" in report["causality"].summary
+    assert report["label_leakage"].status == "skip"
+    assert report["padding_invariance"].status == "pass"
+
+
+def test_a_broken_forward_makes_dependent_checks_skip_with_the_reason():
+    report = run_tier1(ShortPositionLM(), progress=False,
+                       checks=["output_shape", "causality", "gradient_flow"])
+    assert report["output_shape"].status == "fail"
+    for check_id in ("causality", "gradient_flow"):
+        assert report[check_id].status == "skip"
+        assert "index out of range" in report[check_id].summary
+
+
+def test_overfit_batch_skips_when_the_time_budget_is_spent():
+    result = run_tier1(CheckedGPT(), checks=["overfit_batch"], time_budget=1e-6,
+                       progress=False)["overfit_batch"]
+    assert result.status == "skip"
+    assert "time" in result.summary

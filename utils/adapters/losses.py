@@ -1,0 +1,31 @@
+"""Training losses by task. Kept apart from the Lightning module so checks that only need a
+loss do not pay for importing Lightning."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: str = "logits"
+            ) -> tuple[torch.Tensor, int]:
+    """Mean loss over scored positions and how many there were.
+
+    causal_lm: logits (B, T, V), labels (B, T) aligned with the input; shifted here by one.
+    masked_lm: labels (B, T), -100 everywhere but the masked positions.
+    classification: logits (B, C), labels (B,).
+    """
+    if task == "causal_lm":
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    elif task not in ("masked_lm", "classification"):
+        raise ValueError(f"no training loss for task {task!r}; use causal_lm, masked_lm or "
+                         "classification (adapt(..., task=...))")
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    target = labels.reshape(-1)
+    if output_kind == "probs":
+        flat = flat.clamp_min(1e-12).log()  # log-probs, which cross_entropy leaves unchanged
+    n = int((target != IGNORE_INDEX).sum())
+    loss = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
+    return loss, n

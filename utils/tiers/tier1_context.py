@@ -1,0 +1,210 @@
+"""What every Tier 1 check receives: the adapted model, the sizes to probe with, the time left,
+and the few helpers (token batches, loss, skips) that all checks share.
+
+Probe sizes are chosen so that batch, length and vocabulary all differ: a check that expects
+exact zeros along one axis can then never be fooled by a transposed tensor.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from utils.adapters import AdaptedModel, ModelProfile
+from utils.adapters.losses import lm_loss
+from utils.tiers.report import CheckResult
+from utils.tiers.runner import Check, check
+
+LM_TASKS = ("causal_lm", "masked_lm")
+LOSS_TASKS = ("causal_lm", "masked_lm", "classification")
+DEFAULT_BATCH = 3  # probe batch: small, odd, and different from every default length
+MAX_PROBE_BATCH = 8  # a larger batch_size sets the training shape only, not the probes
+DEFAULT_MAX_T = 16  # probe length cap: long enough to see leaks, short enough to be quick
+DEFAULT_TRAIN_BATCH = 8  # the batch memory_footprint estimates for when none is given
+
+
+@dataclass
+class Tier1Context:
+    """Shared state for one Tier 1 run. `adapted` is None when the model could not be adapted
+    (then `adapt_error` says why and every check but forward_signature skips)."""
+
+    adapted: AdaptedModel | None
+    adapt_error: str | None
+    device: torch.device
+    seed: int
+    batch_size: int
+    seq_len: int
+    train_batch_size: int
+    train_seq_len: int
+    time_budget: float
+    started: float = field(default_factory=time.perf_counter)
+    id_high: int = 0  # token ids are drawn from [0, id_high)
+    _forward_error: str | None = field(default=None, repr=False)
+    _forward_checked: bool = field(default=False, repr=False)
+
+    # -- facts -------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> ModelProfile:
+        assert self.adapted is not None
+        return self.adapted.profile
+
+    @property
+    def model(self) -> nn.Module:
+        """The user's module (inside the adapter)."""
+        assert self.adapted is not None
+        return self.adapted.model
+
+    @property
+    def task(self) -> str:
+        return self.profile.task
+
+    @property
+    def vocab_size(self) -> int | None:
+        return self.profile.vocab_size
+
+    def remaining(self) -> float:
+        return self.time_budget - (time.perf_counter() - self.started)
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the run's seed; `offset` keeps checks' draws apart."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+
+    def ids(self, B: int | None = None, T: int | None = None, offset: int = 0,
+            high: int | None = None) -> torch.Tensor:
+        """(B, T) random token ids on the run's device, contiguous, reproducible."""
+        B = self.batch_size if B is None else B
+        T = self.seq_len if T is None else T
+        g = self.generator(offset)
+        return torch.randint(0, high or self.id_high, (B, T), generator=g).to(self.device)
+
+    def labels_for(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Training labels for `ids` under the model's task: the ids themselves for a causal
+        LM (the loss shifts them), random tokens for a masked LM (every position scored),
+        random classes for a classifier."""
+        g = self.generator(offset + 7)
+        if self.task == "causal_lm":
+            return ids
+        if self.task == "classification":
+            return torch.randint(0, self.profile.num_classes or 2, (ids.shape[0],),
+                                 generator=g).to(ids.device)
+        return torch.randint(0, self.id_high, tuple(ids.shape), generator=g).to(ids.device)
+
+    def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss the toolkit uses for this task (shifted for a causal LM)."""
+        return lm_loss(out, labels, self.task, self.profile.output_kind)[0]
+
+    def expected_initial_loss(self) -> float:
+        """ln(number of classes): the loss of a uniform prediction."""
+        n = self.profile.num_classes if self.task == "classification" else self.vocab_size
+        return math.log(n or 2)
+
+    # -- preconditions -----------------------------------------------------------------
+
+    def forward_error(self) -> str | None:
+        """Whether a plain forward at the probe sizes works; computed once."""
+        if not self._forward_checked:
+            self._forward_checked = True
+            try:
+                with torch.no_grad(), eval_mode(self.adapted):
+                    self.adapted(self.ids())
+            except Exception as exc:  # noqa: BLE001 - reported by the checks that need it
+                self._forward_error = f"{type(exc).__name__}: {exc}"
+        return self._forward_error
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Preconditions of a check; unmet ones make it `skip` with the reason."""
+
+    adapted: bool = True
+    forward: bool = True
+    tasks: tuple[str, ...] | None = None
+    mask: bool = False
+    min_len: int = 1
+
+
+def tier1_check(check_id: str, title: str, needs: Needs = Needs()
+                ) -> Callable[[Callable[[Tier1Context], CheckResult]], Check]:
+    """`@check` plus what every Tier 1 check needs around it: skips for unmet preconditions,
+    a fixed seed, and the model's train/eval flags restored afterwards whatever happens."""
+
+    def wrap(fn: Callable[[Tier1Context], CheckResult]) -> Check:
+        @functools.wraps(fn)
+        def run(ctx: Tier1Context) -> CheckResult:
+            why = _unmet(ctx, needs)
+            if why:
+                return CheckResult(check_id, title, "skip", why)
+            torch.manual_seed(ctx.seed)
+            with keep_modes(ctx.adapted):
+                return fn(ctx)
+
+        return check(check_id, title)(run)
+
+    return wrap
+
+
+def _unmet(ctx: Tier1Context, needs: Needs) -> str | None:
+    if ctx.adapted is None:
+        return ("Not run: the model could not be adapted (see forward_signature)."
+                if needs.adapted else None)
+    p = ctx.profile
+    if needs.tasks is not None and p.task not in needs.tasks:
+        return (f"Applies to {' / '.join(needs.tasks)} models; this one is {p.task} "
+                f"({p.task_source}). Pass task=... if that is wrong.")
+    if needs.mask and not p.accepts_mask:
+        return "forward takes no padding mask, so there is nothing to check."
+    if ctx.seq_len < needs.min_len:
+        return f"Needs sequences of at least {needs.min_len} tokens; seq_len is {ctx.seq_len}."
+    if needs.forward and ctx.forward_error():
+        return (f"Not run: the forward pass at (B={ctx.batch_size}, T={ctx.seq_len}) raised "
+                f"{ctx.forward_error()} (see output_shape).")
+    return None
+
+
+# -- model state guards -------------------------------------------------------------------
+
+
+class keep_modes:
+    """Context manager: restore every module's train/eval flag on exit."""
+
+    def __init__(self, model: nn.Module | None):
+        self.flags = [] if model is None else [(m, m.training) for m in model.modules()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m, flag in self.flags:
+            m.training = flag
+
+
+class eval_mode(keep_modes):
+    """Context manager: eval mode inside, the previous flags restored on exit."""
+
+    def __init__(self, model: nn.Module | None):
+        super().__init__(model)
+        if model is not None:
+            model.eval()
+
+
+def pick_sizes(batch_size: int | None, seq_len: int | None, vocab: int | None,
+               max_len: int | None) -> tuple[int, int]:
+    """Probe (B, T): the user's sizes when given (B at most 8), else B=3 and T up to 16,
+    nudged so that B, T and the vocabulary all differ (a transposed axis then cannot pass for
+    the right one)."""
+    T = seq_len or min(max_len or DEFAULT_MAX_T, DEFAULT_MAX_T)
+    B = min(batch_size, MAX_PROBE_BATCH) if batch_size else DEFAULT_BATCH
+    if seq_len is None and T in (B, vocab) and T > 2:
+        T -= 1
+    if batch_size is None and B in (T, vocab):
+        B = next(b for b in (2, 4, 5, 6) if b not in (T, vocab))
+    return B, T

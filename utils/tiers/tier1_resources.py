@@ -1,0 +1,256 @@
+"""Tier 1 checks of where and how the model runs: device placement (traced on the meta
+device, no GPU needed), memory for training, and inference speed."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils.tiers.probes import (
+    DeviceTrace,
+    OpCounter,
+    SavedTensorBytes,
+    meta_copy,
+    plain_tensor_attributes,
+)
+from utils.tiers.report import CheckResult
+from utils.tiers.tier1_context import LOSS_TASKS, Tier1Context, eval_mode, tier1_check
+
+# inference_speed: length of the timed batch (capped so a long context stays quick on a CPU),
+# warm-up calls, then timed calls until this many seconds or calls have passed.
+SPEED_MAX_T = 256
+SPEED_WARMUP = 2
+SPEED_MIN_SECONDS = 0.25
+SPEED_MAX_CALLS = 20
+# A forward whose operation count grows with the length by at least one op per two extra
+# positions (and by at least 8 ops) runs a Python loop over positions. Correct models run
+# the same number of operations at every length.
+LOOP_MIN_OPS = 8
+# Peak dense float32 FLOP/s (no tensor cores) of common GPUs, for the achieved fraction.
+PEAK_FP32_FLOPS = {"H200": 67e12, "H100 PCIe": 51e12, "H100": 67e12, "A100": 19.5e12,
+                   "L40S": 91.6e12, "L4": 30.3e12, "A10": 31.2e12, "T4": 8.1e12,
+                   "V100": 15.7e12}
+
+
+# -- device_portability ---------------------------------------------------------------------
+
+
+@tier1_check("device_portability", "Forward creates no tensors on a fixed device")
+def device_portability(ctx: Tier1Context) -> CheckResult:
+    title = "Forward creates no tensors on a fixed device"
+    attrs = plain_tensor_attributes(ctx.model)
+    metrics: dict = {"plain_tensor_attributes": [f"{n} {tuple(t.shape)} on {t.device}"
+                                                 for n, t in attrs]}
+    traced, shadows = meta_copy(ctx.adapted)
+    trace = DeviceTrace(shadows, ctx.device)
+    for name, t in plain_tensor_attributes(traced.model):
+        trace.origins[t] = f"attribute `{name}` (a plain tensor, not a parameter or buffer)"
+    ids = ctx.ids(offset=61)
+    meta_ids = ids.to("meta")
+    shadows[meta_ids] = ids
+    error = None
+    try:
+        with torch.no_grad(), eval_mode(traced), trace:
+            traced(meta_ids)
+    except Exception as exc:  # noqa: BLE001 - an untraceable model is reported, not crashed
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    findings = list({(f["op"], f["where"]): f for f in trace.findings}.values())
+    metrics.update(mixed_device_ops=findings, trace_error=error)
+    if findings:
+        f = findings[0]
+        return CheckResult(
+            "device_portability", title, "fail",
+            f"{len(findings)} operation(s) mix the model's device with a fixed one, e.g. "
+            f"{f['op']} at {f['where']} uses a tensor on {f['host_devices']} made at "
+            f"{f['host_tensor_made_at']}. On a GPU this fails with 'Expected all tensors to be "
+            "on the same device'.", metrics,
+            "Create tensors on the input's device: torch.arange(T, device=idx.device), "
+            "torch.ones(T, T, device=x.device); keep constant tensors as buffers "
+            "(self.register_buffer('mask', m)) so model.to(device) moves them.")
+    if attrs:
+        names = ", ".join(f"`{n}`" for n, _ in attrs[:5])
+        return CheckResult(
+            "device_portability", title, "warn",
+            f"Tensors kept as plain attributes: {names}. model.to(device) does not move them "
+            "and state_dict() does not save them.", metrics,
+            "Register them: self.register_buffer('name', tensor) (or nn.Parameter if trained).")
+    if error:
+        return CheckResult("device_portability", title, "skip",
+                           f"The forward could not be traced on the meta device: {error}",
+                           metrics)
+    return CheckResult("device_portability", title, "pass",
+                       "Traced on the meta device: every tensor forward creates follows the "
+                       "input's device, and no module keeps tensors outside parameters/buffers.",
+                       metrics)
+
+
+# -- memory_footprint ------------------------------------------------------------------------
+
+
+def _unique_params(model: nn.Module) -> list[nn.Parameter]:
+    return list({p.untyped_storage().data_ptr(): p for p in model.parameters()}.values())
+
+
+def _available_bytes(device: torch.device) -> tuple[int | None, str]:
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        return int(free), f"free memory on {torch.cuda.get_device_name(device)}"
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available RAM"
+    return None, "unknown"
+
+
+def _activation_bytes(ctx: Tier1Context, T: int) -> int:
+    """Bytes autograd keeps for one training forward of one sequence of T tokens (train
+    mode, so dropout masks count), plus the logits."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules())
+    model = copy.deepcopy(ctx.adapted) if has_bn else ctx.adapted  # BN stats must not move
+    model.train()
+    ids = ctx.ids(1, T, offset=63)
+    with SavedTensorBytes(exclude=list(model.parameters())) as saved, torch.enable_grad():
+        out = model(ids)
+        if ctx.task in LOSS_TASKS:
+            ctx.loss(out, ctx.labels_for(ids, 63))
+    return saved.total + out.numel() * out.element_size()
+
+
+def _measured_peak(ctx: Tier1Context, B: int, T: int) -> int | str:
+    """GPU only: the peak allocated during one AdamW step on a copy, or why it failed."""
+    trainee = copy.deepcopy(ctx.adapted).train()
+    opt = torch.optim.AdamW([p for p in trainee.parameters() if p.requires_grad])
+    ids = ctx.ids(B, T, offset=65)
+    torch.cuda.synchronize(ctx.device)
+    base = torch.cuda.memory_allocated(ctx.device)
+    torch.cuda.reset_peak_memory_stats(ctx.device)
+    try:
+        out = trainee(ids)
+        loss = ctx.loss(out, ctx.labels_for(ids, 65)) if ctx.task in LOSS_TASKS else out.mean()
+        loss.backward()
+        opt.step()
+        torch.cuda.synchronize(ctx.device)
+        own = sum(p.numel() * p.element_size() for p in _unique_params(trainee))
+        return torch.cuda.max_memory_allocated(ctx.device) - base + own
+    except torch.cuda.OutOfMemoryError as exc:
+        return f"out of memory: {str(exc)[:200]}"
+    finally:
+        del trainee, opt
+        torch.cuda.empty_cache()
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+@tier1_check("memory_footprint", "Training memory: parameters, gradients, AdamW, activations")
+def memory_footprint(ctx: Tier1Context) -> CheckResult:
+    title = "Training memory: parameters, gradients, AdamW, activations"
+    params = _unique_params(ctx.model)
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    trainable = [p for p in params if p.requires_grad]
+    grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    adam_bytes = 2 * sum(p.numel() for p in trainable) * 4  # exp_avg + exp_avg_sq in float32
+    B, T = ctx.train_batch_size, ctx.train_seq_len
+    per_seq = _activation_bytes(ctx, T)
+    peak = param_bytes + grad_bytes + adam_bytes + B * per_seq
+    available, source = _available_bytes(ctx.device)
+    metrics: dict = {"parameters": sum(p.numel() for p in params), "param_bytes": param_bytes,
+                     "grad_bytes": grad_bytes, "adamw_bytes": adam_bytes,
+                     "activation_bytes_per_sequence": per_seq, "batch_size": B, "seq_len": T,
+                     "activation_bytes": B * per_seq, "estimated_training_peak_bytes": peak,
+                     "available_bytes": available, "available_source": source}
+    if ctx.device.type == "cuda":
+        metrics["measured_training_peak"] = _measured_peak(ctx, B, T)
+    summary = (f"Training at B={B}, T={T} needs about {_gib(peak)}: parameters "
+               f"{_gib(param_bytes)}, gradients {_gib(grad_bytes)}, AdamW {_gib(adam_bytes)}, "
+               f"activations {_gib(B * per_seq)}")
+    measured = metrics.get("measured_training_peak")
+    if isinstance(measured, int):
+        summary += f"; measured peak {_gib(measured)}"
+    if isinstance(measured, str) or (available is not None and peak > available):
+        spare = (available or 0) - param_bytes - grad_bytes - adam_bytes
+        fits = max(0, spare // max(per_seq, 1))
+        return CheckResult(
+            "memory_footprint", title, "warn",
+            summary + f", more than the {_gib(available or 0)} of {source}.", metrics,
+            f"Use a batch of at most {fits} sequences of {T} tokens here (or gradient "
+            "accumulation), shorter sequences, bf16 mixed precision, or a larger device."
+            if fits else "The weights and optimizer state alone do not fit: use a smaller "
+            "model, bf16 weights, or a larger device.")
+    tail = f" (of {_gib(available)} {source})." if available else "."
+    return CheckResult("memory_footprint", title, "pass", summary + tail, metrics)
+
+
+# -- inference_speed --------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FP32_FLOPS.items() if k in name), None)
+
+
+def _op_count(ctx: Tier1Context, T: int) -> tuple[int, int]:
+    with torch.no_grad(), OpCounter() as counter:
+        ctx.adapted(ctx.ids(1, T, offset=73))
+    return counter.ops, counter.syncs
+
+
+@tier1_check("inference_speed", "Inference latency, throughput and FLOPs per token")
+def inference_speed(ctx: Tier1Context) -> CheckResult:
+    title = "Inference latency, throughput and FLOPs per token"
+    B, T = ctx.batch_size, min(ctx.train_seq_len, SPEED_MAX_T)
+    ids = ctx.ids(B, T, offset=71)
+    times: list[float] = []
+    with torch.no_grad(), eval_mode(ctx.adapted):
+        for _ in range(SPEED_WARMUP):
+            ctx.adapted(ids)
+        _sync(ctx.device)
+        while len(times) < SPEED_MAX_CALLS and sum(times) < SPEED_MIN_SECONDS:
+            start = time.perf_counter()
+            ctx.adapted(ids)
+            _sync(ctx.device)
+            times.append(time.perf_counter() - start)
+        with FlopCounterMode(display=False) as flops:
+            ctx.adapted(ids)
+        short, long_ = max(2, T // 2), T
+        ops_short, syncs = _op_count(ctx, short) if T >= 4 else (0, 0)
+        ops_long, _ = _op_count(ctx, long_) if T >= 4 else (0, 0)
+    latency = statistics.median(times)
+    per_token = flops.get_total_flops() / (B * T)
+    n_params = sum(p.numel() for p in _unique_params(ctx.model))
+    metrics = {"batch": B, "seq_len": T, "latency_ms": latency * 1e3,
+               "tokens_per_s": B * T / latency, "flops_per_token": per_token,
+               "flops_per_token_over_2N": per_token / (2 * n_params) if n_params else None,
+               "ops_per_forward": {str(short): ops_short, str(long_): ops_long},
+               "host_syncs_per_forward": syncs, "device": str(ctx.device)}
+    peak = _peak_flops(ctx.device)
+    if peak:
+        metrics["fraction_of_peak_fp32"] = per_token * B * T / latency / peak
+    summary = (f"{latency * 1e3:.3g} ms per forward of ({B}, {T}) on {ctx.device.type}: "
+               f"{B * T / latency:,.0f} tokens/s, {per_token / 1e6:.3g} MFLOPs/token")
+    if "fraction_of_peak_fp32" in metrics:
+        summary += f", {metrics['fraction_of_peak_fp32']:.1%} of fp32 peak"
+    grew = ops_long - ops_short
+    if T >= 4 and grew >= max(LOOP_MIN_OPS, (long_ - short) // 2):
+        return CheckResult(
+            "inference_speed", title, "warn",
+            summary + f". But forward runs {ops_short} operations at T={short} and {ops_long} at "
+            f"T={long_}: a Python loop over positions.", metrics,
+            "Process all positions at once: one batched matmul / attention call over the whole "
+            "sequence instead of a `for t in range(T)` loop; the loop is slow on a GPU.")
+    return CheckResult("inference_speed", title, "pass", summary + ".", metrics)

@@ -1,0 +1,369 @@
+"""Tier 1 checks of the weights themselves: a sane initialisation, weight tying that survives
+`.to()` and saving, and a safetensors round trip that reproduces the outputs exactly."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from utils.adapters import AdaptedModel
+from utils.tiers.probes import owner_of, plain_tensor_attributes
+from utils.tiers.report import CheckResult
+from utils.tiers.tier1_context import Needs, Tier1Context, eval_mode, tier1_check
+
+log = logging.getLogger(__name__)
+
+# parameter_initialization judges a weight matrix by its gain, std * sqrt(fan_in): 1 keeps the
+# signal's scale through the layer. PyTorch's default Linear init gives 0.58, Kaiming 1.41,
+# GPT-2's std 0.02 gives 0.1 to 0.6. Above 4 every layer amplifies its input; above 10 the
+# activations explode within a few layers. Below 1e-3 the layer's output is ~zero.
+INIT_GAIN_WARN = 4.0
+INIT_GAIN_FAIL = 10.0
+INIT_GAIN_LOW_WARN = 1e-3
+# Embedding tables are looked up, not multiplied, so their std is judged directly: PyTorch's
+# default is N(0, 1), GPT-2's N(0, 0.02). Warn from 3x and fail from 10x the default.
+EMB_STD_WARN = 3.0
+EMB_STD_FAIL = 10.0
+_MATMUL_OWNERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+_EMB_HINTS = ("emb", "wte", "wpe", "pos", "token")
+
+
+# -- parameter_initialization -----------------------------------------------------------------
+
+
+def _kind(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> str:
+    """norm | bias | embedding | matrix | vector: each kind has its own rule."""
+    leaf = name.rpartition(".")[2].lower()
+    if "norm" in type(owner).__name__.lower() or "norm" in leaf:
+        return "norm"
+    if p.dim() <= 1:
+        return "bias" if "bias" in leaf else "vector"
+    if isinstance(owner, nn.Embedding):
+        return "embedding"
+    if not isinstance(owner, _MATMUL_OWNERS) and type(owner).__name__ != "Conv1D" and (
+            any(h in name.lower() for h in _EMB_HINTS)
+            or p.shape[0] in (ctx.vocab_size, ctx.profile.max_seq_len)):
+        return "embedding"
+    return "matrix"
+
+
+def _fan_in(p: torch.Tensor, owner: nn.Module) -> int:
+    if type(owner).__name__ == "Conv1D":  # Hugging Face's GPT-2 layer stores (in, out)
+        return int(p.shape[0])
+    return int(math.prod(p.shape[1:]))
+
+
+def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> dict[str, Any]:
+    """One tensor's statistics, its kind and a verdict: ok | warn | fail, with the reason."""
+    x = p.detach().float()
+    kind = _kind(ctx, name, p, owner)
+    row: dict[str, Any] = {"name": name, "kind": kind, "shape": list(p.shape)}
+    if not bool(torch.isfinite(x).all()):
+        return {**row, "verdict": "fail", "why": "contains NaN/Inf"}
+    std = float(x.std()) if x.numel() > 1 else 0.0
+    row.update(std=std, mean=float(x.mean()), max_abs=float(x.abs().max()) if x.numel() else 0.0)
+    if kind in ("bias", "vector"):
+        return {**row, "verdict": "ok"}
+    if kind == "norm":
+        flat = "weight" in name.rpartition(".")[2] and row["max_abs"] == 0
+        return {**row, "verdict": "warn" if flat else "ok",
+                "why": "norm weight is all zero: the layer outputs only its bias" if flat else ""}
+    if row["max_abs"] == 0:
+        return {**row, "verdict": "warn",
+                "why": "all zero (fine only if deliberate, e.g. a zero-initialised projection)"}
+    if kind == "embedding":
+        verdict = "fail" if std > EMB_STD_FAIL else "warn" if std > EMB_STD_WARN else "ok"
+        return {**row, "verdict": verdict,
+                "why": f"std {std:.3g} for an embedding table (PyTorch default 1, GPT-2 0.02)"
+                if verdict != "ok" else ""}
+    gain = std * math.sqrt(_fan_in(p, owner))
+    row["gain"] = gain
+    if gain > INIT_GAIN_FAIL:
+        return {**row, "verdict": "fail", "why": f"gain std*sqrt(fan_in) = {gain:.3g}: outputs "
+                f"are {gain:.3g}x larger than inputs"}
+    if gain > INIT_GAIN_WARN or gain < INIT_GAIN_LOW_WARN:
+        return {**row, "verdict": "warn", "why": f"gain std*sqrt(fan_in) = {gain:.3g}"}
+    return {**row, "verdict": "ok"}
+
+
+def _identical_copies(named: list[tuple[str, torch.Tensor]]) -> list[list[str]]:
+    """Groups of distinct, non-constant weight matrices holding exactly the same values (a
+    layer deep-copied N times starts with N identical copies)."""
+    buckets: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+    for n, p in named:
+        p = p.detach()
+        if p.dim() >= 2 and p.numel() > 1 and bool(torch.isfinite(p).all()) and float(p.std()) > 0:
+            key = (tuple(p.shape), round(float(p.detach().double().sum()), 6))
+            buckets.setdefault(key, []).append((n, p))
+    groups = []
+    for items in buckets.values():
+        while len(items) > 1:
+            head, rest = items[0], items[1:]
+            same = [n for n, p in rest if torch.equal(p, head[1])]
+            if same:
+                groups.append([head[0], *same])
+            items = [(n, p) for n, p in rest if n not in same]
+    return groups
+
+
+@tier1_check("parameter_initialization", "Weights are finite, non-zero and sanely scaled",
+             Needs(forward=False))
+def parameter_initialization(ctx: Tier1Context) -> CheckResult:
+    title = "Weights are finite, non-zero and sanely scaled"
+    named = list(ctx.model.named_parameters())
+    rows = [_judge(ctx, n, p, owner_of(ctx.model, n)) for n, p in named]
+    failed = [r for r in rows if r["verdict"] == "fail"]
+    warned = [r for r in rows if r["verdict"] == "warn"]
+    copies = _identical_copies(named)
+    kinds = {k: sum(r["kind"] == k for r in rows) for k in
+             ("matrix", "embedding", "norm", "bias", "vector")}
+    metrics = {"tensors": len(rows), "kinds": kinds, "flagged": failed + warned,
+               "identical_copies": copies, "per_tensor": rows[:200]}
+    note = (f" Note: {len(copies)} group(s) of identical layer copies (e.g. "
+            f"{', '.join(copies[0][:3])}); they will differ once trained, but start symmetric."
+            if copies else "")
+    listing = "; ".join(f"`{r['name']}` {r['why']}" for r in (failed + warned)[:4])
+    if failed:
+        return CheckResult(
+            "parameter_initialization", title, "fail",
+            f"{len(failed)} tensor(s) badly initialised: {listing}.{note}", metrics,
+            "Re-initialise these tensors: nn.init.normal_(w, std=0.02) (or the module's own "
+            "reset_parameters()); remove any manual scaling of weights in __init__. NaN/Inf "
+            "weights usually come from dividing by a zero norm.")
+    if warned:
+        return CheckResult("parameter_initialization", title, "warn",
+                           f"{len(warned)} tensor(s) look unusual: {listing}.{note}", metrics,
+                           "Check that these scales are intended; a variance-preserving init "
+                           "has std about 1/sqrt(fan_in).")
+    return CheckResult("parameter_initialization", title, "pass",
+                       f"All {len(rows)} tensors finite and sanely scaled "
+                       f"({kinds['matrix']} matrices, {kinds['embedding']} embeddings, "
+                       f"{kinds['norm']} norm, {kinds['bias']} bias).{note}", metrics)
+
+
+# -- weight_sharing ----------------------------------------------------------------------------
+
+
+def share_groups(model: nn.Module) -> list[list[str]]:
+    """Names of parameters sharing one storage (weight tying), each group sorted."""
+    by_storage: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        by_storage.setdefault(p.untyped_storage().data_ptr(), []).append(n)
+    return sorted(sorted(g) for g in by_storage.values() if len(g) > 1)
+
+
+def _kept(groups: list[list[str]], other: list[list[str]]) -> list[list[str]]:
+    """Groups of `groups` that are not inside one group of `other` (the lost ties)."""
+    return [g for g in groups if not any(set(g) <= set(o) for o in other)]
+
+
+@dataclass
+class Instance:
+    """Another instance of the user's class to load a saved state into. `exact`: built the
+    same way as the original (so any difference after loading is the model's fault)."""
+
+    model: nn.Module
+    how: str
+    exact: bool
+
+
+def rebuilt_instance(ctx: Tier1Context) -> Instance | None:
+    """A new instance from the class's constructor, with other random weights: from the
+    Hugging Face config (exact), or with no arguments (inexact: the original may have been
+    built with other arguments). None when neither works or the layout differs."""
+    model = ctx.model
+    cls = type(model)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(model, "post_init"):
+        ctor, how, exact = (lambda: cls(config)), f"{cls.__name__}(model.config)", True
+    elif all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+             for p in list(inspect.signature(cls.__init__).parameters.values())[1:]):
+        ctor, how, exact = cls, f"{cls.__name__}()", False
+    else:
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed + 1)
+            built = ctor()
+    except Exception as exc:  # the constructor wants arguments after all
+        log.debug("rebuilding %s with %s failed", cls.__name__, how, exc_info=exc)
+        return None
+    if not _same_layout(built, model):
+        return None
+    return Instance(built.to(device=ctx.device, dtype=torch.float32), how, exact)
+
+
+def faithful_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in which tensors that share storage in `model` share storage too.
+    (`copy.deepcopy` clones each Parameter on its own, so it separates weights that were tied
+    through `.data`; this copy keeps them as they are, for the checks to judge.)"""
+    clones: dict[int, torch.UntypedStorage] = {}
+    memo: dict[int, torch.Tensor] = {}
+    tensors = [p for _, p in model.named_parameters(remove_duplicate=False)]
+    tensors += [b for _, b in model.named_buffers(remove_duplicate=False)]
+    for t in tensors:
+        if id(t) in memo:
+            continue
+        storage = t.untyped_storage()
+        twin = clones.setdefault(storage.data_ptr(), storage.clone())
+        view = torch.empty(0, dtype=t.dtype, device=t.device).set_(
+            twin, t.storage_offset(), t.size(), t.stride())
+        memo[id(t)] = (nn.Parameter(view, requires_grad=t.requires_grad)
+                       if isinstance(t, nn.Parameter) else view)
+    return copy.deepcopy(model, memo)
+
+
+def scrambled_copy(ctx: Tier1Context) -> Instance:
+    """A faithful copy whose saved tensors are all replaced by noise: loading must restore
+    them."""
+    clone = faithful_copy(ctx.model)
+    g = ctx.generator(31)
+    with torch.no_grad():
+        for t in clone.state_dict().values():
+            if t.is_floating_point():
+                t.add_(torch.randn(t.shape, generator=g).to(t))
+    return Instance(clone, "a copy with every saved tensor replaced by noise", True)
+
+
+def _same_layout(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
+def safetensors_round_trip(ctx: Tier1Context, target: nn.Module) -> None:
+    """Save the user's model with safetensors (shared tensors handled) and load it into
+    `target`, strictly."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        save_model(ctx.model, str(path))
+        load_model(target, str(path), strict=True, device=str(ctx.device))
+
+
+@tier1_check("weight_sharing", "Tied weights stay tied through .to() and a state-dict round trip",
+             Needs(forward=False))
+def weight_sharing(ctx: Tier1Context) -> CheckResult:
+    title = "Tied weights stay tied through .to() and a state-dict round trip"
+    groups = share_groups(ctx.model)
+    metrics: dict = {"groups": groups, "executor_tied_output": ctx.profile.tied_output}
+    if not groups:
+        tail = (" The graph executor ties the output to the token embedding." if
+                ctx.profile.tied_output else "")
+        return CheckResult("weight_sharing", title, "pass",
+                           "No parameters share storage (no weight tying)." + tail, metrics)
+    moved = faithful_copy(ctx.model).to(torch.float64)
+    lost_to = _kept(groups, share_groups(moved))
+    rebuilt = rebuilt_instance(ctx)
+    target = rebuilt if rebuilt is not None and rebuilt.exact else scrambled_copy(ctx)
+    try:
+        safetensors_round_trip(ctx, target.model)
+        lost_rt = _kept(groups, share_groups(target.model))
+    except Exception as exc:  # noqa: BLE001 - a failed load is a lost tie, reported below
+        metrics["round_trip_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        lost_rt = groups
+    metrics.update(lost_after_to=lost_to, lost_after_round_trip=lost_rt, loaded_into=target.how)
+    shown = "; ".join(" = ".join(g) for g in groups[:3])
+    if lost_to or lost_rt:
+        where = ".to()" if lost_to else "a safetensors round trip"
+        g = (lost_to or lost_rt)[0]
+        return CheckResult(
+            "weight_sharing", title, "fail",
+            f"Tied tensors {' = '.join(g)} are separate after {where}.", metrics,
+            "Tie by sharing the Parameter object, `self.head.weight = self.tok.weight`, not by "
+            "assigning `.data` (each Parameter is then converted on its own by .to() and the "
+            "tie silently breaks); re-tie in __init__ so a fresh instance is tied too.")
+    return CheckResult("weight_sharing", title, "pass",
+                       f"{len(groups)} tied group(s) ({shown}) survive .to() and a safetensors "
+                       "round trip.", metrics)
+
+
+# -- state_dict_roundtrip ------------------------------------------------------------------------
+
+
+def rewrap(adapted: AdaptedModel, model: nn.Module) -> AdaptedModel:
+    """The same adapter (profile, graph) around another instance of the user's class."""
+    executor = None
+    if adapted.executor is not None:
+        executor = copy.copy(adapted.executor)
+        executor.model = model
+    return AdaptedModel(model, adapted.profile, executor)
+
+
+def _outside_state(a: nn.Module, b: nn.Module) -> list[str]:
+    """Floating tensors outside the state dict (non-persistent buffers, plain attributes) with
+    the same shape but other values in two instances: random state that saving loses. (A
+    deterministic tensor sized by a constructor argument differs in shape, not counted.)"""
+    saved = set(a.state_dict())
+
+    def unsaved(m: nn.Module) -> dict[str, torch.Tensor]:
+        found = {n: t for n, t in m.named_buffers() if n not in saved}
+        found.update(dict(plain_tensor_attributes(m)))
+        return {n: t for n, t in found.items() if t.is_floating_point()}
+
+    mine, theirs = unsaved(a), unsaved(b)
+    return [n for n, t in mine.items() if n in theirs and t.shape == theirs[n].shape
+            and not torch.equal(t.cpu(), theirs[n].cpu())]
+
+
+def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor) -> float:
+    """Save the model, load it into `target`, and return the largest output difference."""
+    safetensors_round_trip(ctx, target.model)
+    other = rewrap(ctx.adapted, target.model)
+    with torch.no_grad(), eval_mode(ctx.adapted), eval_mode(other):
+        a, b = ctx.adapted(ids), other(ids)
+    if torch.allclose(a, b, rtol=0, atol=0, equal_nan=True):
+        return 0.0
+    return float((a - b).abs().max()) if a.shape == b.shape else float("inf")
+
+
+@tier1_check("state_dict_roundtrip", "Save and reload (safetensors) gives identical outputs")
+def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
+    title = "Save and reload (safetensors) gives identical outputs"
+    ids = ctx.ids(offset=33)
+    targets = [scrambled_copy(ctx)]
+    rebuilt = rebuilt_instance(ctx)
+    if rebuilt is not None:
+        targets.append(rebuilt)
+    metrics: dict = {"loaded_into": [t.how for t in targets]}
+    equal, notes = [], []
+    for target in targets:
+        try:
+            diff = _reload_difference(ctx, target, ids)
+        except Exception as exc:  # noqa: BLE001 - a failed save/load is the finding
+            metrics["error"] = f"{type(exc).__name__}: {exc}"
+            return CheckResult(
+                "state_dict_roundtrip", title, "fail",
+                f"Saving, or loading into {target.how}, with safetensors failed: "
+                f"{metrics['error'][:300]}", metrics,
+                "Make every tensor the model needs a parameter or a buffer, with the same "
+                "names and shapes in every instance built from the same config.")
+        metrics[f"max_difference[{target.how}]"] = diff
+        if diff == 0:
+            equal.append(target.how)
+            continue
+        suspects = _outside_state(ctx.model, target.model)
+        metrics["state_outside_state_dict"] = suspects
+        if target.exact or suspects:
+            return CheckResult(
+                "state_dict_roundtrip", title, "fail",
+                f"After save + load into {target.how} the outputs differ (max {diff:.3g})"
+                + (f"; tensors outside the state dict differ: {', '.join(suspects[:5])}."
+                   if suspects else "."), metrics,
+                "Everything that shapes the output must be saved: register random or learned "
+                "tensors with register_buffer(name, t) (persistent, the default) or as "
+                "nn.Parameter, not as plain attributes or persistent=False buffers.")
+        notes.append(f" {target.how} computes differently even after loading, with nothing "
+                     "unsaved to blame: the original was probably built with other arguments.")
+    return CheckResult("state_dict_roundtrip", title, "pass",
+                       "Outputs after a safetensors save + load into "
+                       f"{' and into '.join(equal)} equal the original's exactly."
+                       + "".join(notes), metrics)
