@@ -147,3 +147,12 @@ def test_unresolvable_intermediate_is_named(tmp_path):
     model = load_generated(folder)
     with pytest.raises(GraphError, match="mhsa_3_output"):
         ComputationalGraphExecutor(model, None, {"vocab_size": 50})
+
+
+def test_too_long_input_is_a_clear_error(tmp_path):
+    spec = VARIANTS["post_ln_graph"]
+    model, config = _build(tmp_path, spec)
+    ex = ComputationalGraphExecutor(model, None, config)
+    ids = torch.zeros(1, spec.max_len + 1, dtype=torch.long)
+    with pytest.raises(ValueError, match=rf"{spec.max_len + 1} tokens.*'embedding_0'.*{spec.max_len}"):
+        ex.forward(ids)

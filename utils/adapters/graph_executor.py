@@ -471,7 +471,14 @@ class ComputationalGraphExecutor:
                 tok, pos, drop = s.modules
                 x = self._mod(mods, tok)(ids)
                 if pos:
-                    x = x + self._mod(mods, pos)(torch.arange(ids.shape[1], device=ids.device))
+                    table = self._mod(mods, pos)
+                    if ids.shape[1] > table.num_embeddings:
+                        raise ValueError(
+                            f"input has {ids.shape[1]} tokens but node {s.node!r} has positions "
+                            f"for {table.num_embeddings} ({pos}); pass at most "
+                            f"{table.num_embeddings} tokens or enlarge max_seq_len on the canvas"
+                        )
+                    x = x + table(torch.arange(ids.shape[1], device=ids.device))
                 if drop:
                     x = self._mod(mods, drop)(x)
                 elif s.p:

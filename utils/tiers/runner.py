@@ -43,7 +43,8 @@ def run_checks(
     progress: bool = True,
 ) -> TierReport:
     report = TierReport(name, meta=dict(meta or {}))
-    bar = tqdm(checks, desc=name, unit="check", disable=not progress, leave=False)
+    # disable=None: a bar on terminals, none in logs and pipes
+    bar = tqdm(checks, desc=name, unit="check", disable=None if progress else True, leave=False)
     for c in bar:
         bar.set_postfix_str(c.id)
         start = time.perf_counter()
