@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._timing import paired_medians  # noqa: E402
+from benchmarks._bench import paired_medians  # noqa: E402
 from utils.adapters import adapt  # noqa: E402
 from utils.loading import load_model  # noqa: E402
 

@@ -21,21 +21,15 @@ import sentencepiece as spm
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._timing import paired_medians
+from benchmarks._bench import DEFAULT_CORPUS, load_text, paired_medians
 from utils.tokenization import FastBPETrainer
 
 GOAL = 1.05
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare.txt"
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
 
 
 def load_corpus(path: Path, copies: int) -> tuple[list[str], str]:
-    if path.is_file():
-        text, name = path.read_text(encoding="utf-8"), str(path.resolve())
-    else:
-        from pydoc_data.topics import topics
-
-        text, name = "\n".join(topics.values()), "pydoc_data.topics"
+    text, name = load_text(path)
     lines = [line for line in text.splitlines() if line.strip()]
     return lines * copies, name
 

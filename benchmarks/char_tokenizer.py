@@ -13,21 +13,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._timing import paired_medians
+from benchmarks._bench import DEFAULT_CORPUS, load_text, paired_medians
 from utils.tokenization import CharacterLevelTokenizer, FastBPETrainer
 
 GOAL = 10.0
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare.txt"
-
-
-def load_text(path: Path) -> tuple[str, str]:
-    if path.is_file():
-        return path.read_text(encoding="utf-8"), str(path.resolve())
-    from pydoc_data.topics import topics
-
-    return "\n".join(topics.values()), "pydoc_data.topics"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS)

@@ -19,7 +19,7 @@ from pathlib import Path
 import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._timing import paired_medians
+from benchmarks._bench import DEFAULT_CORPUS, load_text, paired_medians
 from utils.tokenization import (
     AdaptiveTokenizerDataModule,
     CharacterLevelTokenizer,
@@ -27,16 +27,10 @@ from utils.tokenization import (
 )
 
 GOAL = 3.0
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def load_lines(path: Path) -> tuple[list[str], str]:
-    if path.is_file():
-        text, name = path.read_text(encoding="utf-8"), str(path.resolve())
-    else:
-        from pydoc_data.topics import topics
-
-        text, name = "\n".join(topics.values()), "pydoc_data.topics"
+    text, name = load_text(path)
     return text.splitlines(), name
 
 

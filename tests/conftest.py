@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ["TBUILDER_CACHE_DIR"] = tempfile.mkdtemp(prefix="tbuilder-test-cache-")
+_CACHE = tempfile.mkdtemp(prefix="tbuilder-test-cache-")
+os.environ["TBUILDER_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)

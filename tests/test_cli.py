@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -183,12 +182,6 @@ def test_tokenizer_data_errors(capsys, tmp_path, kind, message):
     assert re.search(message, err), err
 
 
-tokenization_ready = importlib.util.find_spec("utils.tokenization.adaptive_tokenizer") is not None
-
-
-@pytest.mark.skipif(
-    not tokenization_ready, reason="utils.tokenization.adaptive_tokenizer is not in this tree yet"
-)
 def test_tokenizer_command_picks_and_saves(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("TBUILDER_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "corpus.txt"
@@ -214,13 +207,9 @@ def test_tokenizer_command_picks_and_saves(capsys, tmp_path, monkeypatch):
     assert run(capsys, "tokenizer", "--vocab-size", "1")[0] == 2
 
 
-tier1_ready = importlib.util.find_spec("utils.tiers.tier1") is not None
-
-
 QUICK = "output_shape,causality,padding_invariance"
 
 
-@pytest.mark.skipif(not tier1_ready, reason="utils.tiers.tier1 is not in this tree yet")
 def test_check_passes_a_correct_model(capsys, tmp_path):
     out_dir, record = tmp_path / "report", tmp_path / "report.json"
     code, out, _ = run(
@@ -234,7 +223,6 @@ def test_check_passes_a_correct_model(capsys, tmp_path):
     assert "PASS  causality" in out
 
 
-@pytest.mark.skipif(not tier1_ready, reason="utils.tiers.tier1 is not in this tree yet")
 def test_check_fails_a_leaky_model_with_exit_1(capsys):
     # simple_graph has no causal mask: as a causal LM it sees future tokens
     source = str(FIXTURES / "simple_graph")
@@ -247,17 +235,9 @@ def test_check_fails_a_leaky_model_with_exit_1(capsys):
     assert code == 1 and "Tier 2 (analyze) and Tier 3 (train) are not available" in err
 
 
-@pytest.mark.skipif(not tier1_ready, reason="utils.tiers.tier1 is not in this tree yet")
 def test_check_with_an_unknown_check_id(capsys):
     code, _, err = run(capsys, "check", "--checks", "causality,telepathy")
     assert code == 2 and "unknown check id(s) 'telepathy'" in err
-
-
-def test_check_without_tier1_says_so(capsys):
-    if tier1_ready:
-        pytest.skip("utils.tiers.tier1 exists in this tree")
-    code, _, err = run(capsys, "check")
-    assert code == 2 and "error: Tier 1 (check) is not available in this version." in err
 
 
 def test_python_dash_m_utils_help():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 
@@ -202,9 +201,6 @@ def test_builder_export_is_the_designers_style():
     assert logits.shape == (2, 10, 1500)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("utils.adapters") is None, reason="utils.adapters not in this tree yet"
-)
 @torch.no_grad()
 def test_builder_export_runs_through_adapt_as_the_canvas_meant():
     from utils.adapters import adapt

@@ -508,7 +508,8 @@ def test_config_disagreeing_with_itself():
     }
     with pytest.raises(
         LoadError,
-        match=r"disagrees with itself about vocab_size: nodes\[0\]\.params\.vocab_size \(embedding_0\) = 5000, nodes\[1\]",
+        match=r"disagrees with itself about vocab_size: "
+        r"nodes\[0\]\.params\.vocab_size \(embedding_0\) = 5000, nodes\[1\]",
     ):
         ModelConfig.from_dict(config)
 

@@ -25,6 +25,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def default_cache_dir() -> Path:
+    """$TBUILDER_CACHE_DIR, else ~/.cache/tbuilder: one place for every download and cache."""
+    return Path(os.environ.get("TBUILDER_CACHE_DIR") or Path.home() / ".cache" / "tbuilder")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -7,8 +7,6 @@ does not have. Errors are one line on stderr; `-v` adds the traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import logging
 import sys
@@ -129,6 +127,7 @@ def _add_check_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; global options are accepted before and after the command."""
     common = argparse.ArgumentParser(add_help=False)
     _add_global_options(common, suppress=True)
     parser = argparse.ArgumentParser(
@@ -208,6 +207,8 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return the exit status: errors become one line on stderr, not a
+    traceback, because the reader is a model designer, not the toolkit's developer."""
     parser = build_parser()
     args = parser.parse_args(argv)
     root = logging.getLogger("utils")
@@ -254,12 +255,6 @@ def _load(args: argparse.Namespace) -> Any:
     return load_model(args.source, class_name=args.class_name, config=args.config)
 
 
-def _tier_function(module: str, function: str, label: str) -> Callable[..., Any]:
-    if importlib.util.find_spec(f"utils.tiers.{module}") is None:
-        raise CommandError(f"{label} is not available in this version.")
-    return getattr(importlib.import_module(f"utils.tiers.{module}"), function)
-
-
 def _tier_options(args: argparse.Namespace) -> dict[str, Any]:
     """What the user overrode, plus the device: the GPU when there is one."""
     import torch
@@ -294,7 +289,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    run_tier1 = _tier_function("tier1", "run_tier1", "Tier 1 (check)")
+    from utils.tiers.tier1 import run_tier1
+
     return _finish(args, run_tier1(_load(args), **_tier_options(args)))
 
 
@@ -349,6 +345,7 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def paragraphs(text: str) -> list[str]:
+    """Blank-line separated paragraphs: the documents a plain text file holds."""
     return [p.strip() for p in text.split("\n\n") if p.strip()]
 
 

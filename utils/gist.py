@@ -26,14 +26,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from utils._io import atomic_write_text
+from utils._io import atomic_write_text, default_cache_dir
 from utils.loading import LoadError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API = "https://api.github.com"
 API_ENV = "TBUILDER_GIST_API"
-CACHE_ENV = "TBUILDER_CACHE_DIR"
 TOKEN_ENV = "GITHUB_TOKEN"
 
 _GIST_ID = re.compile(r"^(?:[0-9a-f]{20,32}|[0-9]{1,12})$")
@@ -96,10 +95,6 @@ def _checked_ref(ident: str, revision: str | None, text: str) -> GistRef:
                 "40-hexadecimal commit shown in the gist's Revisions tab."
             )
     return GistRef(ident, revision)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tbuilder")
 
 
 @dataclass

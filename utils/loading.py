@@ -118,8 +118,8 @@ class ModelConfig:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise LoadError(f"{path}: no such file; pass the path of the model's config.json.")
+        except FileNotFoundError as exc:
+            raise LoadError(f"{path}: no such file; pass the path of the model's config.json.") from exc
         except UnicodeDecodeError as exc:
             raise LoadError(
                 f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "

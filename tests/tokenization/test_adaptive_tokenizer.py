@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -35,9 +36,13 @@ def test_a_given_tokenizer_always_wins(tmp_path, corpus, local_known, bpe_tokeni
     assert AdaptiveTokenizer.load_or_create(vocab_size=900, tokenizer=bpe_tokenizer).strategy == "user"
 
 
-def test_a_given_tokenizer_larger_than_the_model_is_an_error(bpe_tokenizer) -> None:
-    with pytest.raises(ValueError, match="has 800 tokens but the model has 500 rows"):
+def test_a_given_tokenizer_larger_than_the_model_is_an_error(bpe_tokenizer, tmp_path) -> None:
+    with pytest.raises(ValueError, match="has 800 tokens with ids up to 799 but the model has 500 rows"):
         AdaptiveTokenizer.load_or_create(vocab_size=500, tokenizer=bpe_tokenizer)
+    gaps = tmp_path / "vocab.json"  # three tokens, but one of them has id 4999
+    gaps.write_text(json.dumps({"<unk>": 0, "a": 1, "b": 4999}), encoding="utf-8")
+    with pytest.raises(ValueError, match="has 3 tokens with ids up to 4999 but the model has 100 rows"):
+        AdaptiveTokenizer.load_or_create(vocab_size=100, tokenizer=gaps)
 
 
 def test_known_size_uses_the_pretrained_tokenizer(corpus, local_known) -> None:

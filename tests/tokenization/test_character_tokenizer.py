@@ -95,7 +95,8 @@ def test_hugging_face_call_padding_truncation_tensors_and_decode() -> None:
     assert tok.decode(ids, skip_special_tokens=True) == "hi"
     assert tok.decode(ids) == "<s>hi</s>"
     assert tok.decode(torch.tensor(ids[1:3])) == "hi"
-    assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.mask_token_id) == (0, 1, 2, 3, 4)
+    roles = (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.mask_token_id)
+    assert roles == (0, 1, 2, 3, 4)
 
 
 def test_custom_special_tokens_take_the_first_ids() -> None:
@@ -128,6 +129,8 @@ def test_a_corrupted_vocabulary_file_is_refused_with_its_path(tmp_path) -> None:
 def test_bad_arguments_get_clear_errors() -> None:
     with pytest.raises(ValueError, match="vocab_size=5 leaves no room"):
         CharacterLevelTokenizer(vocab_size=5)
+    with pytest.raises(TypeError, match="vocab_size must be a whole number .*, got '1000'"):
+        CharacterLevelTokenizer(vocab_size="1000")
     with pytest.raises(ValueError, match="byte_fallback=True needs vocab_size > 261"):
         CharacterLevelTokenizer(vocab_size=200, byte_fallback=True)
     tok = CharacterLevelTokenizer(vocab_size=100)

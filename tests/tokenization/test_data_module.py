@@ -165,6 +165,19 @@ def test_tokenised_once_then_read_from_the_cache(char_tok, tmp_path) -> None:
     assert other.stats["cache"].startswith("written")
 
 
+def test_the_cache_follows_the_column_not_just_the_file(char_tok, tmp_path) -> None:
+    (tmp_path / "two.csv").write_text("a,b\n" + "alpha alpha alpha,beta beta beta\n" * 10, encoding="utf-8")
+
+    def first_block(column: str) -> str:
+        dm = AdaptiveTokenizerDataModule(dataset=tmp_path / "two.csv", tokenizer=char_tok, max_length=8,
+                                         val_split=0.0, text_column=column, cache_dir=tmp_path / "cache")
+        dm.setup()
+        return char_tok.decode(dm.train_dataset[0]["input_ids"])
+
+    assert first_block("a") == "alpha al"
+    assert first_block("b") == "beta bet"
+
+
 def test_text_csv_jsonl_and_parquet_files(char_tok, tmp_path) -> None:
     rows = [{"body": f"row {i} says hello", "y": i % 3} for i in range(30)]
     (tmp_path / "data.txt").write_text("\n".join(r["body"] for r in rows), encoding="utf-8")

@@ -101,6 +101,11 @@ def test_unusable_sources_get_errors_naming_the_path(tmp_path) -> None:
         load_user_tokenizer(tmp_path / "latin1.txt")
     with pytest.raises(TypeError, match="got int"):
         load_user_tokenizer(42)
+    (tmp_path / "no_unk.json").write_text(json.dumps({"<pad>": 0, "a": 1, "b": 2}), encoding="utf-8")
+    (tmp_path / "no_unk.txt").write_text("[PAD]\nhello\n##s\n", encoding="utf-8")
+    for name in ("no_unk.json", "no_unk.txt"):
+        with pytest.raises(ValueError, match=rf"{name}: this vocabulary has no unknown token.*add one of"):
+            load_user_tokenizer(tmp_path / name)
 
 
 def test_folders_with_custom_code_or_no_tokenizer_are_refused(tmp_path) -> None:

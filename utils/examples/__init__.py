@@ -21,6 +21,7 @@ _UNDERLINE = re.compile(r"^\s*([*=^~-])\1{2,}\s*$")
 
 
 def list_examples() -> list[str]:
+    """The names `example:<name>` accepts, default first."""
     return list(_FOLDERS)
 
 

@@ -58,8 +58,8 @@ def run_checks(
                 "fail",
                 f"The check could not run: {type(exc).__name__}: {exc}",
                 metrics={"traceback": traceback.format_exc(limit=4)},
-                advice="The model raised while this check exercised it; the error above says "
-                "where. Fix the model (or pass options that fit it) and run the tier again.",
+                advice="Something raised while this check ran; the error above says where. "
+                "Fix what it names (or pass options that fit) and run the tier again.",
             )
         result.seconds = time.perf_counter() - start
         report.results.append(result)

@@ -31,12 +31,6 @@ SPECIAL_ROLES = tuple(DEFAULT_SPECIAL_TOKENS)
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-def default_cache_dir() -> Path:
-    """Where trained tokenizers and tokenised corpora are cached: $TBUILDER_CACHE_DIR, else
-    ~/.cache/tbuilder."""
-    return Path(os.environ.get("TBUILDER_CACHE_DIR") or Path.home() / ".cache" / "tbuilder")
-
-
 def save_tokenizer(tokenizer: Any, directory: str | os.PathLike) -> Path:
     """`save_pretrained` with every file written atomically: the library writes into a
     scratch folder beside `directory`, then each file is renamed into place."""

@@ -161,14 +161,16 @@ class AdaptiveTokenizer:
     @staticmethod
     def _user(vocab_size: int, source: Any) -> TokenizerChoice:
         tok = load_user_tokenizer(source)
-        if len(tok) > vocab_size:
+        where = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+        # ids may have gaps (a hand-made vocab.json), so the largest id counts, not len()
+        needed = max(len(tok), max(tok.get_vocab().values(), default=-1) + 1)
+        if needed > vocab_size:
             raise ValueError(
-                f"the tokenizer you gave ({source if isinstance(source, (str, os.PathLike)) else type(source).__name__}) "
-                f"has {len(tok)} tokens but the model has {vocab_size} rows: ids {vocab_size} and up would "
+                f"the tokenizer you gave ({where}) has {len(tok)} tokens with ids up to "
+                f"{needed - 1} but the model has {vocab_size} rows: ids {vocab_size} and up would "
                 "crash the embedding. Give the model a larger vocab_size or use a smaller tokenizer"
             )
         notes = _ensure_pad_token(tok)
-        where = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
         return TokenizerChoice(
             tok, "user", "you gave a tokenizer; a given tokenizer always wins over the automatic choice",
             vocab_size, where, [Attempt("user", where, "used")], notes,

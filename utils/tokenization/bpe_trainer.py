@@ -25,10 +25,9 @@ import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from utils._io import atomic_write_text
+from utils._io import atomic_write_text, default_cache_dir
 from utils.tokenization._common import (
     DEFAULT_SPECIAL_TOKENS,
-    default_cache_dir,
     hash_files,
     hash_settings,
     hash_texts,

@@ -100,6 +100,8 @@ def build_vocabulary(
     bytes, there is still room for every character of the text and for printable ASCII.
     """
     special_tokens = list(dict.fromkeys(special_tokens))  # roles may share one token (GPT-2)
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TypeError(f"vocab_size must be a whole number (the model's rows), got {vocab_size!r}")
     if vocab_size <= len(special_tokens):
         raise ValueError(
             f"vocab_size={vocab_size} leaves no room for characters after the "

@@ -40,9 +40,8 @@ from safetensors.numpy import save as save_arrays
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from utils._io import atomic_write_bytes
+from utils._io import atomic_write_bytes, default_cache_dir
 from utils.tokenization._common import (
-    default_cache_dir,
     hash_files,
     hash_settings,
     hash_texts,
@@ -334,19 +333,18 @@ def _from_file(path: Path, text_column: str, label_column: str | None,
     kind = FILE_TYPES.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"{path}: unsupported file type; use one of {sorted(FILE_TYPES)}")
-    fingerprint = "file:" + hash_files([path])
     if kind == "text":
         if label_column is not None:
             raise ValueError(f"{path}: a .txt file has no labels; classification needs "
                              ".csv/.jsonl/.parquet with a label column")
-        return _Corpus([_read_utf8(path)], None, None, None, fingerprint, str(path))
+        return _Corpus([_read_utf8(path)], None, None, None, "file:" + hash_files([path]), str(path))
     if kind != "parquet":
         _read_utf8(path)  # a clear error naming the line, before the CSV/JSON parser fails
     ds = datasets.load_dataset(kind, data_files=str(path), split="train",
                                cache_dir=str(cache_dir / "datasets") if cache_dir else None)
-    corpus = _from_dataset(ds, text_column, label_column, str(path))
-    corpus.fingerprint = fingerprint
-    return corpus
+    # The fingerprint stays the one of the chosen columns' content: a hash of the whole file
+    # would serve one column's cached tokens for another.
+    return _from_dataset(ds, text_column, label_column, str(path))
 
 
 def _from_hub(name: str, config: str | None, text_column: str, label_column: str | None) -> _Corpus:

@@ -127,9 +127,7 @@ def _load_wordpiece_vocab(path: Path) -> PreTrainedTokenizerFast:
     if not vocab:
         raise ValueError(f"{path}: the vocabulary file is empty")
     specials = _recognise_specials(vocab)
-    unk = specials.get("unk_token")
-    if unk is None:
-        raise ValueError(f"{path}: a WordPiece vocabulary needs an unknown token ([UNK] or <unk>)")
+    unk = _unknown_token(path, specials)
     lowercase = not any(t.upper() != t.lower() and t != t.lower() for t in vocab if t not in specials.values())
     backend = Tokenizer(models.WordPiece(vocab, unk_token=unk))
     backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
@@ -148,8 +146,7 @@ def _load_vocab_json(path: Path, vocab: dict[str, int]) -> PreTrainedTokenizerFa
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         return _wrap(backend, specials)
-    unk = specials.get("unk_token")
-    backend = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=_unknown_token(path, specials)))
     ordinary = [t for t in vocab if t not in specials.values()]
     if all(len(t) == 1 for t in ordinary):
         backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
@@ -166,6 +163,18 @@ def _wrap(backend: Tokenizer, specials: dict[str, str] | None = None) -> PreTrai
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, clean_up_tokenization_spaces=False, **specials
     )
+
+
+def _unknown_token(path: Path, specials: dict[str, str]) -> str:
+    """A word or WordPiece vocabulary meets words it does not hold; without an unknown token
+    the Rust tokenizer fails on the first one, deep inside encoding."""
+    unk = specials.get("unk_token")
+    if unk is None:
+        raise ValueError(
+            f"{path}: this vocabulary has no unknown token, so text with a word or character "
+            f"outside it cannot be encoded; add one of {SPECIAL_TOKEN_SPELLINGS['unk_token']} to it"
+        )
+    return unk
 
 
 def _recognise_specials(vocab: dict[str, int]) -> dict[str, str]:

@@ -1,10 +1,24 @@
-"""Side-by-side timing: interleave the two callables so drift hits both equally, report medians."""
+"""What every benchmark shares: the corpus it reads, and side-by-side timing that interleaves
+the two callables so drift hits both equally."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+# The real corpus beside the repository when it is there; else Python's own documentation.
+DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def load_text(path: Path) -> tuple[str, str]:
+    """The corpus text and a name for it: `path` if it is a file, else pydoc_data.topics."""
+    if path.is_file():
+        return path.read_text(encoding="utf-8"), str(path.resolve())
+    from pydoc_data.topics import topics
+
+    return "\n".join(topics.values()), "pydoc_data.topics"
 
 
 def paired_medians(a: Callable[[], object], b: Callable[[], object], repeats: int = 200,
