@@ -37,7 +37,7 @@ def test_an_unadaptable_model_still_gets_a_report():
     sig = report["forward_signature"]
     assert sig.status == "fail"
     assert "alpha" in sig.metrics["error"]
-    assert all(r.status == "skip" and "could not be adapted" in r.summary
+    assert all(r.status == "skip" and "could not be adapted" in r.summary and r.advice
                for r in report if r.id != "forward_signature")
 
 

@@ -19,11 +19,15 @@ from tests.tiers.zoo_broken import (
     HugeInitLM,
     IgnoresMaskLM,
     InvertedMaskLM,
+    InvertedPadTrueLM,
+    LateLeakGPT,
     MHACausalPadLM,
     NaNLM,
     NeedsUnknownArgs,
     NoCausalMaskGPT,
+    PeekAheadGPT,
     PlainAttributeLM,
+    PortableIdiomsLM,
     PositionLoopLM,
     PositionOnlyLM,
     ShiftedLossLM,
@@ -55,9 +59,12 @@ BROKEN = [
     ("output_shape", TinyGPT, {}, "warn", ["IndexError", "raise ValueError"]),
     ("causality", NoCausalMaskGPT, {"task": "causal_lm"}, "fail",
      ["`blocks.0.attn`", "masked_fill"]),
+    ("causality", LateLeakGPT, {"task": "causal_lm"}, "fail", ["`blocks.2.attn`", "masked_fill"]),
+    ("causality", LateLeakGPT, {}, "warn", ["`blocks.2.attn`", "masked LM", "task='causal_lm'"]),
     ("batch_independence", BatchMixingLM, {}, "fail", ["`attn`", "batch_first=True"]),
     ("padding_invariance", IgnoresMaskLM, {}, "fail", ["does not depend on the mask"]),
     ("padding_invariance", InvertedMaskLM, {}, "fail", ["inverted", "== 0"]),
+    ("padding_invariance", InvertedPadTrueLM, {}, "fail", ["inverted", "drop the `~`"]),
     ("padding_invariance", MHACausalPadLM, {}, "warn", ["no_grad", "float masks"]),
     ("determinism", EvalDropoutLM, {}, "fail", ["training=self.training"]),
     ("determinism", DropoutNeverAppliedLM, {}, "warn", ["never runs"]),
@@ -75,6 +82,10 @@ BROKEN = [
     ("device_portability", PlainAttributeLM, {}, "warn", ["scale_table", "register_buffer"]),
     ("overfit_batch", PositionOnlyLM, {}, "fail", ["Could not memorise", "input tokens"]),
     ("label_leakage", NoCausalMaskGPT, {"task": "causal_lm"}, "fail",
+     ["far below chance", "`blocks.0.attn`"]),
+    ("label_leakage", LateLeakGPT, {"task": "causal_lm"}, "fail",
+     ["far below chance", "`blocks.2.attn`"]),
+    ("label_leakage", PeekAheadGPT, {"task": "causal_lm"}, "fail",
      ["far below chance", "`blocks.0.attn`"]),
     ("label_leakage", UnshiftedLossLM, {}, "fail", ["no shift", "labels[:, 1:]"]),
     ("state_dict_roundtrip", UnsavedRandomLM, {}, "fail", ["mix", "register_buffer"]),
@@ -123,13 +134,46 @@ def test_failed_causality_counts_every_leaking_position():
     assert result.metrics["first_leaking_module"] == "blocks.0.attn"
 
 
-def test_checks_that_do_not_apply_skip_with_the_reason():
+def test_checks_that_do_not_apply_skip_with_the_reason_and_what_to_do():
     report = run_tier1(Classifier(), progress=False,
                        checks=["causality", "label_leakage", "padding_invariance"])
     assert report["causality"].status == "skip"
-    assert "classification" in report["causality"].summary
+    assert "causal_lm models; this one is classification" in report["causality"].summary
     assert report["label_leakage"].status == "skip"
+    assert all("task=" in report[c].advice for c in ("causality", "label_leakage"))
     assert report["padding_invariance"].status == "pass"
+    unmasked = run_tier1(PortableIdiomsLM(), progress=False, batch_size=1,
+                         checks=["padding_invariance", "batch_independence"])
+    assert [r.status for r in unmasked] == ["skip", "skip"]
+    assert "attention_mask" in unmasked["padding_invariance"].advice
+    assert "batch_size=2" in unmasked["batch_independence"].advice
+
+
+@pytest.mark.parametrize(("model", "cause"), [(EvalDropoutLM, "determinism"),
+                                              (NaNLM, "numerical_stability")])
+def test_checks_that_compare_two_forwards_skip_when_outputs_are_random_or_nan(model, cause):
+    compared = ["causality", "batch_independence", "state_dict_roundtrip"]
+    report = run_tier1(model(), task="causal_lm", checks=[*compared, cause], progress=False)
+    assert report[cause].status == "fail"
+    for check_id in compared:
+        assert report[check_id].status == "skip", report[check_id].summary
+        assert f"(see {cause})" in report[check_id].summary
+
+
+def test_a_declared_masked_lm_skips_causality_without_a_warning():
+    result = run_tier1(LateLeakGPT(), task="masked_lm", checks=["causality"],
+                       progress=False)["causality"]
+    assert result.status == "skip" and "override" in result.summary
+
+
+def test_portable_idioms_and_a_minus_inf_mask_module_are_not_flagged():
+    report = run_tier1(PortableIdiomsLM(), progress=False,
+                       checks=["causality", "numerical_stability", "device_portability"])
+    for result in report:
+        assert result.status == "pass", f"{result.id}: {result.summary}"
+    stats = report["numerical_stability"].metrics
+    assert stats["first_nonfinite_module"] is None
+    assert stats["per_module_max_abs"]["causal"] == 0.0  # -inf is a mask, not an activation
 
 
 def test_a_broken_forward_makes_dependent_checks_skip_with_the_reason():
@@ -145,4 +189,4 @@ def test_overfit_batch_skips_when_the_time_budget_is_spent():
     result = run_tier1(CheckedGPT(), checks=["overfit_batch"], time_budget=1e-6,
                        progress=False)["overfit_batch"]
     assert result.status == "skip"
-    assert "time" in result.summary
+    assert "time" in result.summary and "time_budget" in result.advice

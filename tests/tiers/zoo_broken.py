@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.adapters.zoo import D, L, TinyGPT, V
+from tests.adapters.zoo import CausalSelfAttention, D, L, TinyGPT, V
 
 
 class CheckedGPT(TinyGPT):
@@ -40,6 +40,40 @@ class NoCausalMaskGPT(TinyGPT):
         super().__init__(causal=False)
 
 
+class LateLeakGPT(TinyGPT):
+    """Three blocks, the last one's attention without a causal mask: the first two are right,
+    so the future reaches the logits through one later layer only."""
+
+    def __init__(self) -> None:
+        super().__init__(n_layer=3)
+        self.blocks[2].attn.causal = False
+
+
+class PeekAttention(CausalSelfAttention):
+    """A causal mask off by one, `torch.triu(..., diagonal=2)`: position t also sees t+1."""
+
+    def forward(self, x, key_padding=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / (C // self.heads) ** 0.5
+        att = att.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool, device=x.device), 2),
+                              float("-inf"))
+        if key_padding is not None:
+            att = att.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        att = torch.nan_to_num(F.softmax(att, dim=-1))
+        return self.proj((att @ v).transpose(1, 2).reshape(B, T, C))
+
+
+class PeekAheadGPT(TinyGPT):
+    """Every attention uses the off-by-one mask of PeekAttention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for b in self.blocks:
+            b.attn = PeekAttention()
+
+
 class IgnoresMaskLM(TinyGPT):
     """Takes `attention_mask` and never uses it."""
 
@@ -54,6 +88,18 @@ class InvertedMaskLM(TinyGPT):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
         pad = None if attention_mask is None else attention_mask == 1
+        for b in self.blocks:
+            x = b(x, pad)
+        return self.head(self.ln_f(x))
+
+
+class InvertedPadTrueLM(TinyGPT):
+    """Takes PyTorch's `key_padding_mask` (True = pad) and negates it before use."""
+
+    def forward(self, input_ids, key_padding_mask=None):
+        T = input_ids.shape[1]
+        x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
+        pad = None if key_padding_mask is None else ~key_padding_mask.bool()
         for b in self.blocks:
             x = b(x, pad)
         return self.head(self.ln_f(x))
@@ -84,7 +130,7 @@ class MHACausalPadLM(nn.Module):
 class EvalDropoutLM(TinyGPT):
     """F.dropout without training=self.training: dropout also runs in eval mode."""
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
         x = F.dropout(x, 0.1)
@@ -104,7 +150,7 @@ class DropoutNeverAppliedLM(TinyGPT):
 class NaNLM(TinyGPT):
     """Takes the log of a LayerNorm output, which is negative half the time."""
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
         for b in self.blocks:
@@ -129,7 +175,7 @@ class Fp16OverflowLM(TinyGPT):
         super().__init__()
         self.scale = Scale(1e5)
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
         for b in self.blocks:
@@ -154,7 +200,7 @@ class ExtraBranchLM(TinyGPT):
         self.extra = nn.Linear(D, D)
         self.gain = nn.Parameter(torch.full((1,), gain), requires_grad=False)
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
         for b in self.blocks:
@@ -191,7 +237,7 @@ class DataTiedLM(TinyGPT):
 class FixedDeviceLM(TinyGPT):
     """Makes its position ids with torch.arange(T), always on the CPU."""
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T))
         for b in self.blocks:
@@ -219,7 +265,7 @@ class ShortPositionLM(TinyGPT):
 class PositionOnlyLM(TinyGPT):
     """Forgets to add the token embedding: the output depends on positions only."""
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         B, T = input_ids.shape
         x = self.pos(torch.arange(T, device=input_ids.device)).expand(B, T, D)
         for b in self.blocks:
@@ -257,7 +303,7 @@ class UnsavedRandomLM(TinyGPT):
         super().__init__()
         self.register_buffer("mix", torch.randn(D, D) / D**0.5, persistent=False)
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
         for b in self.blocks:
@@ -269,7 +315,7 @@ class PositionLoopLM(TinyGPT):
     """Correct but slow: runs the blocks once per position on the prefix (a generation loop
     written as forward)."""
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids):
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))
         outs = []
@@ -279,6 +325,35 @@ class PositionLoopLM(TinyGPT):
                 h = b(h)
             outs.append(h[:, -1])
         return self.head(self.ln_f(torch.stack(outs, dim=1)))
+
+
+class CausalMask(nn.Module):
+    """Returns the additive causal mask: -inf above the diagonal."""
+
+    def forward(self, T: int, device: torch.device) -> torch.Tensor:
+        return torch.triu(torch.full((T, T), float("-inf"), device=device), 1)
+
+
+class PortableIdiomsLM(nn.Module):
+    """Correct, in the ways people write it: position ids moved with `.to(idx.device)`,
+    constants made with `torch.tensor(..., device=)` and `new_tensor`, and a module that returns
+    a -inf mask (a mask, not an overflow)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(V, D)
+        self.pos = nn.Embedding(L, D)
+        self.causal = CausalMask()
+        layer = nn.TransformerEncoderLayer(D, 4, 2 * D, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(D, V)
+
+    def forward(self, input_ids):
+        T = input_ids.shape[1]
+        x = self.tok(input_ids) + self.pos(torch.arange(T).to(input_ids.device))
+        x = x * torch.tensor(D**0.5, device=x.device) / input_ids.new_tensor([D]).sqrt()
+        mask = self.causal(T, x.device)
+        return self.head(self.encoder(x, mask=mask, is_causal=True))
 
 
 class NeedsUnknownArgs(nn.Module):

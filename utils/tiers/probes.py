@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
@@ -143,24 +144,14 @@ class EmbeddingTap:
         self.leaf = None
 
 
-class OutputRecorder:
-    """Keeps the first floating tensor each named module returns, in the order the modules
-    ran (a module called twice keeps its first output)."""
+class _Hooked:
+    """Base of the recorders: inside `with`, the hook `self._make(name)` sits on each named
+    submodule; on exit every hook is removed, whatever happened."""
 
-    def __init__(self, model: nn.Module, names: Sequence[str], detach: bool = True):
+    def __init__(self, model: nn.Module, names: Sequence[str]):
         self.model = model
         self.names = list(names)
-        self.detach = detach
-        self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
-
-    def _make(self, name: str) -> Callable[..., None]:
-        def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-            t = first_tensor(out)
-            if t is not None and name not in self.outputs:
-                self.outputs[name] = t.detach() if self.detach else t
-
-        return hook
 
     def __enter__(self):
         for n in self.names:
@@ -171,6 +162,23 @@ class OutputRecorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+class OutputRecorder(_Hooked):
+    """Keeps the first floating tensor each named module returns (detached), in the order the
+    modules ran (a module called twice keeps its first output)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]):
+        super().__init__(model, names)
+        self.outputs: dict[str, torch.Tensor] = {}
+
+    def _make(self, name: str) -> Callable[..., None]:
+        def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+            t = first_tensor(out)
+            if t is not None and name not in self.outputs:
+                self.outputs[name] = t.detach()
+
+        return hook
 
 
 def first_divergent(model: nn.Module, call_a: Callable[[], Any], call_b: Callable[[], Any],
@@ -192,14 +200,26 @@ def first_divergent(model: nn.Module, call_a: Callable[[], Any], call_b: Callabl
     return None
 
 
-class ActivationStats:
-    """Per-module largest |output| and whether its inputs and outputs were finite, recorded by
-    forward hooks on every submodule, in the order modules first ran."""
+def sound(t: torch.Tensor) -> bool:
+    """No NaN and no +inf. -inf is allowed: it is how a mask says 'never attend' (and log(0))."""
+    return not bool((torch.isnan(t) | torch.isposinf(t)).any())
+
+
+def finite_max_abs(t: torch.Tensor) -> float:
+    """Largest |value| among the finite elements (a -inf mask is not an activation)."""
+    x = t.detach().float().abs()
+    x = x[torch.isfinite(x)]
+    return float(x.max()) if x.numel() else 0.0
+
+
+class ActivationStats(_Hooked):
+    """Per-module largest finite |output|, whether its outputs were sound (no NaN, no +inf;
+    see `sound`) and whether its inputs were finite, recorded by forward hooks on every
+    submodule, in the order modules first ran."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
+        super().__init__(model, [name for name, _ in model.named_modules() if name])
         self.stats: dict[str, dict[str, Any]] = {}
-        self._handles: list[Any] = []
 
     def _make(self, name: str) -> Callable[..., None]:
         def hook(mod: nn.Module, inp: Any, out: Any) -> None:
@@ -208,27 +228,16 @@ class ActivationStats:
             if not outs:
                 return
             with torch.no_grad():
-                peak = max(max_abs(t) for t in outs)
-                fin_out = all(bool(torch.isfinite(t).all()) for t in outs)
+                peak = max(finite_max_abs(t) for t in outs)
+                fin_out = all(sound(t) for t in outs)
                 fin_in = all(bool(torch.isfinite(t).all()) for t in ins)
             s = self.stats.setdefault(name, {"max_abs": 0.0, "finite_out": True,
                                              "finite_in": True, "type": type(mod).__name__})
-            s["max_abs"] = float("nan") if math.isnan(peak) else max(s["max_abs"], peak)
+            s["max_abs"] = max(s["max_abs"], peak)
             s["finite_out"] &= fin_out
             s["finite_in"] &= fin_in
 
         return hook
-
-    def __enter__(self):
-        for name, m in self.model.named_modules():
-            if name:
-                self._handles.append(m.register_forward_hook(self._make(name)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
 
 
 class SavedTensorBytes:
@@ -293,6 +302,27 @@ def user_site() -> str:
     return "(unknown location)"
 
 
+# Operations that move a tensor to another device: `torch.arange(T).to(idx.device)` and
+# `buf.copy_(host_tensor)` are portable, so a host tensor going into them is no finding.
+_TRANSFERS = (torch.ops.aten._to_copy, torch.ops.aten.copy_, torch.ops.aten.copy)
+
+
+class _MetaFactories(TorchFunctionMode):
+    """`torch.tensor(data, device=x.device)` and `x.new_tensor(data)` with x on meta make a
+    meta tensor without running any operation DeviceTrace sees, so it would have no real
+    value. Build such tensors on the CPU and move them to meta: DeviceTrace sees the move and
+    keeps the real value."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.tensor, torch.as_tensor) and str(kwargs.get("device")) == "meta":
+            return func(*args, **{**kwargs, "device": "cpu"}).to("meta")
+        if func is torch.Tensor.new_tensor and args[0].is_meta and str(
+                kwargs.get("device", "meta")) == "meta":
+            return func(*args, **{**kwargs, "device": "cpu"}).to("meta")
+        return func(*args, **kwargs)
+
+
 class DeviceTrace(TorchDispatchMode):
     """Runs a model whose parameters live on `meta` and flags every operation that mixes a
     meta tensor with a tensor on a real device (e.g. `torch.arange(T)` without `device=`).
@@ -308,6 +338,17 @@ class DeviceTrace(TorchDispatchMode):
         self.real_device = real_device
         self.origins = WeakTensorKeyDictionary()  # host tensor -> where it was made
         self.findings: list[dict[str, str]] = []
+
+    def __enter__(self):
+        self._factories = _MetaFactories()
+        self._factories.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._factories.__exit__(*exc)
 
     def _real(self, x: Any) -> Any:
         if not isinstance(x, torch.Tensor):
@@ -338,7 +379,7 @@ class DeviceTrace(TorchDispatchMode):
             self._note_origin(out, tensors)
             return out
         host = [x for x in tensors if not x.is_meta and x.dim() > 0]
-        if host:
+        if host and func.overloadpacket not in _TRANSFERS:
             self._record(func, host)
         real_args, real_kwargs = pytree.tree_map(self._real, (args, kwargs))
         if to_meta:
@@ -407,7 +448,8 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], title: str, xlabe
                marker: float | None = None, marker_label: str = "",
                bad: Sequence[bool] | None = None) -> bytes:
     """A horizontal bar chart on a log axis, one bar a label, as PNG bytes. Bars in `bad` (or
-    not finite) are red; zeros are drawn as a thin grey stub at the axis floor."""
+    not finite) are red and run to the end of the axis; zeros are a thin stub at the axis
+    floor (red when in `bad`, else grey)."""
     from matplotlib.figure import Figure
 
     finite = [v for v in values if 0 < v < math.inf]
@@ -416,7 +458,7 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], title: str, xlabe
     shown, colours = [], []
     for i, v in enumerate(values):
         broken = (bad is not None and bad[i]) or not math.isfinite(v)
-        shown.append(top if broken else (v if v > 0 else floor))
+        shown.append(floor if v <= 0 else (top if broken else v))
         colours.append("#cf222e" if broken else ("#8c959f" if v <= 0 else "#0969da"))
     fig = Figure(figsize=(7.5, max(2.5, 0.2 * len(labels) + 1.2)))
     ax = fig.add_subplot()

@@ -19,7 +19,14 @@ from utils.tiers.probes import (
     token_embedding,
 )
 from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import LM_TASKS, Needs, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1_context import (
+    LM_TASKS,
+    Needs,
+    Tier1Context,
+    eval_mode,
+    other_task,
+    tier1_check,
+)
 
 # output_shape runs the full max_seq_len only up to this length; longer contexts (131072 for
 # some Llama configs) are probed at this length instead, which still exceeds any learned
@@ -280,10 +287,32 @@ def causal_advice(ctx: Tier1Context, name: str | None) -> str:
             "sequence...). Make it use positions <= t only.")
 
 
-@tier1_check("causality", "No position sees later tokens",
-             Needs(tasks=("causal_lm",), min_len=2))
+def _not_causal(ctx: Tier1Context, title: str) -> CheckResult:
+    """Other tasks skip, except a masked LM that the adapter only guessed from behaviour: it
+    guessed so because positions see later tokens, which in a model meant to be a GPT is the
+    very leak this check exists for, so that one warns instead."""
+    p = ctx.profile
+    if p.task != "masked_lm" or not p.task_source.startswith("behaviour"):
+        why, todo = other_task(p, ("causal_lm",))
+        return CheckResult("causality", title, "skip", why, advice=todo)
+    where = locate_future_leak(ctx, ctx.ids(offset=11), 0)
+    metrics = {"task_source": p.task_source, "first_leaking_module": where}
+    return CheckResult(
+        "causality", title, "warn",
+        "Positions see later tokens" + (f" (first in `{where}`)" if where else "")
+        + ", so the model was taken for a masked LM: neither config.json (\"task\") nor the "
+        "class name says what it is.", metrics,
+        "If the model is meant to generate text left to right (GPT-style), this is a "
+        "future-token leak: run again with task='causal_lm' to have it checked and explained. "
+        "If it is a bidirectional encoder (BERT-style), pass task='masked_lm' and this goes "
+        "away.")
+
+
+@tier1_check("causality", "No position sees later tokens", Needs(min_len=2, comparable=True))
 def causality(ctx: Tier1Context) -> CheckResult:
     title = "No position sees later tokens"
+    if ctx.task != "causal_lm":
+        return _not_causal(ctx, title)
     ids = ctx.ids(offset=11)
     T = ids.shape[1]
     positions = _spread(T - 1, MAX_GRAD_POSITIONS)
@@ -341,12 +370,13 @@ def _batch_advice(ctx: Tier1Context, name: str | None) -> str:
             "without batch_first=True.")
 
 
-@tier1_check("batch_independence", "Rows of a batch never mix")
+@tier1_check("batch_independence", "Rows of a batch never mix", Needs(comparable=True))
 def batch_independence(ctx: Tier1Context) -> CheckResult:
     title = "Rows of a batch never mix"
     if ctx.batch_size < 2:
         return CheckResult("batch_independence", title, "skip",
-                           "Needs a batch of at least 2 rows; batch_size is 1.")
+                           "Needs a batch of at least 2 rows; batch_size is 1.",
+                           advice="Pass batch_size=2 or more to run_tier1.")
     ids = ctx.ids(offset=13)
     B, T = ids.shape
     rows = _spread(B, MAX_GRAD_ROWS)
@@ -397,7 +427,7 @@ def _name_convention(name: str | None) -> str | None:
 
 
 @tier1_check("padding_invariance", "Real positions ignore what is in pad positions",
-             Needs(mask=True, min_len=2))
+             Needs(mask=True, min_len=2, comparable=True))
 def padding_invariance(ctx: Tier1Context) -> CheckResult:
     title = "Real positions ignore what is in pad positions"
     p = ctx.profile
@@ -442,10 +472,12 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
             f"The mask is inverted: `{p.mask_name}` should mean "
             f"{'1 = real token' if expected == 'keep_one' else 'True = pad'}, but the model "
             f"only ignores pads when given the opposite.", metrics,
-            f"A tokenizer sends `{p.mask_name}` with "
-            f"{'1 for real tokens and 0 for pads' if expected == 'keep_one' else 'True at pads'}"
-            "; the model treats it the other way round. Fix the conversion, e.g. "
-            "`key_padding_mask = attention_mask == 0` (not `== 1`).")
+            f"Tokenizers send `{p.mask_name}` with 1 for real tokens and 0 for pads; the model "
+            "treats it the other way round. Fix the conversion: `key_padding_mask = "
+            "attention_mask == 0` (not `== 1`)." if expected == "keep_one" else
+            f"By PyTorch's convention `{p.mask_name}` is True at pads (the keys to ignore); the "
+            "model treats True as real tokens. Pass it to the attention as it is (drop the `~` "
+            "or `== 0`), or rename the parameter attention_mask if you mean 1 = real token.")
     if drift > DIFF_RTOL:
         ignored = changed(a, unmasked) <= DIFF_RTOL
         why = ("the model's output does not depend on the mask at all" if ignored else

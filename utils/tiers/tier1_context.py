@@ -45,8 +45,6 @@ class Tier1Context:
     time_budget: float
     started: float = field(default_factory=time.perf_counter)
     id_high: int = 0  # token ids are drawn from [0, id_high)
-    _forward_error: str | None = field(default=None, repr=False)
-    _forward_checked: bool = field(default=False, repr=False)
 
     # -- facts -------------------------------------------------------------------------
 
@@ -109,16 +107,29 @@ class Tier1Context:
 
     # -- preconditions -----------------------------------------------------------------
 
+    @functools.cached_property
     def forward_error(self) -> str | None:
-        """Whether a plain forward at the probe sizes works; computed once."""
-        if not self._forward_checked:
-            self._forward_checked = True
-            try:
-                with torch.no_grad(), eval_mode(self.adapted):
-                    self.adapted(self.ids())
-            except Exception as exc:  # noqa: BLE001 - reported by the checks that need it
-                self._forward_error = f"{type(exc).__name__}: {exc}"
-        return self._forward_error
+        """Why a plain forward at the probe sizes fails, or None when it works."""
+        try:
+            with torch.no_grad(), eval_mode(self.adapted):
+                self.adapted(self.ids())
+        except Exception as exc:  # noqa: BLE001 - reported by the checks that need it
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    @functools.cached_property
+    def incomparable(self) -> str | None:
+        """Why two forwards cannot be compared, or None. The checks that change part of the
+        input and look for a change in the output would blame whatever they perturb for NaN
+        or for randomness in eval mode, which numerical_stability and determinism report."""
+        ids = self.ids()
+        with torch.no_grad(), eval_mode(self.adapted):
+            first, second = self.adapted(ids), self.adapted(ids)
+        if not bool(torch.isfinite(first).all()):
+            return "the output holds NaN/Inf (see numerical_stability)"
+        if not torch.equal(first, second):
+            return "two eval-mode calls on the same input give different outputs (see determinism)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,7 @@ class Needs:
     tasks: tuple[str, ...] | None = None
     mask: bool = False
     min_len: int = 1
+    comparable: bool = False  # outputs finite and repeatable in eval mode
 
 
 def tier1_check(check_id: str, title: str, needs: Needs = Needs()
@@ -140,9 +152,9 @@ def tier1_check(check_id: str, title: str, needs: Needs = Needs()
     def wrap(fn: Callable[[Tier1Context], CheckResult]) -> Check:
         @functools.wraps(fn)
         def run(ctx: Tier1Context) -> CheckResult:
-            why = _unmet(ctx, needs)
-            if why:
-                return CheckResult(check_id, title, "skip", why)
+            unmet = _unmet(ctx, needs)
+            if unmet:
+                return CheckResult(check_id, title, "skip", unmet[0], advice=unmet[1])
             torch.manual_seed(ctx.seed)
             with keep_modes(ctx.adapted):
                 return fn(ctx)
@@ -152,21 +164,37 @@ def tier1_check(check_id: str, title: str, needs: Needs = Needs()
     return wrap
 
 
-def _unmet(ctx: Tier1Context, needs: Needs) -> str | None:
+def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:
+    """(why, what to do) for a check that does not apply to the model's task."""
+    return (f"Applies to {' / '.join(tasks)} models; this one is {p.task} ({p.task_source}).",
+            f"Nothing to do if it is a {p.task} model; if not, pass task=... to run_tier1 "
+            "(or put \"task\" in config.json).")
+
+
+def _unmet(ctx: Tier1Context, needs: Needs) -> tuple[str, str] | None:
+    """(why, what to do) for the first unmet precondition, or None."""
     if ctx.adapted is None:
-        return ("Not run: the model could not be adapted (see forward_signature)."
+        return (("Not run: the model could not be adapted (see forward_signature).",
+                 "Fix what forward_signature reports, then run the tier again.")
                 if needs.adapted else None)
     p = ctx.profile
     if needs.tasks is not None and p.task not in needs.tasks:
-        return (f"Applies to {' / '.join(needs.tasks)} models; this one is {p.task} "
-                f"({p.task_source}). Pass task=... if that is wrong.")
+        return other_task(p, needs.tasks)
     if needs.mask and not p.accepts_mask:
-        return "forward takes no padding mask, so there is nothing to check."
+        return ("forward takes no padding mask, so there is nothing to check.",
+                "Nothing to do unless you train on padded batches: then give forward an "
+                "attention_mask (B, T) parameter, 1 = real token, and pass it to every "
+                "attention.")
     if ctx.seq_len < needs.min_len:
-        return f"Needs sequences of at least {needs.min_len} tokens; seq_len is {ctx.seq_len}."
-    if needs.forward and ctx.forward_error():
+        return (f"Needs sequences of at least {needs.min_len} tokens; seq_len is {ctx.seq_len}.",
+                f"Pass seq_len={needs.min_len} or more to run_tier1.")
+    if needs.forward and ctx.forward_error:
         return (f"Not run: the forward pass at (B={ctx.batch_size}, T={ctx.seq_len}) raised "
-                f"{ctx.forward_error()} (see output_shape).")
+                f"{ctx.forward_error} (see output_shape).",
+                "Fix the error output_shape reports, then run the tier again.")
+    if needs.comparable and ctx.incomparable:
+        return (f"Not run: {ctx.incomparable}, so comparing two forwards would show nothing.",
+                "Fix that first, then run the tier again.")
     return None
 
 

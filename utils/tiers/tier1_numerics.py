@@ -57,9 +57,10 @@ def _nan_advice(stats: dict[str, dict], name: str | None, prev: str | None) -> s
         return (f"`{name}` ({s['type']}) is the first module whose output is NaN/Inf while its "
                 "input is finite: look inside it for log/sqrt of negatives, division by zero, "
                 "exp() overflow or a softmax over a row that is all -inf.")
-    return (f"The input of `{name}` is already NaN/Inf but the module before it (`{prev}`) gave "
-            "finite values: the NaN comes from forward's own code between them (log/sqrt of a "
-            "negative, division by zero, exp() overflow).")
+    return (f"The input of `{name}` already holds NaN/Inf, but no module before it returned NaN "
+            f"or +inf: it comes from forward's own code after `{prev}` (log/sqrt of a negative, "
+            "division by zero, exp() overflow), or from a -inf (a mask value, log(0)) that "
+            "arithmetic turned into NaN.")
 
 
 def _autocast_runs(ctx: Tier1Context, ids: torch.Tensor) -> dict[str, str]:
@@ -236,8 +237,9 @@ def gradient_flow(ctx: Tier1Context) -> CheckResult:
     metrics = {"trainable": len(named), "frozen": len(frozen), "unused": unused,
                "nonfinite": broken, "zero_layers": zero, "max_over_min_layer_norm": ratio,
                "layer_grad_norms": norms}
-    figures = {"gradient_norms": _gradient_figure(norms, set(zero) | {
-        _layer(n) for n in broken})}
+    layers = {k: norms.get(k, 0.0) for k in dict.fromkeys(_layer(n) for n, _ in named)}
+    figures = {"gradient_norms": _gradient_figure(layers, set(zero) | {
+        _layer(n) for n in broken + unused})}
 
     def result(status: str, summary: str, advice: str = "") -> CheckResult:
         return CheckResult("gradient_flow", title, status, summary, metrics, advice, figures)

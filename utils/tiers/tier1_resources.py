@@ -83,7 +83,9 @@ def device_portability(ctx: Tier1Context) -> CheckResult:
     if error:
         return CheckResult("device_portability", title, "skip",
                            f"The forward could not be traced on the meta device: {error}",
-                           metrics)
+                           metrics, "Nothing is known to be wrong. To check by hand, run one "
+                           "forward on a GPU (model.to('cuda') and ids on 'cuda'): an error "
+                           "'Expected all tensors to be on the same device' names the line.")
     return CheckResult("device_portability", title, "pass",
                        "Traced on the meta device: every tensor forward creates follows the "
                        "input's device, and no module keeps tensors outside parameters/buffers.",

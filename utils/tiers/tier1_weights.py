@@ -325,7 +325,8 @@ def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor) -
     return float((a - b).abs().max()) if a.shape == b.shape else float("inf")
 
 
-@tier1_check("state_dict_roundtrip", "Save and reload (safetensors) gives identical outputs")
+@tier1_check("state_dict_roundtrip", "Save and reload (safetensors) gives identical outputs",
+             Needs(comparable=True))
 def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
     title = "Save and reload (safetensors) gives identical outputs"
     ids = ctx.ids(offset=33)
