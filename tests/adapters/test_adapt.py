@@ -104,9 +104,37 @@ def test_config_and_overrides_win():
     assert (a.profile.task, a.profile.max_seq_len) == ("masked_lm", 12)
 
 
-def test_bidirectional_lm_without_hints_is_masked_lm():
+class Encoder(zoo.TinyGPT):
+    """No name, config or buffer says causal: behaviour decides."""
+
+
+def test_task_from_behaviour_without_hints():
     torch.manual_seed(0)
-    assert adapt(zoo.TinyGPT(causal=False)).profile.task == "masked_lm"
+    assert adapt(Encoder(causal=False)).profile.task == "masked_lm"
+    assert adapt(Encoder(causal=True)).profile.task_source.startswith("behaviour")
+
+
+def test_task_from_class_name_and_causal_buffer():
+    class Leaky(Encoder):
+        def __init__(self):
+            super().__init__(causal=False)
+            self.register_buffer("bias", torch.tril(torch.ones(zoo.L, zoo.L)).view(1, 1, zoo.L, zoo.L))
+
+    torch.manual_seed(0)
+    assert adapt(zoo.TinyGPT(causal=False)).profile.task_source == "class name 'TinyGPT'"
+    p = adapt(Leaky()).profile
+    assert (p.task, p.task_source) == ("causal_lm", "causal mask buffer 'bias'")
+
+
+def test_unmeasurable_behaviour_defaults_to_causal_and_says_so():
+    class Noisy(Encoder):
+        def forward(self, input_ids, attention_mask=None):
+            out = super().forward(input_ids, attention_mask)
+            return torch.nn.functional.dropout(out, 0.5, training=True)
+
+    torch.manual_seed(0)
+    p = adapt(Noisy()).profile
+    assert p.task == "causal_lm" and any("not repeatable" in n for n in p.notes)
 
 
 def test_unknown_sizes_are_left_unknown_and_said():

@@ -49,6 +49,11 @@ class LateLeakGPT(TinyGPT):
         self.blocks[2].attn.causal = False
 
 
+class LateLeakNet(LateLeakGPT):
+    """The same leak under a name that says nothing about causality: the adapter can only
+    judge the task by behaviour, and the leak makes it look like a masked LM."""
+
+
 class PeekAttention(CausalSelfAttention):
     """A causal mask off by one, `torch.triu(..., diagonal=2)`: position t also sees t+1."""
 

@@ -23,6 +23,7 @@ TASKS = ("causal_lm", "masked_lm", "classification", "encoder")
 _PROBE_B, _PROBE_T = 3, 5
 _SEQ_LEN_ATTRS = ("max_seq_len", "block_size", "seq_length", "n_positions",
                   "max_position_embeddings", "n_ctx", "context_length", "max_len")
+_CAUSAL_HINTS = ("gpt", "llama", "decoder", "causal", "mistral", "qwen", "falcon")
 _VOCAB_ATTRS = ("vocab_size", "n_vocab", "num_tokens", "ntoken")
 
 
@@ -383,21 +384,55 @@ def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor, config
         if key in arch or key in type(adapted.model).__name__:
             return task, "model class"
     template = str(raw.get("template") or raw.get("model_type") or "")
-    if any(k in template.lower() for k in ("gpt", "llama", "decoder", "causal")):
+    if any(k in template.lower() for k in _CAUSAL_HINTS):
         return "causal_lm", f"template {template!r}"
+    cls = type(adapted.model).__name__
+    if any(k in cls.lower() for k in _CAUSAL_HINTS):
+        return "causal_lm", f"class name {cls!r}"
     vocab = adapted.profile.vocab_size
     if vocab is not None and logits.shape[-1] != vocab:
         return "encoder", "output width differs from the vocabulary"
-    if _is_causal(adapted, ids):
+    buffer = _causal_buffer(adapted.model)
+    if buffer is not None:
+        return "causal_lm", f"causal mask buffer {buffer!r}"
+    causal = _is_causal(adapted, ids)
+    if causal is None:
+        adapted.profile.notes.append(
+            "task taken as causal_lm: outputs are not finite or not repeatable in eval mode, so "
+            "behaviour could not tell; pass task=... if that is wrong"
+        )
+        return "causal_lm", "default (behaviour not measurable)"
+    if causal:
         return "causal_lm", "behaviour (no position sees later tokens)"
     return "masked_lm", "behaviour (positions see later tokens)"
 
 
-def _is_causal(adapted: AdaptedModel, ids: torch.Tensor) -> bool:
+def _is_causal(adapted: AdaptedModel, ids: torch.Tensor) -> bool | None:
+    """Whether changing the last token leaves every earlier position alone; None when the
+    outputs are not finite or not repeatable, since then a difference proves nothing."""
     base = adapted(ids)
+    if not torch.isfinite(base).all() or not torch.equal(base, adapted(ids)):
+        return None
     alt = ids.clone()
     alt[:, -1] = (alt[:, -1] + 1) % max(int(ids.max()) + 1, 2)
     return bool((adapted(alt)[:, :-1] - base[:, :-1]).abs().max() <= 1e-6)
+
+
+def _causal_buffer(model: nn.Module) -> str | None:
+    """A square causal buffer (nanoGPT's `bias = tril(ones)`, a bool or -inf `causal_mask`)
+    says the author meant the model to be causal, whether or not forward applies it."""
+    for name, buf in model.named_buffers():
+        if buf.dim() < 2 or buf.shape[-1] != buf.shape[-2] or buf.shape[-1] < 2:
+            continue
+        square = buf.reshape(-1, buf.shape[-2], buf.shape[-1])[0]
+        tril = torch.tril(torch.ones(square.shape, dtype=torch.bool, device=square.device))
+        if square.is_floating_point():
+            patterns = (square != 0, torch.isneginf(square))
+        else:
+            patterns = (square.bool(),)
+        if any(torch.equal(p, tril) or torch.equal(p, ~tril) for p in patterns):
+            return name
+    return None
 
 
 # -- small helpers ------------------------------------------------------------------------
