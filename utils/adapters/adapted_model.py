@@ -544,15 +544,22 @@ def _model_attr(model: nn.Module, names: tuple[str, ...]) -> tuple[int | None, s
     return None, ""
 
 
+def _declared(model: nn.Module, config: Any, ov: dict, key: str, attrs: tuple[str, ...]
+              ) -> tuple[int | None, str]:
+    """A size someone stated: an override, the config, or an attribute of the model or of
+    its own config object, in that order."""
+    if ov.get(key):
+        return int(ov[key]), "override"
+    value = _config_value(config, key)
+    if isinstance(value, int) and value > 0:
+        return value, "config"
+    return _model_attr(model, attrs)
+
+
 def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
     """A vocabulary bound that keeps probe ids valid: override, config, model attribute, else
     the smallest embedding table (a token id below every table's size is safe)."""
-    if ov.get("vocab_size"):
-        return int(ov["vocab_size"]), "override"
-    value = _config_value(config, "vocab_size")
-    if isinstance(value, int) and value > 0:
-        return value, "config"
-    value, label = _model_attr(model, _VOCAB_ATTRS)
+    value, label = _declared(model, config, ov, "vocab_size", _VOCAB_ATTRS)
     if value:
         return value, label
     rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
@@ -562,12 +569,7 @@ def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
 
 
 def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, str]:
-    if ov.get("max_seq_len"):
-        return int(ov["max_seq_len"]), "override"
-    value = _config_value(config, "max_seq_len")
-    if isinstance(value, int) and value > 0:
-        return value, "config"
-    value, label = _model_attr(model, _SEQ_LEN_ATTRS)
+    value, label = _declared(model, config, ov, "max_seq_len", _SEQ_LEN_ATTRS)
     if value:
         return value, label
     for name, m in model.named_modules():
