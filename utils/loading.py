@@ -162,7 +162,7 @@ class ModelConfig:
 
     def edge_pairs(self) -> list[tuple[str, str]]:
         """Edges as (source, target), whichever spelling (`source`/`target`, `from`/`to`)."""
-        return [_edge_pair(e) for e in self.edges or []]  # type: ignore[misc]
+        return [edge_pair(e) for e in self.edges or []]  # type: ignore[misc]
 
     def flat(self) -> dict[str, Any]:
         """Every value a constructor may ask for by name: the top-level fields, then node
@@ -205,7 +205,8 @@ def _read_nodes(data: dict, where: str) -> list[dict] | None:
     return nodes
 
 
-def _edge_pair(edge: dict) -> tuple[str, str] | None:
+def edge_pair(edge: dict) -> tuple[str, str] | None:
+    """(source, target) of an edge written as source/target or from/to; None if neither."""
     source = edge.get("source", edge.get("from"))
     target = edge.get("target", edge.get("to"))
     if isinstance(source, str) and isinstance(target, str):
@@ -223,7 +224,7 @@ def _read_edges(data: dict, nodes: list[dict] | None, where: str) -> list[dict] 
         )
     ids = {n["id"] for n in nodes} if nodes is not None else None
     for i, edge in enumerate(edges):
-        pair = _edge_pair(edge) if isinstance(edge, dict) else None
+        pair = edge_pair(edge) if isinstance(edge, dict) else None
         if pair is None:
             raise LoadError(
                 f"{where}: edges[{i}] needs string 'source' and 'target' (or 'from' and 'to'), "
@@ -877,7 +878,8 @@ def _token_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
     return None
 
 
-def _position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
+def position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
+    """The first nn.Embedding named like a position table (`pos`, `wpe`)."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding) and _POSITION_EMBEDDING.search(name):
             return name, module
@@ -899,7 +901,7 @@ def _check_against_model(model: nn.Module, config: ModelConfig, path: Path | Non
                 f"agree: set vocab_size to {emb.num_embeddings} in the config, or build that "
                 f"embedding with {config.vocab_size} rows in {code}."
             )
-    position = _position_embedding(model)
+    position = position_embedding(model)
     if config.max_seq_len is not None and position is not None:
         name, emb = position
         if emb.num_embeddings < config.max_seq_len:

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
+from utils.loading import position_embedding
 
 log = logging.getLogger(__name__)
 
@@ -572,10 +573,9 @@ def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, s
     value, label = _declared(model, config, ov, "max_seq_len", _SEQ_LEN_ATTRS)
     if value:
         return value, label
-    for name, m in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1].lower()
-        if isinstance(m, nn.Embedding) and any(k in leaf for k in ("pos", "wpe")):
-            return m.num_embeddings, f"position table {name}"
+    table = position_embedding(model)
+    if table is not None:
+        return table[1].num_embeddings, f"position table {table[0]}"
     for name, buf in model.named_buffers():
         leaf = name.rsplit(".", 1)[-1].lower()
         if buf.dim() >= 2 and buf.shape[-1] == buf.shape[-2] and leaf in ("bias", "mask", "causal_mask"):

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.adapters.signature import ModelSignatureInspector
+from utils.loading import edge_pair
 
 ATTENTION_TYPES = {"mhsa", "attention", "attn", "self_attention", "multihead_attention"}
 SUBLAYER_TYPES = ATTENTION_TYPES | {"ffn", "mlp", "feedforward"}
@@ -65,12 +66,12 @@ def graph_from_config(config: Any) -> list[GraphNode]:
             dict(raw.get("params") or {}),
         )
     for i, edge in enumerate(edges_raw):
-        src = edge.get("source", edge.get("from"))
-        dst = edge.get("target", edge.get("to"))
-        if src is None or dst is None:
+        pair = edge_pair(edge) if isinstance(edge, dict) else None
+        if pair is None:
             raise GraphError(
                 f"config.json edges[{i}] = {edge} needs 'source' and 'target' (or 'from'/'to')"
             )
+        src, dst = pair
         for end in (src, dst):
             if end not in nodes:
                 raise GraphError(
