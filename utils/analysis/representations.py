@@ -8,7 +8,7 @@ For each block's output (the token vectors it hands on) this measures:
   position the same vector, so nothing downstream can tell the tokens apart.
 - anisotropy: the share of the matrix's energy on its top singular direction (Ethayarajh,
   2019); trained LMs are strongly anisotropic, which is normal.
-- spread: |X - mean| / |X|, how far tokens differ from their mean at all.
+- spread: |X - mean| / |X| within each sequence, how far its tokens differ at all.
 - block cosine: cosine between a block's input and its output per token; ~1 means the block
   barely changes the stream (normal at initialisation, a redundant layer once trained).
 - dead FFN neurons: the share of feed-forward units that never fire on the input.
@@ -110,7 +110,7 @@ def _health(
         effective_rank_centered=effective_rank(centred),
         mean_token_cosine=mean_token_cosine(out.detach().cpu(), keep.cpu()),
         anisotropy=float(s[0] ** 2 / (s**2).sum()) if float(s.sum()) > 0 else 0.0,
-        spread=float(centred.norm() / X.norm()) if float(X.norm()) > 0 else 0.0,
+        spread=spread(out.detach().cpu(), keep.cpu()),
         block_cosine=block_cos,
         dead_neuron_fraction=dead,
     )
@@ -138,6 +138,17 @@ def mean_token_cosine(H: torch.Tensor, keep: torch.Tensor) -> float:
         gram = v @ v.T
         values.append(float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1))))
     return sum(values) / len(values) if values else float("nan")
+
+
+def spread(H: torch.Tensor, keep: torch.Tensor) -> float:
+    """How far a sequence's tokens differ from their own mean, relative to their size, over
+    all sequences: 0 when every position of a sequence holds the same vector."""
+    num = den = 0.0
+    for h, k in zip(H.double(), keep):
+        x = h[k]
+        num += float((x - x.mean(0, keepdim=True)).pow(2).sum())
+        den += float(x.pow(2).sum())
+    return (num / den) ** 0.5 if den > 0 else 0.0
 
 
 def _ffn_units(model, layout: BlockLayout) -> dict[str, str]:
