@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.analysis.zoo import V, IgnoresTokensLM, TinyLM, TriggerBagLM
+from tests.analysis.zoo import IgnoresTokensLM, TinyLM, TriggerBagLM, V
 from utils.adapters import adapt
 from utils.analysis.adversarial import hotflip
 

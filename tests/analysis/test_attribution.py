@@ -7,7 +7,7 @@ import pytest
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from tests.analysis.zoo import V, IgnoresTokensLM, TinyLM
+from tests.analysis.zoo import IgnoresTokensLM, TinyLM, V
 from utils.adapters import adapt
 from utils.analysis.attribution import COMPLETENESS_TOLERANCE, integrated_gradients
 from utils.analysis.predictions import target_log_probs

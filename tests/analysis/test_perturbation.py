@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.analysis.zoo import V, IgnoresTokensLM, TinyLM
+from tests.analysis.zoo import IgnoresTokensLM, TinyLM, V
 from utils.adapters import adapt
 from utils.analysis.perturbation import perturbation_curves, replace_tokens
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tests.adapters.zoo import SeqFirstLM
-from tests.analysis.zoo import V, TinyLM
+from tests.analysis.zoo import TinyLM, V
 from utils.adapters import adapt
 from utils.analysis.representations import effective_rank, mean_token_cosine, representation_health
 from utils.loading import load_model
