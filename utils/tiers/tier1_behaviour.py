@@ -18,7 +18,7 @@ from utils.tiers.probes import (
     first_divergent,
     token_embedding,
 )
-from utils.tiers.report import CheckResult
+from utils.checks.report import CheckResult
 from utils.tiers.tier1_context import (
     LM_TASKS,
     Needs,

@@ -18,8 +18,8 @@ from torch import nn
 
 from utils.adapters import AdaptedModel, ModelProfile
 from utils.adapters.losses import lm_loss
-from utils.tiers.report import CheckResult
-from utils.tiers.runner import Check, check
+from utils.checks.report import CheckResult
+from utils.checks.runner import Check, check
 
 LM_TASKS = ("causal_lm", "masked_lm")
 LOSS_TASKS = ("causal_lm", "masked_lm", "classification")

@@ -19,7 +19,7 @@ from utils.tiers.probes import (
     meta_copy,
     plain_tensor_attributes,
 )
-from utils.tiers.report import CheckResult
+from utils.checks.report import CheckResult
 from utils.tiers.tier1_context import LOSS_TASKS, Tier1Context, eval_mode, tier1_check
 
 # inference_speed: length of the timed batch (capped so a long context stays quick on a CPU),

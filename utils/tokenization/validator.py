@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from utils.tiers.report import CheckResult, TierReport
-from utils.tiers.runner import check, run_checks
+from utils.checks.report import CheckResult, TierReport
+from utils.checks.runner import check, run_checks
 
 ROUND_TRIP_TEXTS = (
     "",

@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from utils.tiers.report import CheckResult, TierReport
+from utils.checks.report import CheckResult, TierReport
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from utils.tiers.report import CheckResult, TierReport, figure_to_png, merge_reports
-from utils.tiers.runner import Check, check, run_checks
+from utils.checks.report import CheckResult, TierReport, figure_to_png, merge_reports
+from utils.checks.runner import Check, check, run_checks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
