@@ -20,9 +20,8 @@ from utils.adapters import AdaptedModel, ModelProfile
 from utils.adapters.losses import lm_loss
 from utils.checks.report import CheckResult
 from utils.checks.runner import Check, check
+from utils.vocabulary import LM_TASKS, LOSS_TASKS  # noqa: F401 - re-exported to the checks
 
-LM_TASKS = ("causal_lm", "masked_lm")
-LOSS_TASKS = ("causal_lm", "masked_lm", "classification")
 DEFAULT_BATCH = 3  # probe batch: small, odd, and different from every default length
 MAX_PROBE_BATCH = 8  # a larger batch_size sets the training shape only, not the probes
 DEFAULT_MAX_T = 16  # probe length cap: long enough to see leaks, short enough to be quick

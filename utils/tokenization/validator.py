@@ -25,6 +25,7 @@ from typing import Any
 
 from utils.checks.report import CheckResult, TierReport
 from utils.checks.runner import check, run_checks
+from utils.errors import TokenizerValidationError
 
 ROUND_TRIP_TEXTS = (
     "",
@@ -44,15 +45,6 @@ UNK_WARN_RATE = 0.001
 # Roles that may share one id, provided end-of-text is among them: GPT-2's single
 # <|endoftext|> serves as bos, eos and unk, and padding commonly reuses it.
 _END_OF_TEXT_FAMILY = frozenset({"bos_token", "eos_token", "unk_token", "pad_token"})
-
-
-class TokenizerValidationError(ValueError):
-    """Raised by `validate(..., strict=True)`, listing every failed check."""
-
-    def __init__(self, report: TierReport) -> None:
-        self.report = report
-        lines = [f"- {r.id}: {r.summary} What to do: {r.advice}" for r in report.failed]
-        super().__init__("the tokenizer does not fit the model:\n" + "\n".join(lines))
 
 
 @dataclass
