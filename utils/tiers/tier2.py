@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from utils.adapters import AdaptedModel, AdaptError, adapt
-from utils.tiers.report import TierReport
-from utils.tiers.runner import Check, run_checks
+from utils.checks import Check, TierReport, run_checks
 from utils.tiers.tier1 import _cuda_devices, _id_high, _placed
 from utils.tiers.tier1_context import keep_modes
 from utils.tiers.tier2_context import Tier2Context, build_inputs, token_text

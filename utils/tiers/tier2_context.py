@@ -25,8 +25,8 @@ from torch import nn
 from utils.adapters import AdaptedModel, ModelProfile
 from utils.adapters.losses import lm_loss
 from utils.analysis.locate import find_token_embedding
-from utils.tiers.report import CheckResult
-from utils.tiers.runner import Check, check
+from utils.checks import CheckResult
+from utils.checks.catalogue import Check, CheckSet, Verdict
 from utils.tiers.tier1_context import keep_modes
 
 log = logging.getLogger(__name__)
@@ -139,39 +139,29 @@ class Needs:
     min_seconds: float = 1.0  # time it needs from the budget
 
 
-def tier2_check(
-    check_id: str, title: str, needs: Needs = Needs()
-) -> Callable[[Callable[[Tier2Context], CheckResult]], Check]:
-    """`@check` plus what every analysis needs around it: skips for unmet preconditions and
-    an exhausted time budget, a fixed seed, the model's flags restored, and a crash of the
+def _guard(ctx: Tier2Context, check: Check, v: Verdict, call: Callable[[], CheckResult]) -> CheckResult:
+    """What every analysis needs around it: skips for unmet preconditions and an exhausted
+    time budget, a fixed seed, eval mode with the model's flags restored, and a crash of the
     measuring code turned into a `skip` with the reason (the model is not at fault for it)."""
+    unmet = _unmet(ctx, check.needs or Needs())
+    if unmet:
+        return v.skip(unmet[0], advice=unmet[1])
+    torch.manual_seed(ctx.seed)
+    try:
+        with keep_modes(ctx.adapted), torch.no_grad():
+            ctx.adapted.eval()
+            return call()
+    except Exception as exc:  # noqa: BLE001 - a failing measurement (OOM too) is a skip
+        log.debug("analysis %s could not run", check.id, exc_info=True)
+        return v.skip(
+            f"Could not be measured: {type(exc).__name__}: {exc}",
+            {"traceback": traceback.format_exc(limit=4)},
+            advice="A limit of the analysis, not a fault of the model: run with -v "
+            "for the traceback, or pass a shorter seq_len.",
+        )
 
-    def wrap(fn: Callable[[Tier2Context], CheckResult]) -> Check:
-        @functools.wraps(fn)
-        def run(ctx: Tier2Context) -> CheckResult:
-            unmet = _unmet(ctx, needs)
-            if unmet:
-                return CheckResult(check_id, title, "skip", unmet[0], advice=unmet[1])
-            torch.manual_seed(ctx.seed)
-            try:
-                with keep_modes(ctx.adapted), torch.no_grad():
-                    ctx.adapted.eval()
-                    return fn(ctx)
-            except Exception as exc:  # noqa: BLE001 - a failing measurement (OOM too) is a skip
-                log.debug("analysis %s could not run", check_id, exc_info=True)
-                return CheckResult(
-                    check_id,
-                    title,
-                    "skip",
-                    f"Could not be measured: {type(exc).__name__}: {exc}",
-                    metrics={"traceback": traceback.format_exc(limit=4)},
-                    advice="A limit of the analysis, not a fault of the model: run with -v for "
-                    "the traceback, or pass a shorter seq_len.",
-                )
 
-        return check(check_id, title)(run)
-
-    return wrap
+TIER2_CHECKS = CheckSet("tier2", guard=_guard)
 
 
 def _unmet(ctx: Tier2Context, needs: Needs) -> tuple[str, str] | None:
@@ -248,13 +238,3 @@ def token_text(tokenizer: Any, token_id: int) -> str:
     """A token as a person reads it: its decoded text, spaces shown as '␣'."""
     text = tokenizer.decode([token_id])
     return text.replace(" ", "␣").replace("\n", "⏎") or f"#{token_id}"
-
-
-# Below this KL (nats) two predictions are the same distribution up to float32 rounding:
-# a random-init model already moves by 1e-3 or more when most of its tokens are replaced.
-INSENSITIVE_KL = 1e-9
-
-
-def ignores_input(kls: Sequence[float]) -> bool:
-    """True when no disturbance of the input moved the prediction beyond float noise."""
-    return bool(kls) and max(kls) < INSENSITIVE_KL

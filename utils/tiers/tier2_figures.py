@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from utils.tiers.report import figure_to_png
+from utils.checks import figure_to_png
 
 MAX_ROWS_SHOWN = 4  # attribution rows drawn; the metrics hold every row
 
