@@ -23,6 +23,8 @@ _EXPORTS = {
     "AdaptedModel": "utils.adapters",
     "ModelProfile": "utils.adapters",
     "run_tier1": "utils.tiers.tier1",
+    "capture_attention": "utils.analysis.attention",
+    "AttentionMap": "utils.analysis.attention",
     "CheckResult": "utils.tiers.report",
     "TierReport": "utils.tiers.report",
 }
