@@ -25,8 +25,8 @@ _EXPORTS = {
     "run_tier1": "utils.tiers.tier1",
     "capture_attention": "utils.analysis.attention",
     "AttentionMap": "utils.analysis.attention",
-    "CheckResult": "utils.tiers.report",
-    "TierReport": "utils.tiers.report",
+    "CheckResult": "utils.checks.report",
+    "TierReport": "utils.checks.report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from utils.adapters import AdaptedModel, AdaptError, adapt
-from utils.tiers.report import TierReport
-from utils.tiers.runner import Check, run_checks
+from utils.checks.report import TierReport
+from utils.checks.runner import Check, run_checks
 from utils.tiers.tier1_behaviour import (
     batch_independence,
     causality,

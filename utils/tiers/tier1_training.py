@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from utils.adapters.losses import lm_loss
-from utils.tiers.report import CheckResult
+from utils.checks.report import CheckResult
 from utils.tiers.tier1_behaviour import causal_advice, locate_future_leak
 from utils.tiers.tier1_context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
 
