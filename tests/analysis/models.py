@@ -46,7 +46,7 @@ class StructuredLM(nn.Module):
         wq, wk, wv, wo = (torch.randn(D, D, generator=g) / math.sqrt(D) for _ in range(4))
         rows = torch.ones(D, 1)
         rows[: 4 * DH] = 0  # structured heads score by their bias alone
-        rows[4 * DH : 5 * DH] = 2.5  # the random head's scores spread (std ~2)
+        rows[4 * DH :] = 2.5  # random and dead heads: scores spread (std ~2)
         wq, wk = wq * rows, wk * rows
         wo[:, 5 * DH :] = 0  # the dead head writes nothing
         if style == "mha":

@@ -400,9 +400,9 @@ class _AttentionMode(TorchFunctionMode):
         self._record("mha", w, errors, note)
         if not heads:
             return out
-        heads_out = heads_out.clone()
-        heads_out[:, sorted(heads)] = 0
-        ablated = _mha_project(p, heads_out).to(actual.dtype)
+        only = torch.zeros_like(heads_out)  # what the zeroed heads add, taken away exactly
+        only[:, sorted(heads)] = heads_out[:, sorted(heads)]
+        ablated = (actual.float() - _mha_project(p, only, bias=False)).to(actual.dtype)
         self.ablated.add(self.maps[-1].layer)
         return (ablated if batched else ablated.squeeze(1)), out[1]
 
@@ -537,11 +537,11 @@ def _mha_heads(p: Mapping[str, Any], w: torch.Tensor, batched: bool) -> torch.Te
     return w.float() @ vh.float()  # (N, H, L, d)
 
 
-def _mha_project(p: Mapping[str, Any], heads: torch.Tensor) -> torch.Tensor:
+def _mha_project(p: Mapping[str, Any], heads: torch.Tensor, bias: bool = True) -> torch.Tensor:
     """(N, H, L, d) per-head outputs -> (L, N, E) through the output projection."""
     N, H, L, d = heads.shape
     concat = heads.permute(2, 0, 1, 3).reshape(L, N, H * d)
-    bias = p.get("out_proj_bias")
+    bias = p.get("out_proj_bias") if bias else None
     return F.linear(concat, p["out_proj_weight"].float(), None if bias is None else bias.float())
 
 
