@@ -234,6 +234,7 @@ class _AttentionMode(TorchFunctionMode):
         self.stack: list[str] = []
         self.maps: list[AttentionMap] = []
         self._tags: dict[int, tuple[weakref.ref, _Scores]] = {}
+        self._causal_masks: dict[tuple[int, int, str], torch.Tensor] = {}
         self.ablated: set[int] = set()  # layers whose heads were zeroed as asked
         self.unablated: list[str] = []  # modules whose output layout hides the heads
 
@@ -282,6 +283,14 @@ class _AttentionMode(TorchFunctionMode):
                 note=note,
             )
         )
+
+    def _causal(self, L: int, S: int, device: torch.device) -> torch.Tensor:
+        """(L, S) True above the diagonal, as SDPA's is_causal masks (top-left aligned)."""
+        key = (L, S, str(device))
+        if key not in self._causal_masks:
+            ones = torch.ones(L, S, dtype=torch.bool, device=device)
+            self._causal_masks[key] = ~ones.tril()
+        return self._causal_masks[key]
 
     def _ablated_output(self, out: torch.Tensor, zeroed: torch.Tensor | None) -> torch.Tensor:
         """The output with the asked heads zeroed, or, where its layout hides the heads, the
@@ -351,28 +360,34 @@ class _AttentionMode(TorchFunctionMode):
         scale = p.get("scale") or 1.0 / math.sqrt(q.shape[-1])
         scores = (q.float() @ k.float().transpose(-2, -1)) * scale  # (..., L, S)
         L, S = scores.shape[-2:]
-        masked = torch.zeros(L, S, dtype=torch.bool, device=q.device)
-        if p.get("is_causal"):
-            masked = ~torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
         mask = p.get("attn_mask")
+        hard = self._causal(L, S, q.device) if p.get("is_causal") else None  # (L, S)
+        masked = hard
         if mask is not None and mask.dtype == torch.bool:
-            masked = masked | ~mask
+            hard = masked = ~mask if hard is None else hard | ~mask
         elif mask is not None:
             scores = scores + mask.float()
-            masked = masked | (mask <= MASKED_BELOW)
-        masked = masked.expand(scores.shape)
-        probs = torch.softmax(scores.masked_fill(masked & _hard(mask, p), -math.inf), dim=-1)
-        probs = probs.nan_to_num(0.0)  # a row with every key masked attends nowhere
+            soft = mask <= MASKED_BELOW
+            masked = soft if masked is None else masked | soft
+        if hard is not None:
+            scores.masked_fill_(hard, -math.inf)
+        probs = torch.softmax(scores, dim=-1)
+        if masked is not None and bool(masked.all(-1).any()):
+            probs = probs.nan_to_num(0.0)  # a row with every key masked attends nowhere
         note = ""
         if p.get("dropout_p", 0.0):
             note = (
                 f"dropout_p={p['dropout_p']} in eval mode: the output is random, so the "
                 "weights are the distribution before dropout and the output is not compared"
             )
-        w, m = _to_bhts(probs, self.batch), _to_bhts(masked, self.batch)
+        if probs.dim() == 4 and probs.shape[0] == self.batch:
+            w = probs  # masks broadcast against it as they are
+        else:
+            w = _to_bhts(probs, self.batch)
+            masked = None if masked is None else _to_bhts(masked.expand(probs.shape), self.batch)
         if w is None:
             return out
-        errors = _verify(w, m, None if note else probs @ v.float(), out.float())
+        errors = _verify(w, masked, None if note else probs @ v.float(), out.float())
         heads = self._ablated_heads()
         self._record("sdpa", w, errors, note)
         if not heads:
@@ -474,12 +489,6 @@ def _zero_heads(out: torch.Tensor, batch: int, n_heads: int, heads: set[int]) ->
     return None
 
 
-def _hard(mask: torch.Tensor | None, p: Mapping[str, Any]) -> torch.Tensor | bool:
-    """Which masked entries get -inf in the recomputation: the boolean and causal ones (as
-    SDPA does); an additive float mask has already been added as it is."""
-    return mask is None or mask.dtype == torch.bool or bool(p.get("is_causal"))
-
-
 def _repeat_kv(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
     """Grouped-query attention: each key/value head serves H_q / H_kv query heads."""
     if q.dim() < 3 or kv.dim() < 3 or q.shape[-3] == kv.shape[-3]:
@@ -497,20 +506,23 @@ def _verify(
     """Rows sum to 1 (rows with a key left), masked entries are 0, and weights x V gives the
     output (relative to its largest value), each as the largest error seen."""
     w = w.float()
-    live = torch.ones(w.shape[:-1], dtype=torch.bool, device=w.device)
     errors: dict[str, float] = {}
-    if masked is not None:
-        masked = masked.expand(w.shape)
-        live = ~masked.all(-1)  # a row with every key masked has no right answer
-        hidden = masked & live[..., None]
-        errors["masked"] = float(w[hidden].abs().max()) if hidden.any() else 0.0
-    sums = (w.sum(-1) - 1).abs()[live]
-    errors["row_sum"] = float(sums.max()) if sums.numel() else 0.0
+    row_err = (w.sum(-1, keepdim=True) - 1).abs()
+    if masked is not None and bool(masked.any()):
+        full = masked.all(-1, keepdim=True)  # a row with every key masked has no right answer
+        errors["masked"] = float(w.masked_fill(~(masked & ~full), 0).abs().amax())
+        row_err = row_err.masked_fill(full, 0)
+    elif masked is not None:
+        errors["masked"] = 0.0
+    errors["row_sum"] = float(row_err.amax()) if row_err.numel() else 0.0
     if rebuilt is not None:
-        ok = torch.isfinite(actual) & torch.isfinite(rebuilt)
-        scale = float(actual[ok].abs().max()) if ok.any() else 0.0
-        diff = float((rebuilt - actual)[ok].abs().max()) if ok.any() else 0.0
-        errors["output_projected" if projected else "output"] = diff / max(scale, 1e-6)
+        diff = (rebuilt - actual).abs()
+        ok = torch.isfinite(diff)
+        if not bool(ok.all()):
+            diff, actual = diff[ok], actual[ok]
+        scale = float(actual.abs().amax()) if actual.numel() else 0.0
+        worst = float(diff.amax()) if diff.numel() else 0.0
+        errors["output_projected" if projected else "output"] = worst / max(scale, 1e-6)
     return errors
 
 
