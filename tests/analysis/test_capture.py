@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ from utils.analysis.attention import (
 from utils.loading import load_model
 
 TOL = 1e-5  # float32 recomputation against the model's own kernels
+EXPORTS = Path(__file__).resolve().parents[1] / "fixtures" / "builder_exports"
 
 
 def _ids(vocab: int, B: int = 2, T: int = 10, seed: int = 0) -> torch.Tensor:
@@ -132,6 +134,20 @@ def test_builder_export_through_the_graph_executor():
     ref = mha_reference(loaded.model, lambda: adapted(ids))
     _assert_match(maps, ref)
     assert [m.module for m in maps] == ["mhsa_0", "mhsa_1"] and maps[0].method == "mha"
+
+
+@pytest.mark.parametrize("export", ["simple_graph", "complex_edges", "flat_config"])
+def test_designer_exports_match_the_module(export):
+    loaded = load_model(EXPORTS / export)
+    adapted = adapt(loaded.model.eval(), loaded.config)
+    ids = _ids(adapted.profile.vocab_size, T=8)
+    mask = _padded(ids, 2)
+    maps, logits = run_with_capture(adapted, ids, mask)
+    ref = mha_reference(loaded.model, lambda: adapted(ids, mask))
+    _assert_match(maps, ref, rows=mask.bool())
+    assert all(m.method == "mha" and m.module.startswith("mhsa_") for m in maps)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, adapted(ids, mask), rtol=0, atol=1e-5)
 
 
 def test_gpt_mini_matches_softmax_of_its_own_q_k():
