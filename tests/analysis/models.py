@@ -197,3 +197,57 @@ def hf_model(kind: str, impl: str) -> nn.Module:
     cfg._attn_implementation = impl
     torch.manual_seed(0)
     return cls(cfg).eval()
+
+
+class VariantAttention(nn.Module):
+    """Attention written the ways people write it; `seen` keeps the true weights (the
+    oracle). einsum: both products as einsum; bmm: (B * H, T, d) batches; exp: softmax by
+    hand (exp, then divide by the row sum); gqa: SDPA with 4 query heads over 2 key/value
+    heads (enable_gqa)."""
+
+    def __init__(self, kind: str, d: int = 32):
+        super().__init__()
+        self.kind = kind
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, d if kind == "gqa" else 2 * d)
+        self.o = nn.Linear(d, d)
+        self.seen: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H, dh = 4, C // 4
+        q = self.q(x).view(B, T, H, dh).transpose(1, 2)  # (B, H, T, dh)
+        kv_heads = 2 if self.kind == "gqa" else H
+        k, v = (t.view(B, T, kv_heads, dh).transpose(1, 2) for t in self.kv(x).chunk(2, -1))
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        rep = H // kv_heads
+        scores = q @ k.repeat_interleave(rep, 1).transpose(-2, -1) / math.sqrt(dh)
+        self.seen = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1).detach()
+        if self.kind == "gqa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal, enable_gqa=True)
+        elif self.kind == "einsum":
+            att = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(dh)
+            att = torch.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
+            y = torch.einsum("bhqk,bhkd->bhqd", att, v)
+        elif self.kind == "bmm":
+            qf, kf, vf = (t.reshape(B * H, T, dh) for t in (q, k, v))
+            att = torch.bmm(qf, kf.transpose(1, 2)) / math.sqrt(dh)
+            att = F.softmax(att.masked_fill(~causal, -1e9), dim=-1)
+            y = torch.bmm(att, vf).view(B, H, T, dh)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(dh)
+            e = (att - att.amax(-1, keepdim=True)).exp() * causal
+            y = (e / e.sum(-1, keepdim=True)) @ v
+        return self.o(y.transpose(1, 2).reshape(B, T, C))
+
+
+class VariantLM(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.emb = nn.Embedding(97, 32)
+        self.attn = VariantAttention(kind)
+        self.head = nn.Linear(32, 97)
+
+    def forward(self, input_ids):
+        x = self.emb(input_ids)
+        return self.head(x + self.attn(x))

@@ -15,6 +15,7 @@ from tests.analysis.models import (
     EncoderLM,
     NanoGPT,
     StructuredLM,
+    VariantLM,
     hf_model,
     mha_reference,
 )
@@ -168,6 +169,20 @@ def test_gpt_mini_matches_softmax_of_its_own_q_k():
         att = (q @ k.transpose(-2, -1)) / math.sqrt(32)
         ref.append(F.softmax(att.masked_fill(~allowed, float("-inf")), dim=-1))
     _assert_match(maps, ref, rows=mask.bool())
+
+
+@pytest.mark.parametrize("kind", ["einsum", "bmm", "exp", "gqa"])
+def test_attention_written_other_ways(kind):
+    model = VariantLM(kind).eval()
+    adapted = adapt(model, task="causal_lm")
+    ids = _ids(97, T=11)
+    maps, logits = run_with_capture(adapted, ids)
+    _assert_match(maps, [model.attn.seen])
+    assert maps[0].module == "attn"
+    assert maps[0].method == ("sdpa" if kind == "gqa" else "softmax")
+    with torch.no_grad():
+        assert torch.equal(logits, adapted(ids))
+    assert (run_with_heads_ablated(adapted, ids, {0: [1]}) - logits).abs().max() > 0
 
 
 # -- the model is left as it was -----------------------------------------------------------------

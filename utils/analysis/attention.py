@@ -41,6 +41,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from utils.adapters import AdaptedModel, adapt
+from utils.errors import ToolkitError
+from utils.loading import LoadedModel
 
 # An additive bias at or below this is a mask, not a score: -1e4 is the mildest mask constant
 # in common use (the original BERT); no trained model's q.k / sqrt(d) gets near it.
@@ -60,7 +62,7 @@ _SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
 _CONTRACTIONS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm, torch.einsum}
 
 
-class CaptureError(ValueError):
+class CaptureError(ToolkitError, ValueError):
     """Capture was asked for something this model's attention does not allow."""
 
 
@@ -96,23 +98,26 @@ class AttentionMap:
 
 
 def capture_attention(
-    adapted: AdaptedModel | nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    adapted: AdaptedModel | nn.Module | LoadedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
 ) -> list[AttentionMap]:
-    """Every attention map of one eval-mode forward on `input_ids` (B, T), in execution
-    order, followed by an unavailable map for each attention module nothing was seen in."""
+    """Every attention map of one eval-mode forward on `input_ids` (B, T) (`attention_mask`
+    (B, T), 1 = keep), in execution order, followed by an unavailable map for each attention
+    module nothing was seen in. A plain module or a loaded model is adapted first."""
     maps, _ = run_with_capture(adapted, input_ids, attention_mask)
     return maps
 
 
 def run_with_capture(
-    adapted: AdaptedModel | nn.Module,
+    adapted: AdaptedModel | nn.Module | LoadedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     ablate: Mapping[int, Sequence[int]] | None = None,
 ) -> tuple[list[AttentionMap], torch.Tensor]:
     """The maps and the logits of one forward; `ablate` ({layer: [heads]}) zeroes those
     heads' outputs (before the output projection) in the calls numbered `layer`."""
-    adapted = adapted if isinstance(adapted, AdaptedModel) else adapt(adapted)
+    adapted = _adapted(adapted)
     ids, mask = _checked_inputs(adapted, input_ids, attention_mask)
     mode = _AttentionMode(int(ids.shape[0]), {int(k): set(v) for k, v in (ablate or {}).items()})
     with _untouched(adapted.model), _module_stack(adapted.model, mode.stack), mode:
@@ -128,7 +133,7 @@ def run_with_capture(
 
 
 def run_with_heads_ablated(
-    adapted: AdaptedModel | nn.Module,
+    adapted: AdaptedModel | nn.Module | LoadedModel,
     input_ids: torch.Tensor,
     heads: Mapping[int, Sequence[int]],
     attention_mask: torch.Tensor | None = None,
@@ -136,6 +141,15 @@ def run_with_heads_ablated(
     """Logits (eval mode) with the given heads' outputs zeroed: {layer: [head, ...]}, layers
     numbered as `capture_attention` numbers them."""
     return run_with_capture(adapted, input_ids, attention_mask, ablate=heads)[1]
+
+
+def _adapted(obj: Any) -> AdaptedModel:
+    """An AdaptedModel as it is; an nn.Module or a loaded model (`.model`, `.config`) adapted."""
+    if isinstance(obj, AdaptedModel):
+        return obj
+    if not isinstance(obj, nn.Module) and isinstance(getattr(obj, "model", None), nn.Module):
+        return adapt(obj.model, getattr(obj, "config", None))
+    return adapt(obj)
 
 
 # -- keeping the model as it was --------------------------------------------------------------
@@ -146,12 +160,12 @@ def _checked_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
         got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
-        raise ValueError(f"capture_attention(input_ids=...): give a (B, T) tensor of token ids; got {got}")
+        raise CaptureError(f"capture_attention(input_ids=...): give a (B, T) tensor of token ids; got {got}")
     if attention_mask is not None and (
         not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape
     ):
         got = getattr(attention_mask, "shape", type(attention_mask))
-        raise ValueError(
+        raise CaptureError(
             f"capture_attention(attention_mask=...): give a (B, T) tensor shaped "
             f"like input_ids {tuple(input_ids.shape)} (1 = keep); got {got}"
         )
