@@ -26,6 +26,7 @@ from utils.adapters import AdaptedModel, AdaptError, adapt
 from utils.checks import Check, TierReport, run_checks
 from utils.tiers.tier1 import _cuda_devices, _id_high, _placed
 from utils.tiers.tier1_context import keep_modes
+from utils.tiers.tier2_attention import attention_patterns
 from utils.tiers.tier2_context import Tier2Context, build_inputs, token_text
 from utils.tiers.tier2_inputs import adversarial_tokens, attribution, perturbation_sensitivity
 from utils.tiers.tier2_internals import representation_health, weight_spectrum
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TIER2_NAME = "Tier 2: what the model does inside"
 ANALYSES: tuple[Check, ...] = (
+    attention_patterns,
     attribution,
     perturbation_sensitivity,
     adversarial_tokens,
