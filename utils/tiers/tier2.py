@@ -27,7 +27,7 @@ from utils.checks import Check, TierReport, run_checks
 from utils.tiers.tier1 import _cuda_devices, _id_high, _placed
 from utils.tiers.tier1_context import keep_modes
 from utils.tiers.tier2_attention import attention_patterns
-from utils.tiers.tier2_context import Tier2Context, build_inputs, token_text
+from utils.tiers.tier2_context import Tier2Context, build_inputs, token_text, within_budget
 from utils.tiers.tier2_inputs import adversarial_tokens, attribution, perturbation_sensitivity
 from utils.tiers.tier2_internals import representation_health, weight_spectrum
 
@@ -82,7 +82,7 @@ def run_tier2(
             adapted.eval()
         ctx = _context(adapted, error, dev, seed, seq_len, time_budget, started, tok, texts)
         meta = _meta(ctx, time_budget)
-        report = run_checks(TIER2_NAME, selected, ctx, meta=meta, progress=progress)
+        report = run_checks(TIER2_NAME, [within_budget(c) for c in selected], ctx, meta=meta, progress=progress)
     report.meta["seconds"] = round(time.perf_counter() - started, 3)
     return report
 

@@ -10,6 +10,7 @@ one case or the other.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -164,16 +165,29 @@ def _guard(ctx: Tier2Context, check: Check, v: Verdict, call: Callable[[], Check
 TIER2_CHECKS = CheckSet("tier2", guard=_guard)
 
 
+def within_budget(check: Check) -> Check:
+    """`check` with a guard that first skips it, with the reason, when less of the tier's
+    time budget is left than it needs (`needs.min_seconds`, else one second); every Tier 2
+    analysis, whoever declared it, runs through this."""
+    inner = check.guard
+    need = getattr(check.needs, "min_seconds", 1.0)
+
+    def guard(ctx: Tier2Context, c: Check, v: Verdict, call: Callable[[], CheckResult]) -> CheckResult:
+        if ctx.remaining() < need:
+            return v.skip(
+                f"Not run: the time budget ({ctx.time_budget:g} s) was used up by the analyses before it.",
+                advice="Pass a larger time_budget (or --time-budget).",
+            )
+        return inner(ctx, c, v, call) if inner is not None else call()
+
+    return dataclasses.replace(check, guard=guard)
+
+
 def _unmet(ctx: Tier2Context, needs: Needs) -> tuple[str, str] | None:
     if ctx.adapted is None:
         return (
             f"Not run: the model could not be adapted ({ctx.adapt_error}).",
             "Run Tier 1 (tbuilder check) and fix what forward_signature reports.",
-        )
-    if ctx.remaining() < needs.min_seconds:
-        return (
-            f"Not run: the time budget ({ctx.time_budget:.0f} s) was used up by the analyses before it.",
-            "Pass a larger time_budget (or --time-budget).",
         )
     if needs.vocab and not ctx.profile.vocab_size:
         return (
