@@ -122,3 +122,17 @@ class CopiedBlocksLM(TinyLM):
         super().__init__()
         for b in self.blocks[1:]:
             b.load_state_dict(self.blocks[0].state_dict())
+
+
+class CopyingLM(TinyLM):
+    """Looks trained on Tier 2's random input: each position predicts the token half a sequence
+    back (confidently), which is exactly the next token of a random sequence said twice."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        shift = (input_ids.shape[1] + 1) // 2 - 1  # position t predicts the token at t - shift
+        earlier = F.pad(input_ids, (shift, 0))[:, : input_ids.shape[1]]  # causal: only the past
+        return super().forward(input_ids, attention_mask) + 30 * F.one_hot(earlier, V)
+
+
+class TrainedCopiesLM(CopyingLM, CopiedBlocksLM):
+    """Looks trained, and its blocks are still identical copies: one of them never learned."""

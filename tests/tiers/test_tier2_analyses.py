@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.analysis.zoo import ClonedHeadLM, CopiedBlocksLM, IgnoresTokensLM, TinyLM, V
+from tests.analysis.zoo import ClonedHeadLM, CopiedBlocksLM, CopyingLM, IgnoresTokensLM, TinyLM, TrainedCopiesLM
 from utils.checks import SECTIONS
 from utils.tiers.tier2 import ANALYSES, run_tier2
 
@@ -74,14 +74,13 @@ def test_a_cloned_untied_matrix_fails_and_copied_layers_at_init_are_only_noted(m
 
 
 def test_copies_that_survive_training_fail():
-    class TrainedCopies(CopiedBlocksLM):
-        """Copied blocks, and a head that predicts the next token of a repeated sequence."""
-
-        def forward(self, input_ids, attention_mask=None):
-            shift = (input_ids.shape[1] + 1) // 2 - 1  # position t predicts the token at t - shift
-            earlier = nn.functional.pad(input_ids, (shift, 0))[:, : input_ids.shape[1]]  # causal
-            return super().forward(input_ids, attention_mask) + 30 * nn.functional.one_hot(earlier, V)
-
-    r = run_tier2(TrainedCopies(), analyses=["weight_spectrum"], **FAST)
+    r = run_tier2(TrainedCopiesLM(), analyses=["weight_spectrum"], **FAST)
     assert r.meta["trained"] is True
     assert r["weight_spectrum"].status == "fail" and "blocks.1" in r["weight_spectrum"].summary
+
+
+def test_a_trained_model_raises_no_false_alarm():
+    report = run_tier2(CopyingLM(), analyses=INPUT_ANALYSES + ["representation_health", "weight_spectrum"], **FAST)
+    assert report.meta["trained"] is True
+    assert report.status == "pass", {r.id: r.summary for r in report}
+    assert all("untrained" not in r.summary for r in report)
