@@ -234,13 +234,13 @@ def _meta(ctx: Tier2Context, time_budget: float) -> dict[str, Any]:
             loss=loss,
             uniform_loss=uniform,
             trained=ctx.trained,
-            model_state=(
-                f"looks {ctx.state()}"
-                + (
-                    f": loss {loss:.3f} on the input against ln V = {uniform:.3f}"
-                    if loss is not None and uniform
-                    else ""
-                )
-            ),
+            model_state=_model_state(ctx.trained, loss, uniform),
         )
     return meta
+
+
+def _model_state(trained: bool | None, loss: float | None, uniform: float | None) -> str:
+    """One line on whether the model looks trained, and the numbers that say so."""
+    if trained is None:
+        return "training state unknown: there is no loss to judge by for this task and input"
+    return f"looks {'trained' if trained else 'untrained'}: loss {loss:.3f} on the input against ln V = {uniform:.3f}"

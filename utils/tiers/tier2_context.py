@@ -126,6 +126,15 @@ class Tier2Context:
             return None
         return self.loss < TRAINED_LOSS_RATIO * self.uniform_loss
 
+    def reading(self, trained: str, untrained: str) -> str:
+        """What a summary's numbers mean: for a trained model, an untrained one, or (no loss to
+        judge by, e.g. a classifier) both, said as such."""
+        if self.trained is None:
+            return (
+                f"Whether the model is trained is unknown (no loss on this input). {trained} If untrained: {untrained}"
+            )
+        return trained if self.trained else untrained
+
     def state(self) -> str:
         """'trained', 'untrained' or 'of unknown training' for summaries."""
         return {True: "trained", False: "untrained", None: "of unknown training"}[self.trained]

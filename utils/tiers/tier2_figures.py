@@ -27,7 +27,7 @@ def attribution_figure(
         vals = list(scores[r])
         ax.bar(range(T), vals, color=["#0969da" if v >= 0 else "#cf222e" for v in vals])
         ax.axhline(0, color="#57606a", linewidth=0.6)
-        ax.set_xticks(range(T), [str(s)[:10] for s in labels[r]], rotation=90, fontsize=6)
+        ax.set_xticks(range(T), [str(s)[:10] for s in labels[r]], rotation=90, fontsize=7)
         ax.set_ylabel("IG", fontsize=7)
         ax.set_title(f"row {r}: explaining the prediction {targets[r]!r}", fontsize=8)
     fig.suptitle(title, fontsize=10)

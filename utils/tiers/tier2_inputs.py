@@ -95,12 +95,11 @@ def attribution(ctx: Tier2Context, v: Verdict) -> CheckResult:
             figures,
         )
     lead = top[0]
-    meaning = (
+    meaning = ctx.reading(
         "In a trained model the largest attributions name the tokens the prediction uses (usually "
-        "nearby and content tokens)."
-        if ctx.trained
-        else "The model looks untrained, so these attributions describe its random initial wiring, "
-        "not anything learned; rerun after training."
+        "nearby and content tokens).",
+        "The model looks untrained, so these attributions describe its random initial wiring, "
+        "not anything learned; rerun after training.",
     )
     return v.pass_(
         f"IG over '{res.embedding}' ({res.baseline} baseline) converged in {res.steps} steps "
@@ -165,11 +164,10 @@ def perturbation_sensitivity(ctx: Tier2Context, v: Verdict) -> CheckResult:
         )
     top = max(curves.token)
     point = curves.token[top]
-    meaning = (
-        "A trained model should change its mind gradually: KL growing with the rate, few flips at 5%."
-        if ctx.trained
-        else "The model looks untrained: its predictions are near-uniform, so KLs are tiny and top-1 "
-        "flips common (near ties), both normal at initialisation."
+    meaning = ctx.reading(
+        "A trained model should change its mind gradually: KL growing with the rate, few flips at 5%.",
+        "The model looks untrained: its predictions are near-uniform, so KLs are tiny and top-1 "
+        "flips common (near ties), both normal at initialisation.",
     )
     return v.pass_(
         f"Replacing {top:.0%} of the tokens moves the predictions by KL {point['kl']:.3g} nats and flips "
@@ -241,10 +239,9 @@ def adversarial_tokens(ctx: Tier2Context, v: Verdict) -> CheckResult:
             "Train on more (or noisier) data; the model has not learned which tokens matter.",
         )
     best = res.swaps[0]
-    meaning = (
-        "In a trained model the best swaps show which single tokens the prediction hinges on."
-        if ctx.trained
-        else "The model looks untrained: any swap moves its near-uniform prediction only a little."
+    meaning = ctx.reading(
+        "In a trained model the best swaps show which single tokens the prediction hinges on.",
+        "The model looks untrained: any swap moves its near-uniform prediction only a little.",
     )
     return v.pass_(
         f"The best verified swap ({ctx.token(best.old)!r} -> {ctx.token(best.new)!r} at position "

@@ -131,12 +131,11 @@ def _judge_layers(ctx: Tier2Context, rows: list[dict], t: RepresentationThreshol
             "These blocks could be removed (a shallower model) at little cost.",
         )
     ranks = [r["effective_rank_centered"] for r in rows]
-    meaning = (
+    meaning = ctx.reading(
         "In a trained model the rank often dips in the middle blocks and tokens grow alike "
-        "(anisotropy); that is normal."
-        if ctx.trained
-        else "The model looks untrained: blocks change the stream little (block cosine near 1 is "
-        "normal at init) and the ranks reflect random weights."
+        "(anisotropy); that is normal.",
+        "The model looks untrained: blocks change the stream little (block cosine near 1 is "
+        "normal at init) and the ranks reflect random weights.",
     )
     return (
         "pass",
@@ -197,12 +196,11 @@ def weight_spectrum(ctx: Tier2Context, v: Verdict) -> CheckResult:
     )
     alphas = [s.alpha for s in spectra if math.isfinite(s.alpha)]
     inside = sum(t.alpha_low <= a <= t.alpha_high for a in alphas)
-    meaning = (
+    meaning = ctx.reading(
         f"In a trained model alpha in [{t.alpha_low:g}, {t.alpha_high:g}] marks well-trained layers "
-        f"({inside} of {len(alphas)} here); above it a layer looks random, below it a few directions dominate."
-        if ctx.trained
-        else "The model looks untrained: random matrices have no real power-law tail, so these alphas "
-        "(typically 3-12 at init) and the large stable ranks say nothing yet."
+        f"({inside} of {len(alphas)} here); above it a layer looks random, below it a few directions dominate.",
+        "The model looks untrained: random matrices have no real power-law tail, so these alphas "
+        "(typically 3-12 at init) and the large stable ranks say nothing yet.",
     )
     return v.pass_(
         f"{len(spectra)} matrices; alpha {min(alphas, default=math.nan):.2f} to "
