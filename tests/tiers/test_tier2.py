@@ -89,3 +89,12 @@ def test_analyses_picks_a_subset_and_the_time_budget_skips_with_the_reason():
     tight = run_tier2(TinyLM(), time_budget=1e-3, **FAST)
     assert all(r.status == "skip" and "time budget" in r.summary for r in tight)
     assert tight.status == "skip"
+
+
+def test_a_model_confident_and_wrong_on_random_tokens_is_not_read_as_untrained():
+    model = TinyLM()
+    with torch.no_grad():
+        model.head.weight.mul_(50)  # sharp predictions: what a text model makes of random tokens
+    report = run_tier2(model, analyses=["weight_spectrum"], **FAST)
+    assert report.meta["trained"] is None and "unclear" in report.meta["model_state"]
+    assert "unclear on this input" in report["weight_spectrum"].summary

@@ -241,6 +241,12 @@ def _meta(ctx: Tier2Context, time_budget: float) -> dict[str, Any]:
 
 def _model_state(trained: bool | None, loss: float | None, uniform: float | None) -> str:
     """One line on whether the model looks trained, and the numbers that say so."""
-    if trained is None:
+    if loss is None or not uniform:
         return "training state unknown: there is no loss to judge by for this task and input"
+    if trained is None:
+        return (
+            f"training state unclear: loss {loss:.3f} on the input is far above ln V = {uniform:.3f} "
+            "(confident and wrong: trained on other data, or initialised too large); pass the model's "
+            "tokenizer and text for a clear reading"
+        )
     return f"looks {'trained' if trained else 'untrained'}: loss {loss:.3f} on the input against ln V = {uniform:.3f}"

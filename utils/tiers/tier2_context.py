@@ -38,6 +38,10 @@ DEFAULT_MAX_T = 32  # tokens per row: enough context for patterns, little enough
 # of a uniform guess). At initialisation the loss is ln V within a few percent (Tier 1's
 # initial_loss); even a briefly trained model is well under 3/4 of it on text it can predict.
 TRAINED_LOSS_RATIO = 0.75
+# Above this share of ln V the model is confident and wrong on the input: not at
+# initialisation (whose predictions are near-uniform), but trained on other data than this
+# (a text model shown random tokens) or initialised far too large. Neither reading applies.
+CONFIDENT_WRONG_RATIO = 1.25
 
 
 @dataclass
@@ -121,18 +125,21 @@ class Tier2Context:
 
     @property
     def trained(self) -> bool | None:
-        """True when the loss is well below ln V, False when it is not, None when unknown."""
+        """True when the loss is well below ln V, False when it is about ln V (a near-uniform
+        guess, as at initialisation), None when unknown: no loss for the task, or a loss far
+        above ln V (confident and wrong on this input)."""
         if self.loss is None or not self.uniform_loss:
             return None
-        return self.loss < TRAINED_LOSS_RATIO * self.uniform_loss
+        if self.loss < TRAINED_LOSS_RATIO * self.uniform_loss:
+            return True
+        return False if self.loss <= CONFIDENT_WRONG_RATIO * self.uniform_loss else None
 
     def reading(self, trained: str, untrained: str) -> str:
-        """What a summary's numbers mean: for a trained model, an untrained one, or (no loss to
-        judge by, e.g. a classifier) both, said as such."""
+        """What a summary's numbers mean, for a trained or an untrained model; when that is
+        unclear (no loss for the task, or confident and wrong on this input) it says so and
+        gives the trained reading as conditional."""
         if self.trained is None:
-            return (
-                f"Whether the model is trained is unknown (no loss on this input). {trained} If untrained: {untrained}"
-            )
+            return f"Whether the model is trained is unclear on this input (see model_state); if it is: {trained}"
         return trained if self.trained else untrained
 
     def state(self) -> str:
