@@ -82,7 +82,7 @@ def layers_figure(rows: Sequence[dict], title: str) -> bytes:
     right.set_ylim(-0.05, 1.05)
     right.legend(fontsize=7)
     for ax in (left, right):
-        ax.set_xticks(list(xs), [n[-18:] for n in names], rotation=60, fontsize=6)
+        ax.set_xticks(list(xs), [n[-18:] for n in names], rotation=60, fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return figure_to_png(fig)
