@@ -19,7 +19,7 @@ from utils.tiers.probes import (
     first_divergent,
     token_embedding,
 )
-from utils.tiers.tier1_context import (
+from utils.tiers.tier1.context import (
     LM_TASKS,
     Needs,
     Tier1Context,
