@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,11 +86,11 @@ class Check:
                 current.append(line.strip())
         return {h: " ".join(" ".join(found[h]).split()) for h in SECTIONS if h in found}
 
-    def explain(self) -> str:
+    def explain(self, width: int = 88) -> str:
         """The check as a person reads it: id, title, then each section."""
         lines = [f"{self.id}: {self.title}"]
         for heading, text in self.sections().items():
-            lines += ["", f"{heading}:", f"  {text}"]
+            lines += ["", f"{heading}:", textwrap.fill(text, width, initial_indent="  ", subsequent_indent="  ")]
         return "\n".join(lines)
 
     def stream(self, name: str = "") -> int:

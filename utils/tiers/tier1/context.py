@@ -155,20 +155,8 @@ def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], Check
 
 
 TIER1_CHECKS = CheckSet("tier1", guard=_guard)
-
-
-def tier1_check(check_id: str, title: str, needs: Needs = Needs()
-                ) -> Callable[[Callable[[Tier1Context], CheckResult]], Check]:
-    """Declare a Tier 1 check whose body takes the context only."""
-
-    def wrap(fn: Callable[[Tier1Context], CheckResult]) -> Check:
-        def body(ctx: Tier1Context, v: Verdict) -> CheckResult:
-            return fn(ctx)
-
-        body.__doc__ = title
-        return TIER1_CHECKS.check(check_id, needs=needs)(body)
-
-    return wrap
+# @check(id, thresholds=..., needs=Needs(...)) declares a Tier 1 check `fn(ctx, v)`.
+check = TIER1_CHECKS.check
 
 
 def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils.checks.report import CheckResult
+from utils.checks import CheckResult, Verdict
 from utils.tiers.probes import (
     DeviceTrace,
     OpCounter,
@@ -20,7 +20,7 @@ from utils.tiers.probes import (
     meta_copy,
     plain_tensor_attributes,
 )
-from utils.tiers.tier1.context import LOSS_TASKS, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import LOSS_TASKS, Tier1Context, check, eval_mode
 
 # inference_speed: length of the timed batch (capped so a long context stays quick on a CPU),
 # warm-up calls, then timed calls until this many seconds or calls have passed.
@@ -41,9 +41,20 @@ PEAK_FP32_FLOPS = {"H200": 67e12, "H100 PCIe": 51e12, "H100": 67e12, "A100": 19.
 # -- device_portability ---------------------------------------------------------------------
 
 
-@tier1_check("device_portability", "Forward creates no tensors on a fixed device")
-def device_portability(ctx: Tier1Context) -> CheckResult:
-    title = "Forward creates no tensors on a fixed device"
+@check("device_portability")
+def device_portability(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Forward creates no tensors on a fixed device
+
+    What it checks: forward, traced on the meta device, creates no tensor on a fixed device,
+    and the model keeps no plain tensor attributes that .to() would leave behind.
+    Why it matters: a tensor created on the CPU inside forward crashes (or silently copies)
+    the moment the model runs on a GPU.
+    Known false alarms: device moves that follow the input (x.to(idx.device)) are not
+    flagged.
+    Broken example: FixedDeviceLM, building torch.arange(T) without a device.
+    How to fix: create tensors with device=idx.device, and keep constant tensors as buffers
+    (self.register_buffer(...)).
+    """
     attrs = plain_tensor_attributes(ctx.model)
     metrics: dict = {"plain_tensor_attributes": [f"{n} {tuple(t.shape)} on {t.device}"
                                                  for n, t in attrs]}
@@ -64,9 +75,7 @@ def device_portability(ctx: Tier1Context) -> CheckResult:
     metrics.update(mixed_device_ops=findings, trace_error=error)
     if findings:
         f = findings[0]
-        return CheckResult(
-            "device_portability", title, "fail",
-            f"{len(findings)} operation(s) mix the model's device with a fixed one, e.g. "
+        return v.fail(f"{len(findings)} operation(s) mix the model's device with a fixed one, e.g. "
             f"{f['op']} at {f['where']} uses a tensor on {f['host_devices']} made at "
             f"{f['host_tensor_made_at']}. On a GPU this fails with 'Expected all tensors to be "
             "on the same device'.", metrics,
@@ -75,19 +84,15 @@ def device_portability(ctx: Tier1Context) -> CheckResult:
             "(self.register_buffer('mask', m)) so model.to(device) moves them.")
     if attrs:
         names = ", ".join(f"`{n}`" for n, _ in attrs[:5])
-        return CheckResult(
-            "device_portability", title, "warn",
-            f"Tensors kept as plain attributes: {names}. model.to(device) does not move them "
+        return v.warn(f"Tensors kept as plain attributes: {names}. model.to(device) does not move them "
             "and state_dict() does not save them.", metrics,
             "Register them: self.register_buffer('name', tensor) (or nn.Parameter if trained).")
     if error:
-        return CheckResult("device_portability", title, "skip",
-                           f"The forward could not be traced on the meta device: {error}",
+        return v.skip(f"The forward could not be traced on the meta device: {error}",
                            metrics, "Nothing is known to be wrong. To check by hand, run one "
                            "forward on a GPU (model.to('cuda') and ids on 'cuda'): an error "
                            "'Expected all tensors to be on the same device' names the line.")
-    return CheckResult("device_portability", title, "pass",
-                       "Traced on the meta device: every tensor forward creates follows the "
+    return v.pass_("Traced on the meta device: every tensor forward creates follows the "
                        "input's device, and no module keeps tensors outside parameters/buffers.",
                        metrics)
 
@@ -152,9 +157,20 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
-@tier1_check("memory_footprint", "Training memory: parameters, gradients, AdamW, activations")
-def memory_footprint(ctx: Tier1Context) -> CheckResult:
-    title = "Training memory: parameters, gradients, AdamW, activations"
+@check("memory_footprint")
+def memory_footprint(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Training memory: parameters, gradients, AdamW, activations
+
+    What it checks: parameter, gradient, AdamW state and activation bytes for the training
+    shape, and the measured training peak, against the memory available.
+    Why it matters: knowing the peak before training avoids an out-of-memory crash hours in,
+    and says what batch size fits.
+    Known false alarms: estimates are for float32 without activation checkpointing; mixed
+    precision needs less.
+    Broken example: CheckedGPT at batch_size 10**9, which cannot fit in memory.
+    How to fix: train with a smaller batch or sequence length (the warning says how many
+    sequences fit), mixed precision or gradient accumulation.
+    """
     params = _unique_params(ctx.model)
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     trainable = [p for p in params if p.requires_grad]
@@ -180,15 +196,13 @@ def memory_footprint(ctx: Tier1Context) -> CheckResult:
     if isinstance(measured, str) or (available is not None and peak > available):
         spare = (available or 0) - param_bytes - grad_bytes - adam_bytes
         fits = max(0, spare // max(per_seq, 1))
-        return CheckResult(
-            "memory_footprint", title, "warn",
-            summary + f", more than the {_gib(available or 0)} of {source}.", metrics,
+        return v.warn(summary + f", more than the {_gib(available or 0)} of {source}.", metrics,
             f"Use a batch of at most {fits} sequences of {T} tokens here (or gradient "
             "accumulation), shorter sequences, bf16 mixed precision, or a larger device."
             if fits else "The weights and optimizer state alone do not fit: use a smaller "
             "model, bf16 weights, or a larger device.")
     tail = f" (of {_gib(available)} {source})." if available else "."
-    return CheckResult("memory_footprint", title, "pass", summary + tail, metrics)
+    return v.pass_(summary + tail, metrics)
 
 
 # -- inference_speed --------------------------------------------------------------------------
@@ -212,9 +226,19 @@ def _op_count(ctx: Tier1Context, T: int) -> tuple[int, int]:
     return counter.ops, counter.syncs
 
 
-@tier1_check("inference_speed", "Inference latency, throughput and FLOPs per token")
-def inference_speed(ctx: Tier1Context) -> CheckResult:
-    title = "Inference latency, throughput and FLOPs per token"
+@check("inference_speed")
+def inference_speed(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Inference latency, throughput and FLOPs per token
+
+    What it checks: latency, tokens per second and FLOPs per token of the forward, and
+    whether the number of operations grows with the length (a Python loop over positions).
+    Why it matters: a loop over positions makes training and generation orders of magnitude
+    slower than they need to be.
+    Known false alarms: timings on a shared CPU vary; only the operation count is judged.
+    Broken example: PositionLoopLM, running its layers once per position.
+    How to fix: process all positions at once with batched matmuls and masks instead of a
+    Python loop.
+    """
     B, T = ctx.batch_size, min(ctx.train_seq_len, SPEED_MAX_T)
     ids = ctx.ids(B, T, offset=71)
     times: list[float] = []
@@ -249,10 +273,8 @@ def inference_speed(ctx: Tier1Context) -> CheckResult:
         summary += f", {metrics['fraction_of_peak_fp32']:.1%} of fp32 peak"
     grew = ops_long - ops_short
     if T >= 4 and grew >= max(LOOP_MIN_OPS, (long_ - short) // 2):
-        return CheckResult(
-            "inference_speed", title, "warn",
-            summary + f". But forward runs {ops_short} operations at T={short} and {ops_long} at "
+        return v.warn(summary + f". But forward runs {ops_short} operations at T={short} and {ops_long} at "
             f"T={long_}: a Python loop over positions.", metrics,
             "Process all positions at once: one batched matmul / attention call over the whole "
             "sequence instead of a `for t in range(T)` loop; the loop is slow on a GPU.")
-    return CheckResult("inference_speed", title, "pass", summary + ".", metrics)
+    return v.pass_(summary + ".", metrics)

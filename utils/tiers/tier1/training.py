@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from utils.adapters.losses import lm_loss
-from utils.checks.report import CheckResult
+from utils.checks import CheckResult, Verdict
 from utils.tiers.tier1.behaviour import causal_advice, locate_future_leak
-from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
 # Learning rates of the short runs, AdamW: models up to ~20M parameters take 1e-2 for the
 # leak run (a leak is learnt in tens of steps) but only 3e-3 for memorising a batch, where
@@ -100,9 +100,20 @@ def _curve(history: list[float]) -> list[float]:
 # -- overfit_batch ---------------------------------------------------------------------------
 
 
-@tier1_check("overfit_batch", "The model can memorise one small batch", Needs(tasks=LOSS_TASKS))
-def overfit_batch(ctx: Tier1Context) -> CheckResult:
-    title = "The model can memorise one small batch"
+@check("overfit_batch", needs=Needs(tasks=LOSS_TASKS))
+def overfit_batch(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """The model can memorise one small batch
+
+    What it checks: a few hundred AdamW steps on one small batch bring the loss down by more
+    than 90%.
+    Why it matters: a model that cannot memorise four sequences cannot learn anything; it
+    usually ignores its input tokens or has a broken loss path.
+    Known false alarms: very large models on a small time budget skip when the time runs out,
+    never fail.
+    Broken example: PositionOnlyLM, whose output depends on positions only.
+    How to fix: make the logits depend on the input tokens (the token embedding must reach
+    the output), and check the loss path the other checks name.
+    """
     trainee = copy.deepcopy(ctx.adapted).eval()  # eval: dropout would only add noise here
     ids = ctx.ids(OVERFIT_BATCH, min(ctx.seq_len, OVERFIT_MAX_T), offset=51)
     labels = ctx.labels_for(ids, 51)
@@ -123,28 +134,22 @@ def overfit_batch(ctx: Tier1Context) -> CheckResult:
                "batch": list(ids.shape), "ended_by": why, "time_cap_s": cap,
                "curve": _curve(history)}
     if why == "nograd":
-        return CheckResult("overfit_batch", title, "fail",
-                           "Nothing to train: no parameter requires grad or the loss has no "
+        return v.fail("Nothing to train: no parameter requires grad or the loss has no "
                            "gradient.", metrics, "See gradient_flow.")
     if why == "nonfinite":
-        return CheckResult("overfit_batch", title, "fail",
-                           f"The loss became {history[-1]} after {len(history)} steps at lr "
+        return v.fail(f"The loss became {history[-1]} after {len(history)} steps at lr "
                            f"{lr}.", metrics,
                            "Training diverges on a single batch: look for missing "
                            "normalisation, an unscaled attention score, or a huge init.")
     if drop > OVERFIT_DROP:
-        return CheckResult("overfit_batch", title, "pass",
-                           f"Loss fell {drop:.0%} ({history[0]:.3f} -> {min(history):.3f}) in "
+        return v.pass_(f"Loss fell {drop:.0%} ({history[0]:.3f} -> {min(history):.3f}) in "
                            f"{len(history)} steps.", metrics)
     if why == "time":
-        return CheckResult("overfit_batch", title, "skip",
-                           f"Stopped by the time cap after {len(history)} steps "
+        return v.skip(f"Stopped by the time cap after {len(history)} steps "
                            f"({cap:.1f} s); the loss had fallen {drop:.0%}. Too slow "
                            "here to conclude.", metrics,
                            "Run on a GPU (device='cuda') or raise time_budget.")
-    return CheckResult(
-        "overfit_batch", title, "fail",
-        f"Could not memorise {OVERFIT_BATCH} sequences: the loss fell only {drop:.0%} "
+    return v.fail(f"Could not memorise {OVERFIT_BATCH} sequences: the loss fell only {drop:.0%} "
         f"({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps.", metrics,
         "A working model memorises a tiny batch quickly. Check that the output depends on the "
         "input tokens (token embedding used and added), that nothing detaches the hidden state "
@@ -212,10 +217,20 @@ def _own_convention(ctx: Tier1Context, call, ids: torch.Tensor) -> str:
     return "unshifted" if hf and close(own, same) else "other"
 
 
-@tier1_check("label_leakage", "Training on random tokens cannot beat chance",
-             Needs(tasks=("causal_lm",), min_len=2))
-def label_leakage(ctx: Tier1Context) -> CheckResult:
-    title = "Training on random tokens cannot beat chance"
+@check("label_leakage", needs=Needs(tasks=("causal_lm",), min_len=2))
+def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Training on random tokens cannot beat chance
+
+    What it checks: training on fresh random tokens, whose next token cannot be predicted,
+    never brings the loss far below chance (ln of the token pool); the model's own loss, if
+    it computes one, is the shifted one.
+    Why it matters: a loss below chance on unpredictable data means the model sees its
+    targets: an unshifted loss or a mask leak.
+    Known false alarms: bidirectional models skip; a run out of time skips, never fails.
+    Broken example: UnshiftedLossLM (loss without the shift) and NoCausalMaskGPT.
+    How to fix: shift the targets (logits[:, :-1] against labels[:, 1:]) and mask attention
+    causally in every layer.
+    """
     K = min(LEAK_VOCAB, ctx.id_high)
     g = ctx.generator(53)
     pool = torch.randperm(ctx.id_high, generator=g)[:K].to(ctx.device)
@@ -253,9 +268,7 @@ def label_leakage(ctx: Tier1Context) -> CheckResult:
                "curve": _curve(history)}
     if why == "stop":
         if convention == "unshifted":
-            return CheckResult(
-                "label_leakage", title, "fail",
-                f"The model's own loss compares the logits at t with the label at t (no shift): "
+            return v.fail(f"The model's own loss compares the logits at t with the label at t (no shift): "
                 f"on random tokens it fell to {window[-1]:.3f}, far below chance "
                 f"ln({K}) = {chance:.3f}.", metrics,
                 f"With Hugging Face's convention (labels = input_ids) forward must shift: "
@@ -263,25 +276,20 @@ def label_leakage(ctx: Tier1Context) -> CheckResult:
                 f"{ctx.profile.signature.label_param}[:, 1:].reshape(-1))`.")
         where = locate_future_leak(ctx, ctx.ids(offset=55), 0)
         metrics["first_leaking_module"] = where
-        return CheckResult(
-            "label_leakage", title, "fail",
-            f"On random tokens the loss fell to {window[-1]:.3f}, far below chance ln({K}) = "
+        return v.fail(f"On random tokens the loss fell to {window[-1]:.3f}, far below chance ln({K}) = "
             f"{chance:.3f}: the model reads the token it must predict"
             + (f" (through `{where}`)." if where else "."), metrics, causal_advice(ctx, where))
     if why in ("nograd", "nonfinite"):
         trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
-        return CheckResult("label_leakage", title, "skip",
-                           f"Could not train ({trouble}).", metrics,
+        return v.skip(f"Could not train ({trouble}).", metrics,
                            "Fix what gradient_flow and overfit_batch report, then run again.")
     if why == "time":
-        return CheckResult("label_leakage", title, "skip",
-                           f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
+        return v.skip(f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
                            f"{LEAK_MAX_STEPS} steps with no leak so far; too slow here to "
                            "conclude.", metrics,
                            "Run on a GPU (device='cuda') or raise time_budget; causality checks "
                            "the model's logits for the same leak exactly.")
     lowest = min(window) if window else float("nan")
-    return CheckResult("label_leakage", title, "pass",
-                       f"After {len(history)} steps on random tokens the loss stays near chance "
+    return v.pass_(f"After {len(history)} steps on random tokens the loss stays near chance "
                        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
                        metrics)

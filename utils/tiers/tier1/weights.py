@@ -17,9 +17,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from utils.adapters import AdaptedModel
-from utils.checks.report import CheckResult
+from utils.checks import CheckResult, Verdict
 from utils.tiers.probes import owner_of, plain_tensor_attributes
-from utils.tiers.tier1.context import Needs, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import Needs, Tier1Context, check, eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,21 @@ def _identical_copies(named: list[tuple[str, torch.Tensor]]) -> list[list[str]]:
     return groups
 
 
-@tier1_check("parameter_initialization", "Weights are finite, non-zero and sanely scaled",
-             Needs(forward=False))
-def parameter_initialization(ctx: Tier1Context) -> CheckResult:
-    title = "Weights are finite, non-zero and sanely scaled"
+@check("parameter_initialization", needs=Needs(forward=False))
+def parameter_initialization(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Weights are finite, non-zero and sanely scaled
+
+    What it checks: weights are finite and non-zero, weight matrices have a gain
+    std * sqrt(fan_in) near 1, embeddings a std near PyTorch's default, and norms and biases
+    follow their own rules.
+    Why it matters: a large gain makes activations explode within a few layers, a tiny one
+    makes outputs vanish; both waste the start of training.
+    Known false alarms: an all-zero weight matrix (a deliberately zero-initialised
+    projection) only warns; norms and biases are never judged by gain.
+    Broken example: HugeInitLM, whose `head.weight` has a gain far above 10.
+    How to fix: use nn.init.normal_(w, std=0.02) or PyTorch's default init; initialise norm
+    weights to 1 and biases to 0.
+    """
     named = list(ctx.model.named_parameters())
     rows = [_judge(ctx, n, p, owner_of(ctx.model, n)) for n, p in named]
     failed = [r for r in rows if r["verdict"] == "fail"]
@@ -134,19 +145,15 @@ def parameter_initialization(ctx: Tier1Context) -> CheckResult:
             if copies else "")
     listing = "; ".join(f"`{r['name']}` {r['why']}" for r in (failed + warned)[:4])
     if failed:
-        return CheckResult(
-            "parameter_initialization", title, "fail",
-            f"{len(failed)} tensor(s) badly initialised: {listing}.{note}", metrics,
+        return v.fail(f"{len(failed)} tensor(s) badly initialised: {listing}.{note}", metrics,
             "Re-initialise these tensors: nn.init.normal_(w, std=0.02) (or the module's own "
             "reset_parameters()); remove any manual scaling of weights in __init__. NaN/Inf "
             "weights usually come from dividing by a zero norm.")
     if warned:
-        return CheckResult("parameter_initialization", title, "warn",
-                           f"{len(warned)} tensor(s) look unusual: {listing}.{note}", metrics,
+        return v.warn(f"{len(warned)} tensor(s) look unusual: {listing}.{note}", metrics,
                            "Check that these scales are intended; a variance-preserving init "
                            "has std about 1/sqrt(fan_in).")
-    return CheckResult("parameter_initialization", title, "pass",
-                       f"All {len(rows)} tensors finite and sanely scaled "
+    return v.pass_(f"All {len(rows)} tensors finite and sanely scaled "
                        f"({kinds['matrix']} matrices, {kinds['embedding']} embeddings, "
                        f"{kinds['norm']} norm, {kinds['bias']} bias).{note}", metrics)
 
@@ -249,17 +256,24 @@ def safetensors_round_trip(ctx: Tier1Context, target: nn.Module) -> None:
         load_model(target, str(path), strict=True, device=str(ctx.device))
 
 
-@tier1_check("weight_sharing", "Tied weights stay tied through .to() and a state-dict round trip",
-             Needs(forward=False))
-def weight_sharing(ctx: Tier1Context) -> CheckResult:
-    title = "Tied weights stay tied through .to() and a state-dict round trip"
+@check("weight_sharing", needs=Needs(forward=False))
+def weight_sharing(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Tied weights stay tied through .to() and a state-dict round trip
+
+    What it checks: weights meant to be tied (the token embedding and the output layer) stay
+    the same tensor through .to() and a state-dict round trip.
+    Why it matters: ties made by copying `.data` break silently on the first move or reload,
+    doubling the parameters and training the two copies apart.
+    Known false alarms: models without tied weights pass.
+    Broken example: DataTiedLM, tying with head.weight.data = tok.weight.data.
+    How to fix: tie the parameters themselves: head.weight = tok.weight.
+    """
     groups = share_groups(ctx.model)
     metrics: dict = {"groups": groups, "executor_tied_output": ctx.profile.tied_output}
     if not groups:
         tail = (" The graph executor ties the output to the token embedding." if
                 ctx.profile.tied_output else "")
-        return CheckResult("weight_sharing", title, "pass",
-                           "No parameters share storage (no weight tying)." + tail, metrics)
+        return v.pass_("No parameters share storage (no weight tying)." + tail, metrics)
     moved = faithful_copy(ctx.model).to(torch.float64)
     lost_to = _kept(groups, share_groups(moved))
     rebuilt = rebuilt_instance(ctx)
@@ -275,14 +289,11 @@ def weight_sharing(ctx: Tier1Context) -> CheckResult:
     if lost_to or lost_rt:
         where = ".to()" if lost_to else "a safetensors round trip"
         g = (lost_to or lost_rt)[0]
-        return CheckResult(
-            "weight_sharing", title, "fail",
-            f"Tied tensors {' = '.join(g)} are separate after {where}.", metrics,
+        return v.fail(f"Tied tensors {' = '.join(g)} are separate after {where}.", metrics,
             "Tie by sharing the Parameter object, `self.head.weight = self.tok.weight`, not by "
             "assigning `.data` (each Parameter is then converted on its own by .to() and the "
             "tie silently breaks); re-tie in __init__ so a fresh instance is tied too.")
-    return CheckResult("weight_sharing", title, "pass",
-                       f"{len(groups)} tied group(s) ({shown}) survive .to() and a safetensors "
+    return v.pass_(f"{len(groups)} tied group(s) ({shown}) survive .to() and a safetensors "
                        "round trip.", metrics)
 
 
@@ -325,10 +336,20 @@ def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor) -
     return float((a - b).abs().max()) if a.shape == b.shape else float("inf")
 
 
-@tier1_check("state_dict_roundtrip", "Save and reload (safetensors) gives identical outputs",
-             Needs(comparable=True))
-def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
-    title = "Save and reload (safetensors) gives identical outputs"
+@check("state_dict_roundtrip", needs=Needs(comparable=True))
+def state_dict_roundtrip(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Save and reload (safetensors) gives identical outputs
+
+    What it checks: saving the state dict through safetensors and loading it into a
+    scrambled copy (and into a freshly built instance, when the model can be rebuilt) gives
+    identical outputs.
+    Why it matters: state that is not saved (a random tensor kept as a plain attribute) makes
+    a reloaded checkpoint a different model.
+    Known false alarms: none for deterministic models; a model that cannot be rebuilt is
+    reloaded into a scrambled copy of itself only.
+    Broken example: UnsavedRandomLM, mixing in a random tensor not registered as a buffer.
+    How to fix: register constant tensors with self.register_buffer(...) so they are saved.
+    """
     ids = ctx.ids(offset=33)
     targets = [scrambled_copy(ctx)]
     rebuilt = rebuilt_instance(ctx)
@@ -341,9 +362,7 @@ def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
             diff = _reload_difference(ctx, target, ids)
         except Exception as exc:  # noqa: BLE001 - a failed save/load is the finding
             metrics["error"] = f"{type(exc).__name__}: {exc}"
-            return CheckResult(
-                "state_dict_roundtrip", title, "fail",
-                f"Saving, or loading into {target.how}, with safetensors failed: "
+            return v.fail(f"Saving, or loading into {target.how}, with safetensors failed: "
                 f"{metrics['error'][:300]}", metrics,
                 "Make every tensor the model needs a parameter or a buffer, with the same "
                 "names and shapes in every instance built from the same config.")
@@ -354,9 +373,7 @@ def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
         suspects = _outside_state(ctx.model, target.model)
         metrics["state_outside_state_dict"] = suspects
         if target.exact or suspects:
-            return CheckResult(
-                "state_dict_roundtrip", title, "fail",
-                f"After save + load into {target.how} the outputs differ (max {diff:.3g})"
+            return v.fail(f"After save + load into {target.how} the outputs differ (max {diff:.3g})"
                 + (f"; tensors outside the state dict differ: {', '.join(suspects[:5])}."
                    if suspects else "."), metrics,
                 "Everything that shapes the output must be saved: register random or learned "
@@ -364,7 +381,6 @@ def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
                 "nn.Parameter, not as plain attributes or persistent=False buffers.")
         notes.append(f" {target.how} computes differently even after loading, with nothing "
                      "unsaved to blame: the original was probably built with other arguments.")
-    return CheckResult("state_dict_roundtrip", title, "pass",
-                       "Outputs after a safetensors save + load into "
+    return v.pass_("Outputs after a safetensors save + load into "
                        f"{' and into '.join(equal)} equal the original's exactly."
                        + "".join(notes), metrics)
