@@ -96,8 +96,7 @@ class Check:
     def stream(self, name: str = "") -> int:
         """A seed offset for one random stream of this check, stable across runs and
         versions: derived from the id and the stream's name, never a hand-picked number."""
-        digest = hashlib.blake2b(f"{self.id}/{name}".encode(), digest_size=4).digest()
-        return int.from_bytes(digest, "big")
+        return stream_offset(f"{self.id}/{name}")
 
     def run(self, ctx: Any) -> CheckResult:
         """Run the check on `ctx`, through its guard when it has one."""
@@ -185,6 +184,12 @@ class CheckSet:
             raise KeyError(f"unknown check id(s) {', '.join(map(repr, unknown))}; known: "
                            f"{', '.join(self._checks)}")
         return [c for c in self if c.id in set(ids)]
+
+
+def stream_offset(name: str) -> int:
+    """A stable 32-bit seed offset for a named random stream (a check's, or a shared
+    probe's), so that no two streams are told apart by hand-picked integers."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big")
 
 
 def registered() -> list[Check]:

@@ -4,12 +4,13 @@ never mixes rows, ignores padding, and repeats itself in eval mode."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from utils.checks import CheckResult, Verdict
+from utils.checks import CheckResult, Verdict, stream_offset
 from utils.tiers.probes import (
     DIFF_RTOL,
     EmbeddingTap,
@@ -29,14 +30,37 @@ from utils.tiers.tier1.context import (
 )
 from utils.vocabulary import KEEP_ONE_MASK_NAMES, PAD_TRUE_MASK_NAMES
 
-# output_shape runs the full max_seq_len only up to this length; longer contexts (131072 for
-# some Llama configs) are probed at this length instead, which still exceeds any learned
-# position table a quick check could miss.
-OUTPUT_SHAPE_MAX_T = 4096
-# The gradient checks take one backward pass per position / row; beyond these counts they
-# test an evenly spread sample (first and last included).
-MAX_GRAD_POSITIONS = 64
-MAX_GRAD_ROWS = 8
+
+@dataclass(frozen=True)
+class OutputShapeThresholds:
+    # The full max_seq_len is run only up to this length; longer contexts (131072 for some
+    # Llama configs) are probed at this length instead, which still exceeds any learned
+    # position table a quick check could miss.
+    max_len: int = 4096
+
+
+@dataclass(frozen=True)
+class CausalityThresholds:
+    # One backward pass per position; beyond this count an evenly spread sample is tested
+    # (first and last included).
+    max_grad_positions: int = 64
+    # Relative output change that counts as a leak (see probes.DIFF_RTOL: real leaks move
+    # outputs by 1e-3 or more, float32 noise stays near 1e-7).
+    max_change: float = DIFF_RTOL
+
+
+@dataclass(frozen=True)
+class BatchIndependenceThresholds:
+    # One backward pass per row; beyond this count an evenly spread sample is tested.
+    max_grad_rows: int = 8
+    max_change: float = DIFF_RTOL  # relative change of other rows that counts as mixing
+
+
+@dataclass(frozen=True)
+class PaddingThresholds:
+    max_change: float = DIFF_RTOL  # relative change of real positions that counts as a leak
+
+
 # Error messages that say nothing a beginner can act on (and on a GPU are a device-side
 # assert that leaves CUDA unusable until the runtime restarts).
 _OPAQUE = ("index out of range", "device-side assert", "out of bounds", "indexselect")
@@ -88,10 +112,10 @@ def forward_signature(ctx: Tier1Context, v: Verdict) -> CheckResult:
 # -- output_shape ---------------------------------------------------------------------------
 
 
-def _lengths(ctx: Tier1Context) -> list[int]:
+def _lengths(ctx: Tier1Context, max_len_tested: int) -> list[int]:
     """T in {1, an odd length, max_seq_len}, all within the model's limit."""
     max_len = ctx.profile.max_seq_len
-    cap = min(max_len, OUTPUT_SHAPE_MAX_T) if max_len else None
+    cap = min(max_len, max_len_tested) if max_len else None
     odd = [t for t in (ctx.seq_len, ctx.seq_len - 1, 5, 7, 3)
            if t > 1 and t % 2 == 1 and (cap is None or t <= cap)]
     preferred = [t for t in odd if t not in (3, ctx.vocab_size)]
@@ -131,12 +155,12 @@ def _is_opaque(exc: Exception) -> bool:
     return not msg or isinstance(exc, IndexError) or any(k in msg for k in _OPAQUE)
 
 
-def _over_length(ctx: Tier1Context) -> tuple[str, str]:
+def _over_length(ctx: Tier1Context, offset: int) -> tuple[str, str]:
     """Call with max_seq_len + 1 tokens, on a CPU copy (an index error on a GPU is a
     device-side assert that breaks every later check). Returns (outcome, message)."""
     T = ctx.profile.max_seq_len + 1
     model = ctx.adapted if ctx.device.type == "cpu" else copy.deepcopy(ctx.adapted).cpu()
-    ids = ctx.ids(1, T, offset=3).cpu()
+    ids = ctx.ids(1, T, offset=offset).cpu()
     try:
         with torch.no_grad(), eval_mode(model):
             model(ids)
@@ -146,7 +170,7 @@ def _over_length(ctx: Tier1Context) -> tuple[str, str]:
     return "accepted", ""
 
 
-@check("output_shape", needs=Needs(forward=False))
+@check("output_shape", thresholds=OutputShapeThresholds(), needs=Needs(forward=False))
 def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Logits are (B, T, V) or (B, C) for every batch size and length
 
@@ -163,10 +187,10 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
     p = ctx.profile
     rows, bad, width = [], [], []
     for B in (1, 3):
-        for T in _lengths(ctx):
+        for T in _lengths(ctx, v.thresholds.max_len):
             try:
                 with torch.no_grad(), eval_mode(ctx.adapted):
-                    out = ctx.adapted(ctx.ids(B, T, offset=B * 1000 + T))
+                    out = ctx.adapted(ctx.ids(B, T, offset=v.stream(f"B={B},T={T}")))
                 got = str(tuple(out.shape))
                 ok = _shape_ok(ctx, out, B, T, width)
             except Exception as exc:  # noqa: BLE001 - a failing size is the finding
@@ -189,10 +213,10 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
     summary = f"Shapes right for B in (1, 3) and T in {tuple(sorted({r['T'] for r in rows}))}."
     if not p.max_seq_len:
         return v.pass_(summary + " max_seq_len unknown: the limit was not tested.", metrics)
-    if p.max_seq_len > OUTPUT_SHAPE_MAX_T:
+    if p.max_seq_len > v.thresholds.max_len:
         return v.pass_(summary + f" max_seq_len {p.max_seq_len} is tested at "
-                           f"{OUTPUT_SHAPE_MAX_T} only.", metrics)
-    outcome, message = _over_length(ctx)
+                           f"{v.thresholds.max_len} only.", metrics)
+    outcome, message = _over_length(ctx, v.stream("over_length"))
     metrics.update(over_length=outcome, over_length_error=message)
     if outcome == "opaque":
         return v.warn(summary + f" But max_seq_len + 1 = {p.max_seq_len + 1} tokens gives an opaque error: "
@@ -249,7 +273,7 @@ def locate_future_leak(ctx: Tier1Context, ids: torch.Tensor, cut: int) -> str | 
     B, T = ids.shape
     later = torch.zeros_like(ids, dtype=torch.bool)
     later[:, cut + 1:] = True
-    alt = _changed_ids(ctx, ids, later, offset=41)
+    alt = _changed_ids(ctx, ids, later, offset=stream_offset("locate_future_leak"))
 
     def region(o):
         bt = as_bt(o, B, T)
@@ -305,7 +329,7 @@ def _not_causal(ctx: Tier1Context, v: Verdict) -> CheckResult:
     if p.task != "masked_lm" or not p.task_source.startswith("behaviour"):
         why, todo = other_task(p, ("causal_lm",))
         return v.skip(why, advice=todo)
-    where = locate_future_leak(ctx, ctx.ids(offset=11), 0)
+    where = locate_future_leak(ctx, ctx.ids(offset=v.stream("tokens")), 0)
     metrics = {"task_source": p.task_source, "first_leaking_module": where}
     return v.warn(
         "Positions see later tokens" + (f" (first in `{where}`)" if where else "")
@@ -317,7 +341,7 @@ def _not_causal(ctx: Tier1Context, v: Verdict) -> CheckResult:
         "away.")
 
 
-@check("causality", needs=Needs(min_len=2, comparable=True))
+@check("causality", thresholds=CausalityThresholds(), needs=Needs(min_len=2, comparable=True))
 def causality(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """No position sees later tokens
 
@@ -334,10 +358,10 @@ def causality(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """
     if ctx.task != "causal_lm":
         return _not_causal(ctx, v)
-    ids = ctx.ids(offset=11)
+    ids = ctx.ids(offset=v.stream("tokens"))
     T = ids.shape[1]
-    positions = _spread(T - 1, MAX_GRAD_POSITIONS)
-    grads = _embedding_grads(ctx, ids, positions, lambda o, t: o[:, t], offset=12)
+    positions = _spread(T - 1, v.thresholds.max_grad_positions)
+    grads = _embedding_grads(ctx, ids, positions, lambda o, t: o[:, t], offset=v.stream("gradient"))
     metrics: dict = {"method": "gradient + resampling" if grads else "resampling"}
     leaks = []
     if grads:
@@ -352,10 +376,10 @@ def causality(ctx: Tier1Context, v: Verdict) -> CheckResult:
         for cut in sorted({0, T // 2 - 1, T - 2} - {-1}):
             later = torch.zeros_like(ids, dtype=torch.bool)
             later[:, cut + 1:] = True
-            alt = ctx.adapted(_changed_ids(ctx, ids, later, offset=20 + cut))
+            alt = ctx.adapted(_changed_ids(ctx, ids, later, offset=v.stream(f"resample@{cut}")))
             diffs[cut] = changed(base[:, : cut + 1], alt[:, : cut + 1])
     metrics["resample_change"] = {str(c): d for c, d in diffs.items()}
-    moved = [c for c, d in diffs.items() if d > DIFF_RTOL]
+    moved = [c for c, d in diffs.items() if d > v.thresholds.max_change]
     if not leaks and not moved:
         how = ("the gradient of every tested position's logits with respect to later token "
                "embeddings is exactly 0, and " if grads else "")
@@ -389,7 +413,7 @@ def _batch_advice(ctx: Tier1Context, name: str | None) -> str:
             "without batch_first=True.")
 
 
-@check("batch_independence", needs=Needs(comparable=True))
+@check("batch_independence", thresholds=BatchIndependenceThresholds(), needs=Needs(comparable=True))
 def batch_independence(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Rows of a batch never mix
 
@@ -406,10 +430,10 @@ def batch_independence(ctx: Tier1Context, v: Verdict) -> CheckResult:
     if ctx.batch_size < 2:
         return v.skip("Needs a batch of at least 2 rows; batch_size is 1.",
                            advice="Pass batch_size=2 or more to run_tier1.")
-    ids = ctx.ids(offset=13)
+    ids = ctx.ids(offset=v.stream("tokens"))
     B, T = ids.shape
-    rows = _spread(B, MAX_GRAD_ROWS)
-    grads = _embedding_grads(ctx, ids, rows, lambda o, i: o[i], offset=14)
+    rows = _spread(B, v.thresholds.max_grad_rows)
+    grads = _embedding_grads(ctx, ids, rows, lambda o, i: o[i], offset=v.stream("gradient"))
     metrics: dict = {"method": "gradient + perturbation" if grads else "perturbation"}
     cross = 0.0
     if grads:
@@ -420,11 +444,11 @@ def batch_independence(ctx: Tier1Context, v: Verdict) -> CheckResult:
         metrics["max_cross_row_gradient"] = cross
     row0 = torch.zeros_like(ids, dtype=torch.bool)
     row0[0] = True
-    alt = _changed_ids(ctx, ids, row0, offset=15)
+    alt = _changed_ids(ctx, ids, row0, offset=v.stream("other_row"))
     with torch.no_grad(), eval_mode(ctx.adapted):
         moved = changed(ctx.adapted(ids)[1:], ctx.adapted(alt)[1:])
     metrics["other_rows_change"] = moved
-    if cross == 0 and moved <= DIFF_RTOL:
+    if cross == 0 and moved <= v.thresholds.max_change:
         return v.pass_(f"Rows are independent (B={B}): changing one row leaves the others "
                            "exactly as they were.", metrics)
 
@@ -453,7 +477,7 @@ def _name_convention(name: str | None) -> str | None:
     return None
 
 
-@check("padding_invariance", needs=Needs(mask=True, min_len=2, comparable=True))
+@check("padding_invariance", thresholds=PaddingThresholds(), needs=Needs(mask=True, min_len=2, comparable=True))
 def padding_invariance(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Real positions ignore what is in pad positions
 
@@ -469,14 +493,14 @@ def padding_invariance(ctx: Tier1Context, v: Verdict) -> CheckResult:
     nn.MultiheadAttention) and keep pads out of anything that pools over positions.
     """
     p = ctx.profile
-    ids = ctx.ids(offset=16)
+    ids = ctx.ids(offset=v.stream("tokens"))
     B, T = ids.shape
     n_pad = max(1, T // 3)
     mask = torch.ones_like(ids)
     mask[0, :n_pad] = 0  # row 0 left-padded: a causal LM's real tokens come after the pads
     if B > 1:
         mask[1, T - n_pad:] = 0  # row 1 right-padded
-    alt = _changed_ids(ctx, ids, mask == 0, offset=18)
+    alt = _changed_ids(ctx, ids, mask == 0, offset=v.stream("pads"))
     real = mask.bool()
 
     def at_real(out: torch.Tensor) -> torch.Tensor:
@@ -513,8 +537,8 @@ def padding_invariance(ctx: Tier1Context, v: Verdict) -> CheckResult:
             f"By PyTorch's convention `{p.mask_name}` is True at pads (the keys to ignore); the "
             "model treats True as real tokens. Pass it to the attention as it is (drop the `~` "
             "or `== 0`), or rename the parameter attention_mask if you mean 1 = real token.")
-    if drift > DIFF_RTOL:
-        ignored = changed(a, unmasked) <= DIFF_RTOL
+    if drift > v.thresholds.max_change:
+        ignored = changed(a, unmasked) <= v.thresholds.max_change
         why = ("the model's output does not depend on the mask at all" if ignored else
                "the mask does not reach every place positions are mixed")
         return v.fail(f"Real positions change (by {drift:.3g}) when only pad content changes: {why}.",
@@ -563,7 +587,7 @@ def determinism(ctx: Tier1Context, v: Verdict) -> CheckResult:
     How to fix: write F.dropout(x, p, training=self.training) or use nn.Dropout modules, and
     keep torch.rand/randn out of forward at inference.
     """
-    ids = ctx.ids(offset=19)
+    ids = ctx.ids(offset=v.stream("tokens"))
     with torch.no_grad(), eval_mode(ctx.adapted):
         first, second = ctx.adapted(ids), ctx.adapted(ids)
     same_eval = torch.allclose(first, second, rtol=0, atol=0, equal_nan=True)

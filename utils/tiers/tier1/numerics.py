@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -12,18 +13,28 @@ from utils.tiers.probes import ActivationStats, bar_figure, max_abs, thin_out
 from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
 FP16_MAX = 65504.0  # largest finite float16: any activation above it overflows under fp16
-# initial_loss: with logits of standard deviation s, the expected loss on random targets is
-# about ln(V) + s^2/2. A correct init keeps s below ~1 (excess < 0.5 nat); warn from s ~ 1.4
-# (excess 1 nat) and fail from s ~ 2.5 (excess 3 nats), where training starts saturated.
-INIT_LOSS_WARN_EXCESS = 1.0
-INIT_LOSS_FAIL_EXCESS = 3.0
-# A loss this far *below* ln(V) on random targets means the targets are visible to the model.
-INIT_LOSS_LOW_WARN = 0.5
-# gradient_flow: largest / smallest per-layer gradient norm above which the update sizes of
-# layers are so different that one learning rate cannot suit them all. Correct models at
-# init stay below 1e5 (BERT's attention keys, whose gradient is small while attention is
-# near uniform, give 4e4; GPT-2, Llama, nanoGPT and the designer's exports stay below 2e3).
-GRAD_RATIO_WARN = 1e6
+
+
+@dataclass(frozen=True)
+class InitialLossThresholds:
+    # With logits of standard deviation s, the expected loss on random targets is about
+    # ln(V) + s^2/2. A correct init keeps s below ~1 (excess < 0.5 nat); warn from s ~ 1.4
+    # (excess 1 nat) and fail from s ~ 2.5 (excess 3 nats), where training starts saturated.
+    warn_excess: float = 1.0
+    fail_excess: float = 3.0
+    # A loss this far *below* ln(V) on random targets means the targets are visible.
+    low_warn: float = 0.5
+
+
+@dataclass(frozen=True)
+class GradientFlowThresholds:
+    # Largest / smallest per-layer gradient norm above which the update sizes of layers are
+    # so different that one learning rate cannot suit them all. Correct models at init stay
+    # below 1e5 (BERT's attention keys, whose gradient is small while attention is near
+    # uniform, give 4e4; GPT-2, Llama, nanoGPT and the designer's exports stay below 2e3).
+    max_norm_ratio: float = 1e6
+
+
 FIGURE_MAX_BARS = 40  # figures show at most this many bars, spread evenly
 
 
@@ -104,8 +115,8 @@ def numerical_stability(ctx: Tier1Context, v: Verdict) -> CheckResult:
     How to fix: normalise before large matmuls, scale attention scores by 1/sqrt(d), and keep
     intermediate values within float16's range.
     """
-    ids = ctx.ids(offset=21)
-    labels = ctx.labels_for(ids, 21)
+    ids = ctx.ids(offset=v.stream("tokens"))
+    labels = ctx.labels_for(ids, v.stream("labels"))
     named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
     with ActivationStats(ctx.model) as rec, eval_mode(ctx.adapted), torch.enable_grad():
         out = ctx.adapted(ids)
@@ -160,7 +171,7 @@ def numerical_stability(ctx: Tier1Context, v: Verdict) -> CheckResult:
 # -- initial_loss ---------------------------------------------------------------------------
 
 
-@check("initial_loss", needs=Needs(tasks=LOSS_TASKS))
+@check("initial_loss", thresholds=InitialLossThresholds(), needs=Needs(tasks=LOSS_TASKS))
 def initial_loss(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Loss at initialisation is close to ln(V)
 
@@ -174,8 +185,8 @@ def initial_loss(ctx: Tier1Context, v: Verdict) -> CheckResult:
     How to fix: initialise the output layer with a small std (0.02) or zeros, and keep logits
     of standard deviation about 1 at init.
     """
-    ids = ctx.ids(B=max(ctx.batch_size, 8), offset=23)
-    labels = ctx.labels_for(ids, 23)
+    ids = ctx.ids(B=max(ctx.batch_size, 8), offset=v.stream("tokens"))
+    labels = ctx.labels_for(ids, v.stream("labels"))
     with torch.no_grad(), eval_mode(ctx.adapted):
         out = ctx.adapted(ids)
         loss = float(ctx.loss(out, labels))
@@ -191,13 +202,13 @@ def initial_loss(ctx: Tier1Context, v: Verdict) -> CheckResult:
     high = ("The logits at init are too large" + (f" (std {spread:.3g})" if spread else "") +
             ": initialise the output layer with a small std (e.g. 0.02), tie it to the token "
             "embedding, or scale the final hidden state (a final LayerNorm before the head).")
-    if excess > INIT_LOSS_FAIL_EXCESS:
+    if excess > v.thresholds.fail_excess:
         return v.fail(summary + " Far too high.", metrics,
                            high)
-    if excess > INIT_LOSS_WARN_EXCESS:
+    if excess > v.thresholds.warn_excess:
         return v.warn(summary + " Higher than a uniform "
                            "prediction.", metrics, high)
-    if excess < -INIT_LOSS_LOW_WARN:
+    if excess < -v.thresholds.low_warn:
         return v.warn(summary + " Below chance on random targets: the model sees them.",
                            metrics, "See causality and label_leakage.")
     return v.pass_(summary, metrics)
@@ -228,7 +239,7 @@ def _gradient_figure(norms: dict[str, float], bad: set[str]) -> bytes:
                       "||grad||", bad=[n in bad for n, _ in items])
 
 
-@check("gradient_flow")
+@check("gradient_flow", thresholds=GradientFlowThresholds())
 def gradient_flow(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Every trainable parameter gets a finite, non-zero gradient
 
@@ -250,9 +261,9 @@ def gradient_flow(ctx: Tier1Context, v: Verdict) -> CheckResult:
                            {"frozen": len(frozen)},
                            "Nothing can train: set requires_grad=True on the parameters you "
                            "mean to train.")
-    ids = ctx.ids(offset=25)
+    ids = ctx.ids(offset=v.stream("tokens"))
     with eval_mode(ctx.adapted), torch.enable_grad():
-        loss = objective(ctx, ctx.adapted(ids), ctx.labels_for(ids, 25))
+        loss = objective(ctx, ctx.adapted(ids), ctx.labels_for(ids, v.stream("labels")))
     if not loss.requires_grad:
         return v.fail("The output has no gradient at all.", {"frozen": len(frozen)},
                            "forward cuts the graph: remove torch.no_grad(), .detach(), .item() "
@@ -292,7 +303,7 @@ def gradient_flow(ctx: Tier1Context, v: Verdict) -> CheckResult:
                       "Fine for a deliberately zero-initialised gate; otherwise something "
                       "multiplies their contribution by zero (a zero weight downstream, a "
                       "saturated activation, a mask that blocks everything).")
-    if ratio > GRAD_RATIO_WARN:
+    if ratio > v.thresholds.max_norm_ratio:
         return result("warn", f"Gradient norms span a factor {ratio:.3g} between layers.",
                       "Layers will learn at very different speeds: check the init scale of the "
                       "layers with the smallest gradients, and residual/normalisation paths.")

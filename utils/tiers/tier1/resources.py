@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,10 +29,6 @@ SPEED_MAX_T = 256
 SPEED_WARMUP = 2
 SPEED_MIN_SECONDS = 0.25
 SPEED_MAX_CALLS = 20
-# A forward whose operation count grows with the length by at least one op per two extra
-# positions (and by at least 8 ops) runs a Python loop over positions. Correct models run
-# the same number of operations at every length.
-LOOP_MIN_OPS = 8
 # Peak dense float32 FLOP/s (no tensor cores) of common GPUs, for the achieved fraction.
 PEAK_FP32_FLOPS = {"H200": 67e12, "H100 PCIe": 51e12, "H100": 67e12, "A100": 19.5e12,
                    "L40S": 91.6e12, "L4": 30.3e12, "A10": 31.2e12, "T4": 8.1e12,
@@ -62,7 +59,7 @@ def device_portability(ctx: Tier1Context, v: Verdict) -> CheckResult:
     trace = DeviceTrace(shadows, ctx.device)
     for name, t in plain_tensor_attributes(traced.model):
         trace.origins[t] = f"attribute `{name}` (a plain tensor, not a parameter or buffer)"
-    ids = ctx.ids(offset=61)
+    ids = ctx.ids(offset=v.stream("tokens"))
     meta_ids = ids.to("meta")
     shadows[meta_ids] = ids
     error = None
@@ -116,31 +113,31 @@ def _available_bytes(device: torch.device) -> tuple[int | None, str]:
     return None, "unknown"
 
 
-def _activation_bytes(ctx: Tier1Context, T: int) -> int:
+def _activation_bytes(ctx: Tier1Context, T: int, offset: int) -> int:
     """Bytes autograd keeps for one training forward of one sequence of T tokens (train
     mode, so dropout masks count), plus the logits."""
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ctx.model.modules())
     model = copy.deepcopy(ctx.adapted) if has_bn else ctx.adapted  # BN stats must not move
     model.train()
-    ids = ctx.ids(1, T, offset=63)
+    ids = ctx.ids(1, T, offset=offset)
     with SavedTensorBytes(exclude=list(model.parameters())) as saved, torch.enable_grad():
         out = model(ids)
         if ctx.task in LOSS_TASKS:
-            ctx.loss(out, ctx.labels_for(ids, 63))
+            ctx.loss(out, ctx.labels_for(ids, offset))
     return saved.total + out.numel() * out.element_size()
 
 
-def _measured_peak(ctx: Tier1Context, B: int, T: int) -> int | str:
+def _measured_peak(ctx: Tier1Context, B: int, T: int, offset: int) -> int | str:
     """GPU only: the peak allocated during one AdamW step on a copy, or why it failed."""
     trainee = copy.deepcopy(ctx.adapted).train()
     opt = torch.optim.AdamW([p for p in trainee.parameters() if p.requires_grad])
-    ids = ctx.ids(B, T, offset=65)
+    ids = ctx.ids(B, T, offset=offset)
     torch.cuda.synchronize(ctx.device)
     base = torch.cuda.memory_allocated(ctx.device)
     torch.cuda.reset_peak_memory_stats(ctx.device)
     try:
         out = trainee(ids)
-        loss = ctx.loss(out, ctx.labels_for(ids, 65)) if ctx.task in LOSS_TASKS else out.mean()
+        loss = ctx.loss(out, ctx.labels_for(ids, offset)) if ctx.task in LOSS_TASKS else out.mean()
         loss.backward()
         opt.step()
         torch.cuda.synchronize(ctx.device)
@@ -177,7 +174,7 @@ def memory_footprint(ctx: Tier1Context, v: Verdict) -> CheckResult:
     grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
     adam_bytes = 2 * sum(p.numel() for p in trainable) * 4  # exp_avg + exp_avg_sq in float32
     B, T = ctx.train_batch_size, ctx.train_seq_len
-    per_seq = _activation_bytes(ctx, T)
+    per_seq = _activation_bytes(ctx, T, v.stream("activations"))
     peak = param_bytes + grad_bytes + adam_bytes + B * per_seq
     available, source = _available_bytes(ctx.device)
     metrics: dict = {"parameters": sum(p.numel() for p in params), "param_bytes": param_bytes,
@@ -186,7 +183,7 @@ def memory_footprint(ctx: Tier1Context, v: Verdict) -> CheckResult:
                      "activation_bytes": B * per_seq, "estimated_training_peak_bytes": peak,
                      "available_bytes": available, "available_source": source}
     if ctx.device.type == "cuda":
-        metrics["measured_training_peak"] = _measured_peak(ctx, B, T)
+        metrics["measured_training_peak"] = _measured_peak(ctx, B, T, v.stream("training_step"))
     summary = (f"Training at B={B}, T={T} needs about {_gib(peak)}: parameters "
                f"{_gib(param_bytes)}, gradients {_gib(grad_bytes)}, AdamW {_gib(adam_bytes)}, "
                f"activations {_gib(B * per_seq)}")
@@ -220,13 +217,21 @@ def _peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_FP32_FLOPS.items() if k in name), None)
 
 
-def _op_count(ctx: Tier1Context, T: int) -> tuple[int, int]:
+def _op_count(ctx: Tier1Context, T: int, offset: int) -> tuple[int, int]:
     with torch.no_grad(), OpCounter() as counter:
-        ctx.adapted(ctx.ids(1, T, offset=73))
+        ctx.adapted(ctx.ids(1, T, offset=offset))
     return counter.ops, counter.syncs
 
 
-@check("inference_speed")
+@dataclass(frozen=True)
+class InferenceSpeedThresholds:
+    # A forward whose operation count grows with the length by at least one op per two extra
+    # positions (and by at least 8 ops) runs a Python loop over positions. Correct models run
+    # the same number of operations at every length.
+    loop_min_ops: int = 8
+
+
+@check("inference_speed", thresholds=InferenceSpeedThresholds())
 def inference_speed(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Inference latency, throughput and FLOPs per token
 
@@ -240,7 +245,7 @@ def inference_speed(ctx: Tier1Context, v: Verdict) -> CheckResult:
     Python loop.
     """
     B, T = ctx.batch_size, min(ctx.train_seq_len, SPEED_MAX_T)
-    ids = ctx.ids(B, T, offset=71)
+    ids = ctx.ids(B, T, offset=v.stream("tokens"))
     times: list[float] = []
     with torch.no_grad(), eval_mode(ctx.adapted):
         for _ in range(SPEED_WARMUP):
@@ -254,8 +259,8 @@ def inference_speed(ctx: Tier1Context, v: Verdict) -> CheckResult:
         with FlopCounterMode(display=False) as flops:
             ctx.adapted(ids)
         short, long_ = max(2, T // 2), T
-        ops_short, syncs = _op_count(ctx, short) if T >= 4 else (0, 0)
-        ops_long, _ = _op_count(ctx, long_) if T >= 4 else (0, 0)
+        ops_short, syncs = _op_count(ctx, short, v.stream("op_count")) if T >= 4 else (0, 0)
+        ops_long, _ = _op_count(ctx, long_, v.stream("op_count")) if T >= 4 else (0, 0)
     latency = statistics.median(times)
     per_token = flops.get_total_flops() / (B * T)
     n_params = sum(p.numel() for p in _unique_params(ctx.model))
@@ -272,7 +277,7 @@ def inference_speed(ctx: Tier1Context, v: Verdict) -> CheckResult:
     if "fraction_of_peak_fp32" in metrics:
         summary += f", {metrics['fraction_of_peak_fp32']:.1%} of fp32 peak"
     grew = ops_long - ops_short
-    if T >= 4 and grew >= max(LOOP_MIN_OPS, (long_ - short) // 2):
+    if T >= 4 and grew >= max(v.thresholds.loop_min_ops, (long_ - short) // 2):
         return v.warn(summary + f". But forward runs {ops_short} operations at T={short} and {ops_long} at "
             f"T={long_}: a Python loop over positions.", metrics,
             "Process all positions at once: one batched matmul / attention call over the whole "

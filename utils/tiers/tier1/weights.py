@@ -17,23 +17,29 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from utils.adapters import AdaptedModel
-from utils.checks import CheckResult, Verdict
+from utils.checks import CheckResult, Verdict, stream_offset
 from utils.tiers.probes import owner_of, plain_tensor_attributes
 from utils.tiers.tier1.context import Needs, Tier1Context, check, eval_mode
 
 log = logging.getLogger(__name__)
 
-# parameter_initialization judges a weight matrix by its gain, std * sqrt(fan_in): 1 keeps the
-# signal's scale through the layer. PyTorch's default Linear init gives 0.58, Kaiming 1.41,
-# GPT-2's std 0.02 gives 0.1 to 0.6. Above 4 every layer amplifies its input; above 10 the
-# activations explode within a few layers. Below 1e-3 the layer's output is ~zero.
-INIT_GAIN_WARN = 4.0
-INIT_GAIN_FAIL = 10.0
-INIT_GAIN_LOW_WARN = 1e-3
-# Embedding tables are looked up, not multiplied, so their std is judged directly: PyTorch's
-# default is N(0, 1), GPT-2's N(0, 0.02). Warn from 3x and fail from 10x the default.
-EMB_STD_WARN = 3.0
-EMB_STD_FAIL = 10.0
+
+
+@dataclass(frozen=True)
+class InitializationThresholds:
+    # A weight matrix is judged by its gain, std * sqrt(fan_in): 1 keeps the signal's scale
+    # through the layer. PyTorch's default Linear init gives 0.58, Kaiming 1.41, GPT-2's std
+    # 0.02 gives 0.1 to 0.6. Above 4 every layer amplifies its input; above 10 the
+    # activations explode within a few layers. Below 1e-3 the layer's output is ~zero.
+    gain_warn: float = 4.0
+    gain_fail: float = 10.0
+    gain_low_warn: float = 1e-3
+    # Embedding tables are looked up, not multiplied, so their std is judged directly:
+    # PyTorch's default is N(0, 1), GPT-2's N(0, 0.02). Warn from 3x and fail from 10x.
+    emb_std_warn: float = 3.0
+    emb_std_fail: float = 10.0
+
+
 _MATMUL_OWNERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 _EMB_HINTS = ("emb", "wte", "wpe", "pos", "token")
 
@@ -63,7 +69,8 @@ def _fan_in(p: torch.Tensor, owner: nn.Module) -> int:
     return int(math.prod(p.shape[1:]))
 
 
-def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> dict[str, Any]:
+def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module,
+           t: InitializationThresholds) -> dict[str, Any]:
     """One tensor's statistics, its kind and a verdict: ok | warn | fail, with the reason."""
     x = p.detach().float()
     kind = _kind(ctx, name, p, owner)
@@ -82,16 +89,16 @@ def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> d
         return {**row, "verdict": "warn",
                 "why": "all zero (fine only if deliberate, e.g. a zero-initialised projection)"}
     if kind == "embedding":
-        verdict = "fail" if std > EMB_STD_FAIL else "warn" if std > EMB_STD_WARN else "ok"
+        verdict = "fail" if std > t.emb_std_fail else "warn" if std > t.emb_std_warn else "ok"
         return {**row, "verdict": verdict,
                 "why": f"std {std:.3g} for an embedding table (PyTorch default 1, GPT-2 0.02)"
                 if verdict != "ok" else ""}
     gain = std * math.sqrt(_fan_in(p, owner))
     row["gain"] = gain
-    if gain > INIT_GAIN_FAIL:
+    if gain > t.gain_fail:
         return {**row, "verdict": "fail", "why": f"gain std*sqrt(fan_in) = {gain:.3g}: outputs "
                 f"are {gain:.3g}x larger than inputs"}
-    if gain > INIT_GAIN_WARN or gain < INIT_GAIN_LOW_WARN:
+    if gain > t.gain_warn or gain < t.gain_low_warn:
         return {**row, "verdict": "warn", "why": f"gain std*sqrt(fan_in) = {gain:.3g}"}
     return {**row, "verdict": "ok"}
 
@@ -116,7 +123,7 @@ def _identical_copies(named: list[tuple[str, torch.Tensor]]) -> list[list[str]]:
     return groups
 
 
-@check("parameter_initialization", needs=Needs(forward=False))
+@check("parameter_initialization", thresholds=InitializationThresholds(), needs=Needs(forward=False))
 def parameter_initialization(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Weights are finite, non-zero and sanely scaled
 
@@ -132,7 +139,7 @@ def parameter_initialization(ctx: Tier1Context, v: Verdict) -> CheckResult:
     weights to 1 and biases to 0.
     """
     named = list(ctx.model.named_parameters())
-    rows = [_judge(ctx, n, p, owner_of(ctx.model, n)) for n, p in named]
+    rows = [_judge(ctx, n, p, owner_of(ctx.model, n), v.thresholds) for n, p in named]
     failed = [r for r in rows if r["verdict"] == "fail"]
     warned = [r for r in rows if r["verdict"] == "warn"]
     copies = _identical_copies(named)
@@ -234,7 +241,7 @@ def scrambled_copy(ctx: Tier1Context) -> Instance:
     """A faithful copy whose saved tensors are all replaced by noise: loading must restore
     them."""
     clone = faithful_copy(ctx.model)
-    g = ctx.generator(31)
+    g = ctx.generator(stream_offset("scrambled_copy"))
     with torch.no_grad():
         for t in clone.state_dict().values():
             if t.is_floating_point():
@@ -350,7 +357,7 @@ def state_dict_roundtrip(ctx: Tier1Context, v: Verdict) -> CheckResult:
     Broken example: UnsavedRandomLM, mixing in a random tensor not registered as a buffer.
     How to fix: register constant tensors with self.register_buffer(...) so they are saved.
     """
-    ids = ctx.ids(offset=33)
+    ids = ctx.ids(offset=v.stream("tokens"))
     targets = [scrambled_copy(ctx)]
     rebuilt = rebuilt_instance(ctx)
     if rebuilt is not None:
