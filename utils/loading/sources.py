@@ -4,7 +4,7 @@ Sources, in the order they are recognised:
 
     an nn.Module instance or class      used as given (a class is built from the config)
     "example:<name>"                    an export shipped in utils/examples
-    "gist:<id>[@<revision>]", gist URL  fetched through GitHub's gist API (utils.gist)
+    "gist:<id>[@<revision>]", gist URL  fetched through GitHub's gist API (utils.loading.gist)
     a folder                            the designer's export: model.py + config.json
     a .py file                          a config.json beside it is used when present
     "package.module:ClassName"          an importable class or factory
@@ -435,7 +435,7 @@ def _load_gist(
     allow_gist: bool,
     cache_dir: str | Path | None,
 ) -> LoadedModel:
-    from utils.gist import GistClient, parse_gist_source
+    from utils.loading.gist import GistClient, parse_gist_source
 
     if not allow_gist:
         raise LoadError(

@@ -1,0 +1,25 @@
+"""The `load` step: a model source (file, export folder, example, gist, import path or
+module object) becomes an nn.Module and the `ModelConfig` that describes it."""
+
+from utils.errors import GistError, LoadError
+from utils.loading.sources import (
+    CONFIG_FIELDS,
+    FACTORY_NAMES,
+    ConfigNamespace,
+    LoadedModel,
+    ModelConfig,
+    edge_pair,
+    load_model,
+)
+
+__all__ = [
+    "CONFIG_FIELDS",
+    "FACTORY_NAMES",
+    "ConfigNamespace",
+    "GistError",
+    "LoadError",
+    "LoadedModel",
+    "ModelConfig",
+    "edge_pair",
+    "load_model",
+]
