@@ -2,15 +2,10 @@
 module object) becomes an nn.Module and the `ModelConfig` that describes it."""
 
 from utils.errors import GistError, LoadError
-from utils.loading.sources import (
-    CONFIG_FIELDS,
-    FACTORY_NAMES,
-    ConfigNamespace,
-    LoadedModel,
-    ModelConfig,
-    edge_pair,
-    load_model,
-)
+from utils.loading.config import CONFIG_FIELDS, ModelConfig, edge_pair
+from utils.loading.construction import ConfigNamespace
+from utils.loading.discovery import FACTORY_NAMES
+from utils.loading.sources import LoadedModel, load_model
 
 __all__ = [
     "CONFIG_FIELDS",
