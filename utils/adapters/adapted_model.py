@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from utils.adapters.graph_executor import ComputationalGraphExecutor
+from utils.adapters.losses import lm_loss
 from utils.adapters.profile import ModelProfile
+
+# The profile field that says where each overridable fact came from.
+_SOURCE_FIELD = {"task": "task_source", "vocab_size": "vocab_source", "max_seq_len": "max_seq_len_source"}
 
 
 class AdaptedModel(nn.Module):
@@ -45,6 +51,27 @@ class AdaptedModel(nn.Module):
         if not p.batch_first and logits.dim() == 3:
             logits = logits.transpose(0, 1)
         return logits
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The toolkit's training loss for this model's task and output kind (shifted by one
+        for a causal LM; -100 never trained on)."""
+        return lm_loss(logits, labels, self.profile.task, self.profile.output_kind)[0]
+
+    def with_model(self, model: nn.Module) -> AdaptedModel:
+        """The same adapter (profile, graph) around another instance of the user's class: a
+        reloaded or rebuilt copy is called exactly the way this one is."""
+        executor = None
+        if self.executor is not None:
+            executor = copy.copy(self.executor)
+            executor.model = model
+        return AdaptedModel(model, self.profile, executor)
+
+    def with_overrides(self, **overrides: Any) -> AdaptedModel:
+        """The same model with `task`, `vocab_size` or `max_seq_len` set by the caller; the
+        profile records that they came from an override."""
+        sources = {_SOURCE_FIELD[k]: "override" for k in overrides}
+        profile = dataclasses.replace(self.profile, **overrides, **sources)
+        return AdaptedModel(self.model, profile, self.executor)
 
     def extra_repr(self) -> str:
         return self.profile.summary()

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from utils.adapters import AdaptedModel, ModelProfile
-from utils.adapters.losses import lm_loss
 from utils.checks import Check, CheckResult, CheckSet, Verdict
 from utils.vocabulary import LM_TASKS, LOSS_TASKS  # noqa: F401 - re-exported to the checks
 
@@ -96,7 +95,7 @@ class Tier1Context:
 
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss the toolkit uses for this task (shifted for a causal LM)."""
-        return lm_loss(out, labels, self.task, self.profile.output_kind)[0]
+        return self.adapted.loss(out, labels)
 
     def expected_initial_loss(self) -> float:
         """ln(number of classes): the loss of a uniform prediction."""

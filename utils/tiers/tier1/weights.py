@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from utils.adapters import AdaptedModel
 from utils.checks import CheckResult, Verdict, stream_offset
 from utils.tiers.probes import owner_of, plain_tensor_attributes
 from utils.tiers.tier1.context import Needs, Tier1Context, check, eval_mode
@@ -307,15 +306,6 @@ def weight_sharing(ctx: Tier1Context, v: Verdict) -> CheckResult:
 # -- state_dict_roundtrip ------------------------------------------------------------------------
 
 
-def rewrap(adapted: AdaptedModel, model: nn.Module) -> AdaptedModel:
-    """The same adapter (profile, graph) around another instance of the user's class."""
-    executor = None
-    if adapted.executor is not None:
-        executor = copy.copy(adapted.executor)
-        executor.model = model
-    return AdaptedModel(model, adapted.profile, executor)
-
-
 def _outside_state(a: nn.Module, b: nn.Module) -> list[str]:
     """Floating tensors outside the state dict (non-persistent buffers, plain attributes) with
     the same shape but other values in two instances: random state that saving loses. (A
@@ -335,7 +325,7 @@ def _outside_state(a: nn.Module, b: nn.Module) -> list[str]:
 def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor) -> float:
     """Save the model, load it into `target`, and return the largest output difference."""
     safetensors_round_trip(ctx, target.model)
-    other = rewrap(ctx.adapted, target.model)
+    other = ctx.adapted.with_model(target.model)
     with torch.no_grad(), eval_mode(ctx.adapted), eval_mode(other):
         a, b = ctx.adapted(ids), other(ids)
     if torch.allclose(a, b, rtol=0, atol=0, equal_nan=True):
