@@ -187,9 +187,9 @@ class ComputationalGraphExecutor:
                 if mha.batch_first:
                     out = mha(x, x, x, attn_mask=mask, key_padding_mask=pad, need_weights=False)[0]
                 else:
-                    xt = x.transpose(0, 1)
+                    xt = x.transpose(0, 1)  # (B, T, D) -> (T, B, D): a seq-first attention
                     out = mha(xt, xt, xt, attn_mask=mask, key_padding_mask=pad,
-                              need_weights=False)[0].transpose(0, 1)
+                              need_weights=False)[0].transpose(0, 1)  # back to (B, T, D)
             elif op == "embedding":
                 ids = vals[s.inputs[0]]
                 tok, pos, drop = s.modules
