@@ -12,7 +12,6 @@ spent) skips with the reason and never fails the model.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -24,8 +23,8 @@ from torch import nn
 
 from utils.adapters import AdaptedModel, AdaptError, adapt
 from utils.checks import Check, TierReport, run_checks
-from utils.tiers.tier1 import _cuda_devices, _id_high, _placed
-from utils.tiers.tier1_context import keep_modes
+from utils.tiers.tier1.context import keep_modes
+from utils.tiers.tier1.run import _cuda_devices, _id_high, _placed
 from utils.tiers.tier2_attention import attention_patterns
 from utils.tiers.tier2_context import Tier2Context, build_inputs, token_text, within_budget
 from utils.tiers.tier2_inputs import adversarial_tokens, attribution, perturbation_sensitivity
@@ -43,7 +42,6 @@ ANALYSES: tuple[Check, ...] = (
     weight_spectrum,
 )
 ANALYSIS_IDS: tuple[str, ...] = tuple(c.id for c in ANALYSES)
-_SOURCE_FIELD = {"task": "task_source", "vocab_size": "vocab_source", "max_seq_len": "max_seq_len_source"}
 
 
 def run_tier2(
@@ -151,10 +149,7 @@ def _adapted(
         k: v for k, v in (("task", task), ("vocab_size", vocab_size), ("max_seq_len", max_seq_len)) if v is not None
     }
     if isinstance(obj, AdaptedModel):
-        if not overrides:
-            return obj, None
-        sources = {_SOURCE_FIELD[k]: "override" for k in overrides}
-        return AdaptedModel(obj.model, dataclasses.replace(obj.profile, **overrides, **sources), obj.executor), None
+        return (obj.with_overrides(**overrides) if overrides else obj), None
     if not isinstance(obj, nn.Module) and hasattr(obj, "model"):
         config = config if config is not None else getattr(obj, "config", None)
         obj = obj.model

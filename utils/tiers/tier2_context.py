@@ -28,7 +28,7 @@ from utils.adapters.losses import lm_loss
 from utils.analysis.locate import find_token_embedding
 from utils.checks import CheckResult
 from utils.checks.catalogue import Check, CheckSet, Verdict
-from utils.tiers.tier1_context import keep_modes
+from utils.tiers.tier1.context import keep_modes
 
 log = logging.getLogger(__name__)
 
