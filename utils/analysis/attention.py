@@ -318,8 +318,9 @@ class _AttentionMode(TorchFunctionMode):
     # -- hand-written attention --
 
     def _propagate(self, func, args, kwargs, out: torch.Tensor) -> None:
-        """A shape-keeping op on a tagged tensor gives a tagged tensor; a softmax over the
-        last axis marks it normalised and keeps its input as the logits."""
+        """A shape-keeping op on a tagged tensor gives a tagged tensor; a softmax marks it
+        normalised and keeps its input as the logits. Any axis counts: a softmax over the
+        wrong one is still the model's attention, and the row check then shows the bug."""
         for a in _tensors(args, kwargs):
             tag = self._tag_of(a)
             if tag is None:

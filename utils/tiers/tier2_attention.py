@@ -77,7 +77,6 @@ class AttentionThresholds:
     figure_tokens: int = 24
     figure_heads: int = 8
     figure_layers: int = 8
-    figure_token_labels: int = 16  # rows up to this long get their tokens written on the axes
     table_rows: int = 48
 
 
@@ -326,7 +325,7 @@ def _grid(ctx, maps, heads, t, notes) -> bytes:
         notes.append(f"heatmaps show the first {len(shown)} layer(s), {n_heads} head(s) and {T} token(s) of row 0")
     labels = {(h["layer"], h["head"]): ",".join(h["labels"]) for h in heads}
     fig, axes = plt.subplots(len(shown), n_heads, figsize=(1.8 * n_heads, 1.8 * len(shown)), squeeze=False)
-    tokens = _tokens(ctx, T, t)
+    tokens = _tokens(ctx, T)
     for r, m in enumerate(shown):
         for c in range(n_heads):
             ax = axes[r][c]
@@ -346,12 +345,13 @@ def _grid(ctx, maps, heads, t, notes) -> bytes:
     return figure_to_png(fig)
 
 
-def _tokens(ctx: Any, T: int, t: AttentionThresholds) -> list[str] | None:
-    """Token strings of row 0 for the axes, when short enough to read."""
+def _tokens(ctx: Any, T: int) -> list[str] | None:
+    """Token strings of row 0 for the axes (the shown window is at most figure_tokens)."""
     strings = getattr(ctx, "token_strings", None)
-    if not strings or T > t.figure_token_labels:
+    if not strings:
         return None
-    return [s[:6] for s in strings[0][:T]]
+    # "$" would start matplotlib's mathtext; newlines would break the axis
+    return [s[:6].replace("$", r"\$").replace("\n", "\\n") for s in strings[0][:T]]
 
 
 def _table(heads: list[dict], t: AttentionThresholds, notes: list[str]) -> bytes:
