@@ -96,8 +96,9 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
     Known false alarms: none for the failures. Sinks on the first token are normal in trained
     models (a place to put weight a head does not need); at initialisation every head is near
     uniform, so labels there describe the initialisation, not learning.
-    Broken example: tests/analysis/test_attention_patterns.py (softmax over the key axis of
-    the wrong dimension; a head whose output projection is zero).
+    Broken example: WrongAxisLM in tests/analysis/test_attention_patterns.py (softmax over
+    the query axis) fails; StructuredLM's zero-output head is labelled dead (a warn when the
+    model is trained).
     How to fix: normalise attention with softmax over the last (key) axis, after masking; give
     a dead head a non-zero output projection or remove it.
     """
