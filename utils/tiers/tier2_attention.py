@@ -15,7 +15,12 @@ from typing import Any
 
 import torch
 
-from utils.analysis.attention import AttentionMap, CaptureError, run_with_capture
+from utils.analysis.attention import (
+    AttentionMap,
+    CaptureError,
+    run_with_capture,
+    run_with_heads_ablated,
+)
 from utils.analysis.heads import (
     HeadThresholds,
     dead_heads,
@@ -225,7 +230,7 @@ def _ablation(
             )
             return kls + [None] * (m.num_heads - h)
         try:
-            _, logits = run_with_capture(adapted, ids, mask, ablate={m.layer: [h]})
+            logits = run_with_heads_ablated(adapted, ids, {m.layer: [h]}, mask)
         except CaptureError as exc:
             notes.append(f"{m.module}: {exc}")
             return [None] * m.num_heads
