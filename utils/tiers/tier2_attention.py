@@ -118,7 +118,7 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
             advice="Attention computed outside PyTorch (a fused external kernel) "
             "cannot be read; run the model with its PyTorch attention path to see it.",
         )
-    induction = _induction(ctx, t, len(maps))
+    induction = _induction(ctx, t, len([m for m in maps if m.available]), v.stream("induction"), notes)
     deadline = getattr(ctx, "deadline", math.inf)
     heads = _head_rows(adapted, ids, mask, clean, usable, induction, deadline, notes, t)
     broken = [m for m in usable if max(m.errors.get("row_sum", 0.0), m.errors.get("masked", 0.0)) > t.max_row_error]
@@ -132,9 +132,11 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
     }
     if broken:
         names = ", ".join(f"{m.module} (layer {m.layer})" for m in broken)
-        worst = max(m.errors["row_sum"] for m in broken)
+        rows = max(m.errors.get("row_sum", 0.0) for m in broken)
+        hidden = max(m.errors.get("masked", 0.0) for m in broken)
         return v.fail(
-            f"Attention rows do not sum to 1 in {names}: off by up to {worst:.3g}.",
+            f"Attention rows do not sum to 1 in {names}: off by up to {rows:.3g}"
+            + (f"; masked keys get weight up to {hidden:.3g}." if hidden > t.max_row_error else "."),
             metrics,
             figures=figures,
             advice="Apply softmax over the last (key) axis, after the mask is added, "
@@ -173,20 +175,25 @@ def _usable(maps: list[AttentionMap], t: AttentionThresholds) -> tuple[list[Atte
     return usable, notes
 
 
-def _induction(ctx: Any, t: AttentionThresholds, n_calls: int) -> dict[int, torch.Tensor]:
+def _induction(ctx: Any, t: AttentionThresholds, n_maps: int, stream: int, notes: list[str]) -> dict[int, torch.Tensor]:
     """{layer: (H,) induction score} from [r, r] random sequences, when the model takes them
     and calls its attention the same number of times on them."""
     p = ctx.adapted.profile
     half = t.induction_half if p.max_seq_len is None else min(t.induction_half, p.max_seq_len // 2)
     high = getattr(ctx, "id_high", None) or p.vocab_size
     if half < 2 or not high:
+        notes.append("induction not measured: the model takes fewer than 4 tokens or its vocabulary is unknown")
         return {}
-    g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 17)
+    g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + stream)
     r = torch.randint(0, high, (2, half), generator=g)
     rep = torch.cat([r, r], dim=1).to(ctx.input_ids.device)
     maps, _ = run_with_capture(ctx.adapted, rep)
     maps = [m for m in maps if m.available]
-    if len(maps) != n_calls:
+    if len(maps) != n_maps:
+        notes.append(
+            f"induction not measured: the model ran {len(maps)} attention call(s) on the repeated "
+            f"sequence and {n_maps} on the input, so layers cannot be matched"
+        )
         return {}
     return {
         m.layer: induction_scores(m.weights, half)
