@@ -171,7 +171,7 @@ def test_gpt_mini_matches_softmax_of_its_own_q_k():
     _assert_match(maps, ref, rows=mask.bool())
 
 
-@pytest.mark.parametrize("kind", ["einsum", "bmm", "exp", "gqa"])
+@pytest.mark.parametrize("kind", ["einsum", "bmm", "baddbmm", "exp", "gqa"])
 def test_attention_written_other_ways(kind):
     model = VariantLM(kind).eval()
     adapted = adapt(model, task="causal_lm")
