@@ -29,7 +29,7 @@ from utils.analysis.heads import (
     induction_scores,
 )
 from utils.checks import Check, CheckResult, CheckSet, Verdict, figure_to_png
-from utils.tiers.tier1_context import keep_modes
+from utils.tiers.tier1.context import keep_modes
 
 HEAD_FIELDS = (
     "entropy",
