@@ -72,10 +72,10 @@ class AttentionThresholds:
     # most 2^-9 of itself in bfloat16 (2^-11 in float16), so a row is off by under 4e-3; a
     # softmax over the wrong axis, or a mask applied after it, is off by O(1).
     max_row_error: float = 1e-2
-    # Capture's own check (weights x V against the model's output, relative): float32
-    # recomputation lands near 1e-7, so a map above this is not what the model computed and
-    # is left out rather than analysed.
-    max_reproduction_error: float = 1e-3
+    # Capture's own check (weights x V against the model's output, relative to its largest
+    # value): a float32 recomputation lands near 1e-7 and a bfloat16 kernel within ~4e-3, so a
+    # map above this is not what the model computed and is left out rather than analysed.
+    max_reproduction_error: float = 1e-2
     # Length of the random sequence that is repeated to measure induction (Olsson et al. use
     # a few dozen tokens; 16 keeps the forward cheap and the score well above chance).
     induction_half: int = 16
