@@ -201,7 +201,7 @@ def hf_model(kind: str, impl: str) -> nn.Module:
 
 class VariantAttention(nn.Module):
     """Attention written the ways people write it; `seen` keeps the true weights (the
-    oracle). einsum: both products as einsum; bmm: (B * H, T, d) batches; exp: softmax by
+    oracle). einsum: both products as einsum; bmm, baddbmm: (B * H, T, d) batches; exp: softmax by
     hand (exp, then divide by the row sum); gqa: SDPA with 4 query heads over 2 key/value
     heads (enable_gqa)."""
 
@@ -229,9 +229,13 @@ class VariantAttention(nn.Module):
             att = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(dh)
             att = torch.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
             y = torch.einsum("bhqk,bhkd->bhqd", att, v)
-        elif self.kind == "bmm":
+        elif self.kind in ("bmm", "baddbmm"):
             qf, kf, vf = (t.reshape(B * H, T, dh) for t in (q, k, v))
-            att = torch.bmm(qf, kf.transpose(1, 2)) / math.sqrt(dh)
+            if self.kind == "bmm":
+                att = torch.bmm(qf, kf.transpose(1, 2)) / math.sqrt(dh)
+            else:  # GPT-2's upcast path: beta * empty + alpha * q @ k^T
+                empty = torch.zeros(B * H, T, T)
+                att = torch.baddbmm(empty, qf, kf.transpose(1, 2), beta=0, alpha=1 / math.sqrt(dh))
             att = F.softmax(att.masked_fill(~causal, -1e9), dim=-1)
             y = torch.bmm(att, vf).view(B, H, T, dh)
         else:

@@ -107,7 +107,7 @@ def test_untrained_gpt_mini_passes_with_uniform_heads():
         adapt(loaded.model.eval(), loaded.config),
         torch.randint(0, 2048, (2, 20), generator=torch.Generator().manual_seed(0)),
         trained=False,
-        token_strings=[[f"t{i}" for i in range(20)]] * 2,
+        token_strings=[["$x", "a\n", "_{b}"] + [f"t{i}" for i in range(17)]] * 2,
     )
     result = attention_patterns.run(ctx)
     assert result.status == "pass"

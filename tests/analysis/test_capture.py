@@ -171,7 +171,7 @@ def test_gpt_mini_matches_softmax_of_its_own_q_k():
     _assert_match(maps, ref, rows=mask.bool())
 
 
-@pytest.mark.parametrize("kind", ["einsum", "bmm", "exp", "gqa"])
+@pytest.mark.parametrize("kind", ["einsum", "bmm", "baddbmm", "exp", "gqa"])
 def test_attention_written_other_ways(kind):
     model = VariantLM(kind).eval()
     adapted = adapt(model, task="causal_lm")
@@ -188,11 +188,15 @@ def test_attention_written_other_ways(kind):
 # -- the model is left as it was -----------------------------------------------------------------
 
 
+def _hooks(m: nn.Module) -> tuple[dict, ...]:
+    return dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._forward_hooks_always_called)
+
+
 def _state(model: nn.Module):
     return (
         {k: v.clone() for k, v in model.state_dict().items()},
         [m.training for m in model.modules()],
-        [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()],
+        [_hooks(m) for m in model.modules()],
     )
 
 
@@ -202,6 +206,8 @@ def test_outputs_and_model_unchanged(style):
     model.train()
     model.head.eval()  # a mixed train/eval state must stay mixed
     adapted = adapt(model)
+    fired = []
+    model.head.register_forward_hook(lambda *_: fired.append(1))  # the user's own hook stays
     ids = _ids(50, T=16)
     before = _state(model)
     model.eval()
@@ -214,7 +220,7 @@ def test_outputs_and_model_unchanged(style):
     maps, logits = run_with_capture(adapted, ids)
     after = _state(model)
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
-    assert before[1:] == after[1:]
+    assert before[1:] == after[1:] and len(fired) == 2
     assert torch.equal(rng, torch.get_rng_state())
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
     if style == "mha":  # MHA runs its reference path, not the fused kernel, during capture

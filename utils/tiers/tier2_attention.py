@@ -15,7 +15,12 @@ from typing import Any
 
 import torch
 
-from utils.analysis.attention import AttentionMap, CaptureError, run_with_capture
+from utils.analysis.attention import (
+    AttentionMap,
+    CaptureError,
+    run_with_capture,
+    run_with_heads_ablated,
+)
 from utils.analysis.heads import (
     HeadThresholds,
     dead_heads,
@@ -24,7 +29,7 @@ from utils.analysis.heads import (
     induction_scores,
 )
 from utils.checks import Check, CheckResult, CheckSet, Verdict, figure_to_png
-from utils.tiers.tier1_context import keep_modes
+from utils.tiers.tier1.context import keep_modes
 
 HEAD_FIELDS = (
     "entropy",
@@ -63,13 +68,14 @@ ATTENTION_CHECKS = CheckSet("tier2.attention", guard=_guard)
 @dataclass(frozen=True)
 class AttentionThresholds:
     heads: HeadThresholds = field(default_factory=HeadThresholds)
-    # A softmax row sums to 1 within float16 rounding (~1e-3); more means the normalisation
-    # runs over the wrong axis, or something is added or masked after it.
-    max_row_error: float = 1e-3
-    # Capture's own check (weights x V against the model's output, relative): float32
-    # recomputation lands near 1e-7, so a map above this is not what the model computed and
-    # is left out rather than analysed.
-    max_reproduction_error: float = 1e-3
+    # A softmax row sums to 1 within the rounding of its dtype: each weight is rounded by at
+    # most 2^-9 of itself in bfloat16 (2^-11 in float16), so a row is off by under 4e-3; a
+    # softmax over the wrong axis, or a mask applied after it, is off by O(1).
+    max_row_error: float = 1e-2
+    # Capture's own check (weights x V against the model's output, relative to its largest
+    # value): a float32 recomputation lands near 1e-7 and a bfloat16 kernel within ~4e-3, so a
+    # map above this is not what the model computed and is left out rather than analysed.
+    max_reproduction_error: float = 1e-2
     # Length of the random sequence that is repeated to measure induction (Olsson et al. use
     # a few dozen tokens; 16 keeps the forward cheap and the score well above chance).
     induction_half: int = 16
@@ -77,7 +83,6 @@ class AttentionThresholds:
     figure_tokens: int = 24
     figure_heads: int = 8
     figure_layers: int = 8
-    figure_token_labels: int = 16  # rows up to this long get their tokens written on the axes
     table_rows: int = 48
 
 
@@ -97,8 +102,9 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
     Known false alarms: none for the failures. Sinks on the first token are normal in trained
     models (a place to put weight a head does not need); at initialisation every head is near
     uniform, so labels there describe the initialisation, not learning.
-    Broken example: tests/analysis/test_attention_patterns.py (softmax over the key axis of
-    the wrong dimension; a head whose output projection is zero).
+    Broken example: WrongAxisLM in tests/analysis/test_attention_patterns.py (softmax over
+    the query axis) fails; StructuredLM's zero-output head is labelled dead (a warn when the
+    model is trained).
     How to fix: normalise attention with softmax over the last (key) axis, after masking; give
     a dead head a non-zero output projection or remove it.
     """
@@ -113,7 +119,7 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
             advice="Attention computed outside PyTorch (a fused external kernel) "
             "cannot be read; run the model with its PyTorch attention path to see it.",
         )
-    induction = _induction(ctx, t, len(maps))
+    induction = _induction(ctx, t, len([m for m in maps if m.available]), v.stream("induction"), notes)
     deadline = getattr(ctx, "deadline", math.inf)
     heads = _head_rows(adapted, ids, mask, clean, usable, induction, deadline, notes, t)
     broken = [m for m in usable if max(m.errors.get("row_sum", 0.0), m.errors.get("masked", 0.0)) > t.max_row_error]
@@ -127,9 +133,11 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
     }
     if broken:
         names = ", ".join(f"{m.module} (layer {m.layer})" for m in broken)
-        worst = max(m.errors["row_sum"] for m in broken)
+        rows = max(m.errors.get("row_sum", 0.0) for m in broken)
+        hidden = max(m.errors.get("masked", 0.0) for m in broken)
         return v.fail(
-            f"Attention rows do not sum to 1 in {names}: off by up to {worst:.3g}.",
+            f"Attention rows do not sum to 1 in {names}: off by up to {rows:.3g}"
+            + (f"; masked keys get weight up to {hidden:.3g}." if hidden > t.max_row_error else "."),
             metrics,
             figures=figures,
             advice="Apply softmax over the last (key) axis, after the mask is added, "
@@ -168,20 +176,25 @@ def _usable(maps: list[AttentionMap], t: AttentionThresholds) -> tuple[list[Atte
     return usable, notes
 
 
-def _induction(ctx: Any, t: AttentionThresholds, n_calls: int) -> dict[int, torch.Tensor]:
+def _induction(ctx: Any, t: AttentionThresholds, n_maps: int, stream: int, notes: list[str]) -> dict[int, torch.Tensor]:
     """{layer: (H,) induction score} from [r, r] random sequences, when the model takes them
     and calls its attention the same number of times on them."""
     p = ctx.adapted.profile
     half = t.induction_half if p.max_seq_len is None else min(t.induction_half, p.max_seq_len // 2)
     high = getattr(ctx, "id_high", None) or p.vocab_size
     if half < 2 or not high:
+        notes.append("induction not measured: the model takes fewer than 4 tokens or its vocabulary is unknown")
         return {}
-    g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 17)
+    g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + stream)
     r = torch.randint(0, high, (2, half), generator=g)
     rep = torch.cat([r, r], dim=1).to(ctx.input_ids.device)
     maps, _ = run_with_capture(ctx.adapted, rep)
     maps = [m for m in maps if m.available]
-    if len(maps) != n_calls:
+    if len(maps) != n_maps:
+        notes.append(
+            f"induction not measured: the model ran {len(maps)} attention call(s) on the repeated "
+            f"sequence and {n_maps} on the input, so layers cannot be matched"
+        )
         return {}
     return {
         m.layer: induction_scores(m.weights, half)
@@ -225,7 +238,7 @@ def _ablation(
             )
             return kls + [None] * (m.num_heads - h)
         try:
-            _, logits = run_with_capture(adapted, ids, mask, ablate={m.layer: [h]})
+            logits = run_with_heads_ablated(adapted, ids, {m.layer: [h]}, mask)
         except CaptureError as exc:
             notes.append(f"{m.module}: {exc}")
             return [None] * m.num_heads
@@ -326,7 +339,7 @@ def _grid(ctx, maps, heads, t, notes) -> bytes:
         notes.append(f"heatmaps show the first {len(shown)} layer(s), {n_heads} head(s) and {T} token(s) of row 0")
     labels = {(h["layer"], h["head"]): ",".join(h["labels"]) for h in heads}
     fig, axes = plt.subplots(len(shown), n_heads, figsize=(1.8 * n_heads, 1.8 * len(shown)), squeeze=False)
-    tokens = _tokens(ctx, T, t)
+    tokens = _tokens(ctx, T)
     for r, m in enumerate(shown):
         for c in range(n_heads):
             ax = axes[r][c]
@@ -346,12 +359,13 @@ def _grid(ctx, maps, heads, t, notes) -> bytes:
     return figure_to_png(fig)
 
 
-def _tokens(ctx: Any, T: int, t: AttentionThresholds) -> list[str] | None:
-    """Token strings of row 0 for the axes, when short enough to read."""
+def _tokens(ctx: Any, T: int) -> list[str] | None:
+    """Token strings of row 0 for the axes (the shown window is at most figure_tokens)."""
     strings = getattr(ctx, "token_strings", None)
-    if not strings or T > t.figure_token_labels:
+    if not strings:
         return None
-    return [s[:6] for s in strings[0][:T]]
+    # "$" would start matplotlib's mathtext; newlines would break the axis
+    return [s[:6].replace("$", r"\$").replace("\n", "\\n") for s in strings[0][:T]]
 
 
 def _table(heads: list[dict], t: AttentionThresholds, notes: list[str]) -> bytes:
