@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from utils._io import atomic_write_text
+from utils.errors import CommandError, ToolkitError
 from utils.examples import DEFAULT_EXAMPLE, default_corpus, list_examples
+from utils.vocabulary import TASKS
 
 log = logging.getLogger("utils.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 DEFAULT_SOURCE = f"example:{DEFAULT_EXAMPLE}"
-TASKS = ("causal_lm", "masked_lm", "classification", "encoder")
 
 _DESCRIPTION = """\
 Check, understand and train a transformer you designed.
@@ -39,10 +40,6 @@ examples:
 
 embedded examples: {examples}
 exit status: 0 done, 1 a check failed, 2 bad input or tier not available"""
-
-
-class CommandError(Exception):
-    """Bad command-line input or a command this version cannot run."""
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -226,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except Exception as exc:  # the command line reports errors, it does not crash
         log.debug("Traceback:", exc_info=True)
-        if isinstance(exc, (CommandError, _load_error_types())):
+        if isinstance(exc, ToolkitError):
             log.error("error: %s", exc)
         else:
             hint = "" if args.verbose else " (run with -v for the traceback)"
@@ -235,13 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         root.removeHandler(handler)
         root.setLevel(previous_level)
-
-
-def _load_error_types() -> tuple[type[Exception], ...]:
-    """Errors whose message is already the whole story (no exception type needed)."""
-    from utils.loading import LoadError
-
-    return (LoadError,)
 
 
 def _emit(text: str) -> None:

@@ -36,18 +36,25 @@ from typing import Any
 
 from torch import nn
 
+from utils.errors import LoadError
+from utils.vocabulary import (
+    CONFIG_SEQ_LEN_KEYS,
+    CONFIG_VOCAB_KEYS,
+    SEQ_LEN_NAMES,
+    VOCAB_SIZE_NAMES,
+    position_embedding,
+)
+
 log = logging.getLogger(__name__)
 
-VOCAB_KEYS = ("vocab_size", "n_vocab")
-SEQ_LEN_KEYS = ("max_seq_len", "seq_length", "block_size", "n_positions", "max_position_embeddings")
 CONFIG_FIELDS = ("vocab_size", "max_seq_len", "model_name", "template", "nodes", "edges")
 FACTORY_NAMES = ("build_model", "create_model")
 
 # Constructor parameters go by many names for the same size; a config field under any name
 # of a group can fill a parameter under any other name of that group.
 _ALIASES = (
-    ("vocab_size", "n_vocab", "ntoken", "num_tokens"),
-    ("max_seq_len",) + SEQ_LEN_KEYS[1:] + ("max_len", "context_length"),
+    VOCAB_SIZE_NAMES,
+    SEQ_LEN_NAMES,
     ("d_model", "n_embd", "hidden_size", "embed_dim", "dim", "emb_dim"),
     ("num_heads", "n_head", "nhead", "n_heads", "num_attention_heads"),
     ("num_layers", "n_layer", "n_layers", "num_hidden_layers", "depth"),
@@ -59,13 +66,8 @@ _ALIASES = (
 _CONFIG_PARAM_NAMES = ("config", "cfg", "conf", "args", "hparams", "model_config", "model_args")
 _PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "cv2": "opencv-python", "PIL": "pillow"}
 _NOT_TOKEN_EMBEDDING = re.compile(r"pos|wpe|token_type|segment|type_emb", re.IGNORECASE)
-_POSITION_EMBEDDING = re.compile(r"pos|wpe", re.IGNORECASE)
 _MODULE_CLASS = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _MODULE_IDS = itertools.count()
-
-
-class LoadError(Exception):
-    """A model source that cannot be loaded; the message says where and what to do."""
 
 
 # -- the config ---------------------------------------------------------------------------
@@ -102,8 +104,8 @@ class ModelConfig:
             if name in data:
                 found_at[name] = name
         return cls(
-            vocab_size=_read_size(data, nodes, VOCAB_KEYS, "vocab_size", where, found_at),
-            max_seq_len=_read_size(data, nodes, SEQ_LEN_KEYS, "max_seq_len", where, found_at),
+            vocab_size=_read_size(data, nodes, CONFIG_VOCAB_KEYS, "vocab_size", where, found_at),
+            max_seq_len=_read_size(data, nodes, CONFIG_SEQ_LEN_KEYS, "max_seq_len", where, found_at),
             model_name=_read_text(data, "model_name", where, found_at),
             template=_read_text(data, "template", where, found_at),
             nodes=nodes,
@@ -322,7 +324,7 @@ class LoadedModel:
             for name in CONFIG_FIELDS
             if (value := getattr(config, name)) is not None
         }
-        standard = set(CONFIG_FIELDS) | set(VOCAB_KEYS) | set(SEQ_LEN_KEYS)
+        standard = set(CONFIG_FIELDS) | set(CONFIG_VOCAB_KEYS) | set(CONFIG_SEQ_LEN_KEYS)
         return {
             "source": self.source,
             "class": self.class_name,
@@ -874,14 +876,6 @@ def _token_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
     """The first nn.Embedding that is not a position or segment table."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding) and not _NOT_TOKEN_EMBEDDING.search(name):
-            return name, module
-    return None
-
-
-def position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
-    """The first nn.Embedding named like a position table (`pos`, `wpe`)."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding) and _POSITION_EMBEDDING.search(name):
             return name, module
     return None
 

@@ -16,20 +16,20 @@ import torch.nn as nn
 
 from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
-from utils.loading import position_embedding
+from utils.errors import AdaptError
+from utils.vocabulary import (
+    KEEP_ONE_MASK_NAMES,
+    MASK_CONVENTIONS,
+    SEQ_LEN_NAMES,
+    TASKS,
+    VOCAB_SIZE_NAMES,
+    position_embedding,
+)
 
 log = logging.getLogger(__name__)
 
-TASKS = ("causal_lm", "masked_lm", "classification", "encoder")
 _PROBE_B, _PROBE_T = 3, 5
-_SEQ_LEN_ATTRS = ("max_seq_len", "block_size", "seq_length", "n_positions",
-                  "max_position_embeddings", "n_ctx", "context_length", "max_len")
 _CAUSAL_HINTS = ("gpt", "llama", "decoder", "causal", "mistral", "qwen", "falcon")
-_VOCAB_ATTRS = ("vocab_size", "n_vocab", "num_tokens", "ntoken")
-
-
-class AdaptError(ValueError):
-    """The model could not be adapted; the message lists what was tried and found."""
 
 
 @dataclass
@@ -300,9 +300,9 @@ def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: st
     ignores pads on the right still sees them on the left). Names decide only when behaviour
     cannot."""
     p = adapted.profile
-    by_name = "keep_one" if p.mask_name in ("attention_mask", "input_mask") else "pad_true"
+    by_name = "keep_one" if p.mask_name in KEEP_ONE_MASK_NAMES else "pad_true"
     if forced is not None:
-        if forced not in ("keep_one", "pad_true"):
+        if forced not in MASK_CONVENTIONS:
             raise AdaptError(f"mask_convention={forced!r}: use 'keep_one' or 'pad_true'")
         p.mask_convention, p.mask_verified = forced, False
         return
@@ -312,7 +312,7 @@ def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: st
     for pads in (slice(T - n_pad, T), slice(0, n_pad)):
         real = torch.ones(T, dtype=torch.bool)
         real[pads] = False
-        ok = [c for c in ("keep_one", "pad_true") if _real_positions_still(adapted, ids, pads, real, c)]
+        ok = [c for c in MASK_CONVENTIONS if _real_positions_still(adapted, ids, pads, real, c)]
         if len(ok) == 1:
             p.mask_convention, p.mask_verified = ok[0], True
             return
@@ -560,7 +560,7 @@ def _declared(model: nn.Module, config: Any, ov: dict, key: str, attrs: tuple[st
 def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
     """A vocabulary bound that keeps probe ids valid: override, config, model attribute, else
     the smallest embedding table (a token id below every table's size is safe)."""
-    value, label = _declared(model, config, ov, "vocab_size", _VOCAB_ATTRS)
+    value, label = _declared(model, config, ov, "vocab_size", VOCAB_SIZE_NAMES)
     if value:
         return value, label
     rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
@@ -570,7 +570,7 @@ def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
 
 
 def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, str]:
-    value, label = _declared(model, config, ov, "max_seq_len", _SEQ_LEN_ATTRS)
+    value, label = _declared(model, config, ov, "max_seq_len", SEQ_LEN_NAMES)
     if value:
         return value, label
     table = position_embedding(model)

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.adapters.signature import ModelSignatureInspector
+from utils.errors import GraphError
 from utils.loading import edge_pair
 
 ATTENTION_TYPES = {"mhsa", "attention", "attn", "self_attention", "multihead_attention"}
@@ -31,10 +32,6 @@ INPUT_TYPES = {"input", "tokens"}
 OUTPUT_TYPES = {"output", "lm_head"}
 _NODE_ID = re.compile(r"^([a-z][a-z_]*?_\d+)(?:_[a-z_]+)?$")
 _INTERMEDIATE = re.compile(r"^([a-z][a-z_]*?_\d+)_(output|out|x|logits|hidden)$")
-
-
-class GraphError(ValueError):
-    """The graph cannot be built or run; the message names the node or parameter."""
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from utils.vocabulary import IGNORE_INDEX
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: str = "logits"

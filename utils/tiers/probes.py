@@ -21,7 +21,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from utils.tiers.report import figure_to_png
+from utils.checks.report import figure_to_png
 
 # Outputs whose largest element moves by less than this, relative to max(1, |output|), count
 # as unchanged. Real leaks at initialisation move outputs by 1e-3 or more; float32 reordering

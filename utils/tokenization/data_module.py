@@ -50,11 +50,11 @@ from utils.tokenization._common import (
     tokenizer_fingerprint,
 )
 from utils.tokenization.adaptive_tokenizer import TokenizerChoice
+from utils.vocabulary import IGNORE_INDEX
+from utils.vocabulary import LOSS_TASKS as TASKS
 
 log = logging.getLogger(__name__)
 
-TASKS = ("causal_lm", "masked_lm", "classification")
-IGNORE_INDEX = -100
 CHUNK_CHARS = 1 << 15
 CHUNKS_PER_CALL = 64
 ENCODE_BATCH = 256

@@ -7,9 +7,9 @@ import math
 
 import torch
 
+from utils.checks.report import CheckResult
 from utils.tiers.probes import ActivationStats, bar_figure, max_abs, thin_out
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
 
 FP16_MAX = 65504.0  # largest finite float16: any activation above it overflows under fp16
 # initial_loss: with logits of standard deviation s, the expected loss on random targets is

@@ -17,9 +17,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from utils.adapters import AdaptedModel
+from utils.checks.report import CheckResult
 from utils.tiers.probes import owner_of, plain_tensor_attributes
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import Needs, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import Needs, Tier1Context, eval_mode, tier1_check
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from utils.adapters import AdaptedModel, AdaptError, adapt
-from utils.tiers.report import TierReport
-from utils.tiers.runner import Check, run_checks
-from utils.tiers.tier1_behaviour import (
+from utils.checks.report import TierReport
+from utils.checks.runner import Check, run_checks
+from utils.tiers.tier1.behaviour import (
     batch_independence,
     causality,
     determinism,
@@ -31,11 +31,11 @@ from utils.tiers.tier1_behaviour import (
     output_shape,
     padding_invariance,
 )
-from utils.tiers.tier1_context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
-from utils.tiers.tier1_numerics import gradient_flow, initial_loss, numerical_stability
-from utils.tiers.tier1_resources import device_portability, inference_speed, memory_footprint
-from utils.tiers.tier1_training import label_leakage, overfit_batch
-from utils.tiers.tier1_weights import parameter_initialization, state_dict_roundtrip, weight_sharing
+from utils.tiers.tier1.context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
+from utils.tiers.tier1.numerics import gradient_flow, initial_loss, numerical_stability
+from utils.tiers.tier1.resources import device_portability, inference_speed, memory_footprint
+from utils.tiers.tier1.training import label_leakage, overfit_batch
+from utils.tiers.tier1.weights import parameter_initialization, state_dict_roundtrip, weight_sharing
 
 log = logging.getLogger(__name__)
 

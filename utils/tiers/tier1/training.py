@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from utils.adapters.losses import lm_loss
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_behaviour import causal_advice, locate_future_leak
-from utils.tiers.tier1_context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
+from utils.checks.report import CheckResult
+from utils.tiers.tier1.behaviour import causal_advice, locate_future_leak
+from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
 
 # Learning rates of the short runs, AdamW: models up to ~20M parameters take 1e-2 for the
 # leak run (a leak is learnt in tens of steps) but only 3e-3 for memorising a batch, where

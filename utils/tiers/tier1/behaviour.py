@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils.checks.report import CheckResult
 from utils.tiers.probes import (
     DIFF_RTOL,
     EmbeddingTap,
@@ -18,8 +19,7 @@ from utils.tiers.probes import (
     first_divergent,
     token_embedding,
 )
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import (
+from utils.tiers.tier1.context import (
     LM_TASKS,
     Needs,
     Tier1Context,
@@ -27,6 +27,7 @@ from utils.tiers.tier1_context import (
     other_task,
     tier1_check,
 )
+from utils.vocabulary import KEEP_ONE_MASK_NAMES, PAD_TRUE_MASK_NAMES
 
 # output_shape runs the full max_seq_len only up to this length; longer contexts (131072 for
 # some Llama configs) are probed at this length instead, which still exceeds any learned
@@ -39,9 +40,6 @@ MAX_GRAD_ROWS = 8
 # Error messages that say nothing a beginner can act on (and on a GPU are a device-side
 # assert that leaves CUDA unusable until the runtime restarts).
 _OPAQUE = ("index out of range", "device-side assert", "out of bounds", "indexselect")
-# Padding-mask parameter names whose convention is fixed by the ecosystem they come from.
-_KEEP_ONE_NAMES = ("attention_mask", "input_mask")
-_PAD_TRUE_NAMES = ("key_padding_mask", "src_key_padding_mask", "padding_mask", "pad_mask")
 
 
 # -- forward_signature ----------------------------------------------------------------------
@@ -419,9 +417,9 @@ def batch_independence(ctx: Tier1Context) -> CheckResult:
 
 
 def _name_convention(name: str | None) -> str | None:
-    if name in _KEEP_ONE_NAMES:
+    if name in KEEP_ONE_MASK_NAMES:
         return "keep_one"
-    if name in _PAD_TRUE_NAMES:
+    if name in PAD_TRUE_MASK_NAMES:
         return "pad_true"
     return None
 

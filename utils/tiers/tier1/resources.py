@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from utils.checks.report import CheckResult
 from utils.tiers.probes import (
     DeviceTrace,
     OpCounter,
@@ -19,8 +20,7 @@ from utils.tiers.probes import (
     meta_copy,
     plain_tensor_attributes,
 )
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import LOSS_TASKS, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import LOSS_TASKS, Tier1Context, eval_mode, tier1_check
 
 # inference_speed: length of the timed batch (capped so a long context stays quick on a CPU),
 # warm-up calls, then timed calls until this many seconds or calls have passed.
