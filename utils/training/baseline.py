@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from utils.adapters import AdaptedModel, adapt
+from utils.errors import ToolkitError
 
 MAX_SIZE_ERROR = 0.10  # the baseline's total parameters are within 10% of the user's
 _WIDTH_STEP = 16
@@ -27,7 +28,7 @@ _MAX_LAYERS = 48
 _HEAD_DIM = 64  # GPT-2 and BERT use 64-wide heads
 
 
-class BaselineError(ValueError):
+class BaselineError(ToolkitError, ValueError):
     """No standard baseline fits this model; the message says why."""
 
 

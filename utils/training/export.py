@@ -34,6 +34,7 @@ from torch import nn
 
 from utils._io import atomic_write_text
 from utils.adapters import AdaptedModel, adapt
+from utils.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ _PARITY_TIMEOUT_S = 300
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding `utils/`
 
 
-class ExportError(ValueError):
+class ExportError(ToolkitError, ValueError):
     """The model cannot be exported as asked; the message says why and what to do."""
 
 
@@ -417,7 +418,8 @@ def _run_child(folder: Path, work: Path, formats: list[str]) -> str | None:
     """Load the export in a new process; None on success, else what went wrong."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-c", _CHILD, str(folder), str(work), ",".join(formats)]
+    cmd = [sys.executable, "-c", _CHILD, str(folder), str(work), ",".join(formats),
+           str(torch.get_num_threads())]  # the same threads: the same summation order
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                               timeout=_PARITY_TIMEOUT_S)
@@ -436,6 +438,7 @@ import torch
 from safetensors.torch import load_file, save_file
 warnings.simplefilter("ignore")
 folder, work, formats = Path(sys.argv[1]), Path(sys.argv[2]), [f for f in sys.argv[3].split(",") if f]
+torch.set_num_threads(int(sys.argv[4]))
 ids = load_file(str(work / "ids.safetensors"))["input_ids"]
 spec = importlib.util.spec_from_file_location("_exported_loader", folder / "load_model.py")
 loader = importlib.util.module_from_spec(spec)
