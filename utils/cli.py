@@ -123,6 +123,20 @@ def _add_check_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training options (Tier 3)")
+    group.add_argument("--data", metavar="PATH",
+                       help="training text: a file or a folder of .txt files (default: the "
+                       "embedded corpus)")
+    group.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default 300)")
+    group.add_argument("--search", type=int, default=0, metavar="N",
+                       help="hyperparameter-search trials before training (default 0: none)")
+    group.add_argument("--no-baseline", action="store_true",
+                       help="skip the size-matched GPT-2/BERT baseline run")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; global options are accepted before and after the command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -172,12 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tier_options(analyze)
     train = command("train", _cmd_train, "Tier 3: how well does it learn, against a baseline?")
     source(train)
-    train.add_argument(
-        "--data", metavar="PATH", help="training text: a file or a folder of .txt files"
-    )
+    _add_train_options(train)
     _add_tier_options(train)
     run = command("run", _cmd_run, "Every tier this version has, in order.")
     source(run)
+    _add_train_options(run)
     _add_tier_options(run)
     _add_check_options(run)
     tok = command(
@@ -256,12 +269,12 @@ def _tier_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _finish(args: argparse.Namespace, report: Any) -> int:
+def _finish(args: argparse.Namespace, report: Any, save: bool = True) -> int:
     _emit(report.to_text())
     if args.json:
         atomic_write_text(args.json, report.to_json())
         log.info("Wrote %s", args.json)
-    if args.out:
+    if args.out and save:
         report.save(args.out)
         log.info("Wrote the report to %s", args.out)
     return EXIT_FAILED if report.status == "fail" else EXIT_OK
@@ -285,9 +298,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    status = _cmd_check(args)
-    log.info("Tier 2 (analyze) and Tier 3 (train) are not available in this version; ran Tier 1.")
-    return status
+    from utils.checks import merge_reports
+    from utils.tiers.tier1 import run_tier1
+
+    loaded = _load(args)
+    tier1 = run_tier1(loaded, **_tier_options(args))
+    if tier1.status == "fail":
+        log.info("Tier 3 (train) not run: Tier 1 failed; fix what it reports first.")
+        return _finish(args, tier1)
+    return _finish(args, merge_reports(f"All tiers: {loaded.source}",
+                                       [tier1, _tier3(args, loaded)]))
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -297,9 +317,28 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    raise CommandError(
-        "Tier 3 (train) is not available in this version; `tbuilder check` runs Tier 1."
-    )
+    return _finish(args, _tier3(args, _load(args)), save=False)
+
+
+def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
+    """Tier 3 into the run folder --out (default tbuilder_runs/<model>): checkpoints, CSV
+    log, baseline, export and the report with its figures."""
+    from utils.tiers.tier3 import run_tier3
+
+    if args.steps is not None and args.steps < 1:
+        raise CommandError(f"--steps {args.steps}: give a positive number of steps.")
+    if args.search < 0:
+        raise CommandError(f"--search {args.search}: give 0 (no search) or a number of trials.")
+    texts = read_texts(args.data) if args.data else paragraphs(default_corpus())
+    out = Path(args.out or Path("tbuilder_runs") / loaded.class_name)
+    overrides = {k: v for k, v in (("max_steps", args.steps), ("seed", args.seed)) if v is not None}
+    if args.resume:
+        overrides["resume"] = True
+    report = run_tier3(loaded, data=texts, search_trials=args.search,
+                       baseline=not args.no_baseline, out_dir=out, progress=not args.quiet,
+                       **overrides)
+    log.info("Wrote the run folder %s", out)
+    return report
 
 
 def _cmd_tokenizer(args: argparse.Namespace) -> int:
