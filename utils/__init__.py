@@ -25,6 +25,9 @@ _EXPORTS = {
     "run_tier1": "utils.tiers.tier1",
     "CheckResult": "utils.tiers.report",
     "TierReport": "utils.tiers.report",
+    "train": "utils.training",
+    "TrainConfig": "utils.training",
+    "TrainResult": "utils.training",
 }
 
 __all__ = sorted(_EXPORTS)
