@@ -1,60 +1,85 @@
-"""Tiny models for the training tests: a correct causal LM, and models built to fail Tier 3's
-checks. Only torch is imported: export copies this file as an export's model.py."""
+"""Tiny models for the training tests, some broken on purpose."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+import torch.nn as nn
+import torch.nn.functional as F
+
+V, D, T = 61, 32, 24  # vocabulary, width, context
 
 
 class TinyLM(nn.Module):
-    """A correct one-block causal decoder with tied input and output embeddings."""
+    """A correct causal LM: one causal attention layer and an MLP, (B, T) -> (B, T, V)."""
 
-    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32,
-                 dropout: float = 0.0):
+    def __init__(self, vocab_size: int = V, max_seq_len: int = T):
         super().__init__()
-        self.max_seq_len = max_seq_len
-        self.tok = nn.Embedding(vocab_size, d_model)
-        self.pos = nn.Embedding(max_seq_len, d_model)
-        self.drop = nn.Dropout(dropout)
-        self.block = nn.TransformerEncoderLayer(d_model, 2, 4 * d_model, dropout, batch_first=True,
-                                                norm_first=True)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self.head.weight = self.tok.weight
-        mask = torch.triu(torch.full((max_seq_len, max_seq_len), float("-inf")), diagonal=1)
-        self.register_buffer("causal", mask, persistent=False)
+        self.vocab_size, self.max_seq_len = vocab_size, max_seq_len
+        self.tok = nn.Embedding(vocab_size, D)
+        self.pos = nn.Embedding(max_seq_len, D)
+        self.qkv = nn.Linear(D, 3 * D)
+        self.mlp = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, 2 * D), nn.GELU(),
+                                 nn.Linear(2 * D, D))
+        self.head = nn.Linear(D, vocab_size)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        T = input_ids.shape[1]
-        x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))  # (B, T, C)
-        x = self.block(self.drop(x), src_mask=self.causal[:T, :T])
-        return self.head(self.norm(x))  # (B, T, V)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        B, L = input_ids.shape
+        x = self.tok(input_ids) + self.pos(torch.arange(L, device=input_ids.device))  # (B, L, D)
+        q, k, v = self.qkv(x).split(D, dim=-1)
+        x = x + F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.mlp(x)
+        return self.head(x)  # (B, L, V)
 
 
-class NoisyBufferLM(TinyLM):
-    """Adds a random, non-persistent buffer to its logits: the saved weights cannot
-    reproduce it, so a reloaded copy gives different logits (export parity fails)."""
+class Exploder(nn.Module):
+    """Identity until `armed`, then multiplies by inf: the first module to go non-finite."""
 
-    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32):
-        super().__init__(vocab_size, max_seq_len, d_model)
-        self.register_buffer("noise", torch.randn(vocab_size), persistent=False)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return super().forward(input_ids) + self.noise
-
-
-class BlindLM(nn.Module):
-    """Logits that ignore the input: a learned unigram table. It learns token frequencies
-    and nothing else, so it cannot get far below the unigram entropy."""
-
-    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32):
+    def __init__(self):
         super().__init__()
-        self.max_seq_len = max_seq_len
-        self.embed = nn.Embedding(vocab_size, 8)  # unused by forward's result but for shape
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.armed = False
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        B, T = input_ids.shape
-        zero = self.embed(input_ids).sum() * 0.0
-        return self.bias.expand(B, T, -1) + zero  # (B, T, V)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float("inf") if self.armed else x
+
+
+class NaNAfterLM(TinyLM):
+    """Correct until forward call number `after`, then its `blow` module outputs inf."""
+
+    def __init__(self, after: int = 3):
+        super().__init__()
+        self.blow = Exploder()
+        self.after, self.calls = after, 0
+
+    def forward(self, input_ids, attention_mask=None):
+        self.calls += 1
+        if self.training and self.calls > self.after:
+            self.blow.armed = True
+        B, L = input_ids.shape
+        x = self.tok(input_ids) + self.pos(torch.arange(L, device=input_ids.device))
+        x = self.blow(x)
+        return self.head(x + self.mlp(x))
+
+
+class OOMAboveLM(TinyLM):
+    """Raises CUDA's out-of-memory error for batches larger than `limit` rows while
+    training, as a GPU would."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.seen: list[int] = []
+
+    def forward(self, input_ids, attention_mask=None):
+        if self.training:
+            self.seen.append(input_ids.shape[0])
+            if input_ids.shape[0] > self.limit:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return super().forward(input_ids, attention_mask)
+
+
+def token_data(n: int = 96, length: int = T, seed: int = 0) -> torch.Tensor:
+    """(n, length) ids following a learnable rule (each id is the previous + 1 mod V, from a
+    random start), so the loss falls well below ln V within a few dozen steps."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randint(0, V, (n, 1), generator=g)
+    return (start + torch.arange(length)) % V

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training.models import BlindLM, TinyLM
+from tests.training.tier3_models import BlindLM, TinyLM
 from utils import adapt, load_model
 from utils.training.baseline import (
     BaselineError,

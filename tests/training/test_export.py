@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training import models
-from tests.training.models import NoisyBufferLM, TinyLM
+from tests.training import tier3_models as models
+from tests.training.tier3_models import NoisyBufferLM, TinyLM
 from utils import adapt, load_model
 from utils.training.export import ExportError, export
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training.models import TinyLM
+from tests.training.tier3_models import TinyLM
 from utils import adapt
 from utils.tokenization import CharacterLevelTokenizer
 from utils.training.generation import generate_text
