@@ -58,3 +58,34 @@ class BlindLM(nn.Module):
         B, T = input_ids.shape
         zero = self.embed(input_ids).sum() * 0.0
         return self.bias.expand(B, T, -1) + zero  # (B, T, V)
+
+
+class DivergingLM(TinyLM):
+    """Learns like TinyLM, but in training adds noise to its logits that grows every step:
+    the training loss falls at first, then climbs far above its low point."""
+
+    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32):
+        super().__init__(vocab_size, max_seq_len, d_model)
+        self.calls = 0
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(input_ids)
+        if not self.training:
+            return logits
+        self.calls += 1
+        g = torch.Generator().manual_seed(self.calls)
+        noise = torch.randn(logits.shape, generator=g).to(logits.device)
+        return logits + 0.25 * self.calls * noise
+
+
+class NaNLM(TinyLM):
+    """Correct for `after` training forwards, then every logit is NaN."""
+
+    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, after: int = 2):
+        super().__init__(vocab_size, max_seq_len)
+        self.after, self.calls = after, 0
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(input_ids)
+        self.calls += self.training
+        return logits * float("nan") if self.calls > self.after else logits

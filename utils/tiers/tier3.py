@@ -90,18 +90,23 @@ class Tier3Context:
     @functools.cached_property
     def result(self) -> Any:
         """The training run (None when it raised; `errors["training"]` says why)."""
-        from utils.training.trainer import train
+        from utils.adapters.lightning_module import DataMismatchError, NonFiniteLossError
+        from utils.training import TrainConfigError, TrainingOOMError, train
 
         settings = self.settings
         try:
             return train(self.adapted, self.texts, tokenizer=self.tokenizer,
                          out_dir=str(self.out_dir / "train"), **settings)
-        except ToolkitError:
-            raise
+        except (TrainConfigError, DataMismatchError):
+            raise  # bad input: the user's settings or data, said before training starts
+        except TrainingOOMError as exc:
+            self.errors["training_oom"] = str(exc)
+        except NonFiniteLossError as exc:
+            self.errors["training"] = f"the loss became non-finite: {exc}"
         except Exception as exc:  # noqa: BLE001 - the training check reports it
             log.debug("training raised", exc_info=True)
             self.errors["training"] = f"{type(exc).__name__}: {exc}"
-            return None
+        return None
 
     @functools.cached_property
     def unigram_entropy(self) -> float | None:
@@ -150,7 +155,8 @@ class Tier3Context:
 
 def _needs_training(ctx: Tier3Context, v: Verdict) -> CheckResult | None:
     if ctx.result is None:
-        return v.skip(f"Training did not finish ({ctx.errors.get('training', 'no result')}), "
+        why = ctx.errors.get("training") or ctx.errors.get("training_oom") or "no result"
+        return v.skip(f"Training did not finish ({why}), "
                       "so there is nothing to measure.",
                       advice="Fix what the training check reports, then run Tier 3 again.")
     return None
@@ -164,12 +170,12 @@ TIER3_CHECKS = CheckSet("tier3")
 
 @dataclass(frozen=True)
 class TrainingThresholds:
-    # the loss must end this far below ln V (uniform guessing): 0.25 of ln V is 1.9 nats for
-    # V = 2048, well inside what 300 steps reach on the embedded examples (ln V - 3.4)
-    min_drop_fraction: float = 0.25
-    # and below the unigram entropy by this much: a model that ignores its input reaches the
-    # unigram entropy and no further (measured: within 0.02 nats of it)
-    min_unigram_margin: float = 0.1
+    # the loss must end this far below ln V (uniform guessing), or nothing was learned: 10%
+    # of ln V is 0.76 nats for V = 2048; gpt-mini passes it within 60 steps (ln V - 1.27)
+    min_drop_fraction: float = 0.1
+    # below the unigram entropy by this much, or only token frequencies were learned (a model
+    # that ignores its input stops at the unigram entropy); short runs sit there too, so a warn
+    min_unigram_margin: float = 0.05
     # a final training loss this far above the run's lowest means it diverged
     max_rise: float = 1.0
 
@@ -191,6 +197,9 @@ class BaselineThresholds:
 class GenerationThresholds:
     max_repeat_fraction: float = 0.9  # share of new tokens that are one token: degenerate
     new_tokens: int = 24
+    # largest next-token log-probability difference between prompts below which the output
+    # ignores its input: exactly 0 for such a model, > 1e-2 for gpt-mini after 60 steps
+    min_prompt_sensitivity: float = 1e-5
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -205,15 +214,20 @@ def training(ctx: Tier3Context, v: Verdict) -> CheckResult:
     a model that ignores its input can reach); the training loss did not climb back up.
     Why it matters: a design that cannot use its context, or that diverges, is not worth
     tuning; this says which of the two it is.
-    Known false alarms: very short runs (a few steps) may not get below the unigram entropy
-    yet; give more steps (max_steps) before concluding.
-    Broken example: a model whose output ignores its input (a learned unigram table) stalls
-    at the unigram entropy; a model whose logits grow every step diverges.
+    Known false alarms: short runs may not get below the unigram entropy yet (a warning);
+    give more steps (max_steps) before concluding.
+    Broken example: a model that goes NaN, or whose training loss climbs back up (noise that
+    grows every step), fails; one whose output ignores its input stalls at the unigram
+    entropy (a warning).
     How to fix: check that the attention and embeddings feed the output; lower the learning
     rate or enable gradient clipping for a diverging run.
     """
     t = v.thresholds
     r = ctx.result
+    if "training_oom" in ctx.errors:
+        return v.skip(f"Out of memory even at micro-batch 1: {ctx.errors['training_oom']}.",
+                      advice="Use a shorter seq_len, a GPU with more memory, or "
+                      "precision='bf16-mixed'.")
     if r is None:
         return v.fail(f"Training stopped with an error: {ctx.errors.get('training')}.",
                       advice="The error names the step or module; Tier 1 (tbuilder check) "
@@ -244,11 +258,11 @@ def training(ctx: Tier3Context, v: Verdict) -> CheckResult:
                       "from the start, the output may not depend on the input.", figures=figures)
     h1 = ctx.unigram_entropy
     if h1 is not None and best > h1 - t.min_unigram_margin:
-        return v.fail(f"The validation loss {best:.3f} is no better than the unigram entropy "
-                      f"{h1:.3f}: the model learned token frequencies, not context.", metrics,
-                      advice="The output ignores the input (a broken attention or embedding "
-                      "path, or a detached tensor); Tier 1's gradient_flow and causality "
-                      "checks point at the module.", figures=figures)
+        return v.warn(f"The validation loss {best:.3f} is no better than the unigram entropy "
+                      f"{h1:.3f}: so far the model learned token frequencies, not context.",
+                      metrics, advice="Train longer (max_steps); if it stays there, the output "
+                      "ignores the input (the generation check tests that directly).",
+                      figures=figures)
     return v.pass_(f"The validation loss fell from chance ({ln_v:.2f}) to {best:.3f}"
                    + (f", {h1 - best:.2f} nats below the unigram entropy" if h1 else "")
                    + f", over {r.steps} steps and {r.tokens_seen:,} tokens.", metrics,
@@ -362,11 +376,12 @@ def hyperparameter_search(ctx: Tier3Context, v: Verdict) -> CheckResult:
 
 @TIER3_CHECKS.check("generation", thresholds=GenerationThresholds())
 def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
-    """Samples from the trained model continue their prompts, differently for each prompt
+    """Samples from the trained model depend on their prompts and do not loop
 
-    What it checks: greedy continuations of three different prompts, and one sampled at
-    temperature 0.8 with top-k 50 and top-p 0.95; fails when every prompt gets the same
-    continuation, warns when one is a single token repeated.
+    What it checks: the next-token distributions after three different prompts (they must
+    differ: a model whose output ignores its input gives the same one), greedy
+    continuations of each, and one sampled at temperature 0.8 with top-k 50 and top-p 0.95;
+    warns when a greedy continuation is a single token repeated.
     Why it matters: the loss can look fine while the model ignores its prompt or loops;
     samples show it.
     Known false alarms: a briefly trained model repeats common words; that is a warning
@@ -390,11 +405,13 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
     new_ids = [ctx.tokenizer(tail, add_special_tokens=False)["input_ids"] for tail in tails]
     repeat = max((Counter(ids).most_common(1)[0][1] / len(ids) for ids in new_ids if ids),
                  default=1.0)
+    spread = _prompt_sensitivity(ctx)
     metrics = {"greedy": dict(zip(PROMPTS, greedy)), "sampled": sampled,
-               "max_repeat_fraction": repeat}
-    if len(set(tails)) == 1:
-        return v.fail(f"Every prompt gets the same continuation {tails[0][:40]!r}: the output "
-                      "does not depend on the prompt.", metrics,
+               "max_repeat_fraction": repeat, "prompt_sensitivity": spread}
+    if spread < t.min_prompt_sensitivity:
+        return v.fail(f"The next-token distribution is the same after every prompt (largest "
+                      f"log-probability difference {spread:.2g}): the output does not depend "
+                      "on the input.", metrics,
                       advice="Check that the token embeddings reach the output through the "
                       "attention blocks (Tier 1's gradient_flow names unused parameters).")
     if repeat >= t.max_repeat_fraction:
@@ -531,6 +548,26 @@ def _tokenizer(tokenizer: Any, adapted: AdaptedModel, texts: list[str]) -> Any:
                          "stating vocab_size")
     return AdaptiveTokenizer.load_or_create(vocab_size=vocab, texts=texts,
                                             tokenizer=tokenizer).tokenizer
+
+
+def _prompt_sensitivity(ctx: Tier3Context) -> float:
+    """Largest |log p(next token)| difference between the first prompt and the others."""
+    import torch
+
+    device = next(ctx.adapted.parameters()).device
+    modes = [(m, m.training) for m in ctx.adapted.modules()]
+    ctx.adapted.eval()  # dropout would make any two forwards differ
+    dists = []
+    try:
+        with torch.no_grad():
+            for prompt in PROMPTS:
+                ids = ctx.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+                logits = ctx.adapted(torch.tensor([ids], device=device))[0, -1].float()  # (V,)
+                dists.append(logits.log_softmax(-1))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return max(float((d - dists[0]).abs().max()) for d in dists[1:])
 
 
 def _tail_mean(values: list[float], fraction: float = 0.1) -> float:

@@ -18,13 +18,13 @@ import inspect
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-import pytorch_lightning as pl
 from torch import nn
 
 from utils.errors import ToolkitError
@@ -140,21 +140,15 @@ def _dropout_modules(model: nn.Module) -> list[nn.Dropout]:
 # -- pruning -----------------------------------------------------------------------------------
 
 
-class PruningCallback(pl.Callback):
-    """Reports each validation loss to the trial; stops training when the pruner says so
-    (the objective then raises TrialPruned, after the Trainer has shut down cleanly)."""
+def _pruning_hook(trial: optuna.Trial) -> Callable[[int, float], None]:
+    """train()'s on_eval hook: report each validation loss; TrialPruned stops the run."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str = "val_loss"):
-        self.trial, self.monitor, self.pruned = trial, monitor, False
+    def hook(step: int, val_loss: float) -> None:
+        trial.report(val_loss, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (validation loss {val_loss:.4f})")
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
-            return
-        value = float(trainer.callback_metrics[self.monitor])
-        self.trial.report(value, step=trainer.global_step)
-        if self.trial.should_prune():
-            self.pruned = True
-            trainer.should_stop = True
+    return hook
 
 
 def _pruner(pruner: Any) -> optuna.pruners.BasePruner:
@@ -196,14 +190,15 @@ def search(
         raise SearchError(f"search(n_trials={n_trials!r}): give a positive integer")
     if timeout is not None and not timeout > 0:
         raise SearchError(f"search(timeout={timeout!r}): give a positive number of seconds")
+    chosen_pruner = _pruner(pruner)
+    _merged_space(space, train_overrides, False)  # a bad space is an error before any work
+    make = _model_maker(model_factory_or_source)
+    dims = _merged_space(space, train_overrides, bool(_dropout_modules(_unwrap(make()))))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or DEFAULT_STUDY
-    make = _model_maker(model_factory_or_source)
-    dims = _merged_space(space, train_overrides, bool(_dropout_modules(_unwrap(make()))))
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
-                                load_if_exists=True, pruner=_pruner(pruner))
+    study = _open_study(name, storage, chosen_pruner)
     # a resumed study or a second worker draws its own stream, reproducibly from the study
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     objective = _Objective(make, data, tokenizer, dims, dict(train_overrides), out)
@@ -211,6 +206,23 @@ def search(
     study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
                    gc_after_trial=True)
     return _result(study, storage)
+
+
+def _open_study(name: str, storage: str, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Create or load the study. Workers starting together race to create the storage's
+    tables; the loser of that race finds them made and loads the study on a retry."""
+    def create() -> optuna.Study:
+        return optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                   load_if_exists=True, pruner=pruner)
+
+    for attempt in range(4):
+        try:
+            return create()
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's IntegrityError, by name
+            if "IntegrityError" not in f"{type(exc).__name__} {exc}":
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return create()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -236,14 +248,11 @@ class _Objective:
         if dropout is not None:
             for m in _dropout_modules(model):
                 m.p = dropout
-        callback = PruningCallback(trial)
-        settings = {**self.overrides, **params, "out_dir": str(self.out / f"trial-{trial.number}")}
-        model_arg = _with_config(model, config)
-        result = train(model_arg, self.data, tokenizer=self.tokenizer, callbacks=[callback],
-                       **settings)
+        settings = {"progress": False, "live_plot": False, **self.overrides, **params,
+                    "out_dir": str(self.out / f"trial-{trial.number}")}
+        result = train(_with_config(model, config), self.data, tokenizer=self.tokenizer,
+                       on_eval=_pruning_hook(trial), **settings)
         trial.set_user_attr("history", _curve(result.history))
-        if callback.pruned:
-            raise optuna.TrialPruned(f"pruned at step {result.steps}")
         value = result.best_val_loss
         if value is None or not math.isfinite(value):
             raise FloatingPointError(f"trial {trial.number} ended with validation loss {value} "
