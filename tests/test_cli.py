@@ -259,3 +259,11 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"tbuilder {__version__}"
+
+
+@pytest.mark.parametrize(("flags", "message"), [(["--steps", "0"], "--steps 0"),
+                                                (["--search", "-1"], "--search -1")])
+def test_train_refuses_bad_numbers_before_training(capsys, tmp_path, flags, message):
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), *flags)
+    assert code == 2 and f"error: {message}" in err
+    assert not (tmp_path / "run").exists()

@@ -491,6 +491,7 @@ def run_tier3(
     if not isinstance(search_trials, int) or search_trials < 0:
         raise ValueError(f"run_tier3(search_trials={search_trials!r}): give 0 (no search) or a "
                          "positive number of trials")
+    train_overrides.setdefault("progress", progress)
     adapted = _adapted(model_or_adapted, config)
     texts = _texts(data)
     tok = _tokenizer(tokenizer, adapted, texts)
