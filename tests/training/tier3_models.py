@@ -8,27 +8,39 @@ from torch import nn
 
 
 class TinyLM(nn.Module):
-    """A correct one-block causal decoder with tied input and output embeddings."""
+    """A correct one-block causal decoder (pre-norm, GPT-2's initialisation) with tied input
+    and output embeddings."""
 
     def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32,
                  dropout: float = 0.0):
         super().__init__()
-        self.max_seq_len = max_seq_len
+        self.max_seq_len, self.d_model = max_seq_len, d_model
         self.tok = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_seq_len, d_model)
         self.drop = nn.Dropout(dropout)
-        self.block = nn.TransformerEncoderLayer(d_model, 2, 4 * d_model, dropout, batch_first=True,
-                                                norm_first=True)
-        self.norm = nn.LayerNorm(d_model)
+        self.ln1, self.ln2, self.norm = (nn.LayerNorm(d_model) for _ in range(3))
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
+                                 nn.Linear(4 * d_model, d_model))
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         self.head.weight = self.tok.weight
-        mask = torch.triu(torch.full((max_seq_len, max_seq_len), float("-inf")), diagonal=1)
-        self.register_buffer("causal", mask, persistent=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, 2, C // 2).transpose(1, 2) for t in self.qkv(x).split(C, -1))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, 2, T, C/2)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         T = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos(torch.arange(T, device=input_ids.device))  # (B, T, C)
-        x = self.block(self.drop(x), src_mask=self.causal[:T, :T])
+        x = self.drop(x)
+        x = x + self.attend(self.ln1(x))
+        x = x + self.mlp(self.ln2(x))
         return self.head(self.norm(x))  # (B, T, V)
 
 
@@ -89,3 +101,20 @@ class NaNLM(TinyLM):
         logits = super().forward(input_ids)
         self.calls += self.training
         return logits * float("nan") if self.calls > self.after else logits
+
+
+class StandardLM(nn.Module):
+    """A design that is the standard one: GPT-2's block from transformers, wrapped the way a
+    user might. It should match the size-matched baseline."""
+
+    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32):
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        self.max_seq_len = max_seq_len
+        self.gpt = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=max_seq_len,
+                                              n_embd=d_model, n_layer=1, n_head=1,
+                                              resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.gpt(input_ids, use_cache=False).logits  # (B, T, V)

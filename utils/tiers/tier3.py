@@ -32,7 +32,7 @@ from utils.errors import ToolkitError
 log = logging.getLogger(__name__)
 
 TIER3_NAME = "Tier 3: training"
-PROMPTS = ("The ", "def ", "In the ")
+PROMPTS = ("The ", "def ", "In the ")  # when the data has too few distinct openings
 _UNIGRAM_SAMPLE_CHARS = 400_000
 
 
@@ -125,6 +125,21 @@ class Tier3Context:
         if total == 0:
             return None
         return -sum(c / total * math.log(c / total) for c in counts.values())
+
+    @functools.cached_property
+    def prompts(self) -> list[str]:
+        """Three distinct openings of the data's texts (a word or two each), so samples are
+        asked for the kind of text the model was trained on."""
+        found: list[str] = []
+        step = max(1, len(self.texts) // 50)
+        for text in self.texts[::step]:
+            words = text.split()
+            opening = " ".join(words[:2]) if len(words) > 2 else ""
+            if opening and opening not in found:
+                found.append(opening)
+            if len(found) == 3:
+                return found
+        return list(PROMPTS)
 
     @functools.cached_property
     def comparison(self) -> Any:
@@ -378,8 +393,8 @@ def hyperparameter_search(ctx: Tier3Context, v: Verdict) -> CheckResult:
 def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
     """Samples from the trained model depend on their prompts and do not loop
 
-    What it checks: the next-token distributions after three different prompts (they must
-    differ: a model whose output ignores its input gives the same one), greedy
+    What it checks: the next-token distributions after three different prompts (openings
+    of the training texts; they must differ: a model whose output ignores its input gives the same one), greedy
     continuations of each, and one sampled at temperature 0.8 with top-k 50 and top-p 0.95;
     warns when a greedy continuation is a single token repeated.
     Why it matters: the loss can look fine while the model ignores its prompt or loops;
@@ -396,17 +411,17 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
     from utils.training.generation import generate_text
 
     t = v.thresholds
-    n = t.new_tokens
-    greedy = generate_text(ctx.adapted, ctx.tokenizer, list(PROMPTS), max_new_tokens=n,
+    n, prompts = t.new_tokens, ctx.prompts
+    greedy = generate_text(ctx.adapted, ctx.tokenizer, prompts, max_new_tokens=n,
                            temperature=0)
-    sampled = generate_text(ctx.adapted, ctx.tokenizer, PROMPTS[0], max_new_tokens=n,
+    sampled = generate_text(ctx.adapted, ctx.tokenizer, prompts[0], max_new_tokens=n,
                             temperature=0.8, top_k=50, top_p=0.95, seed=0)
-    tails = [text[len(p):] for text, p in zip(greedy, PROMPTS)]
+    tails = [text[len(p):] for text, p in zip(greedy, prompts)]
     new_ids = [ctx.tokenizer(tail, add_special_tokens=False)["input_ids"] for tail in tails]
     repeat = max((Counter(ids).most_common(1)[0][1] / len(ids) for ids in new_ids if ids),
                  default=1.0)
     spread = _prompt_sensitivity(ctx)
-    metrics = {"greedy": dict(zip(PROMPTS, greedy)), "sampled": sampled,
+    metrics = {"greedy": dict(zip(prompts, greedy)), "sampled": sampled,
                "max_repeat_fraction": repeat, "prompt_sensitivity": spread}
     if spread < t.min_prompt_sensitivity:
         return v.fail(f"The next-token distribution is the same after every prompt (largest "
@@ -529,7 +544,7 @@ def _texts(data: Any) -> list[str]:
         return [p for p in default_corpus().split("\n\n") if p.strip()]
     if isinstance(data, str) and not Path(data).exists():
         raise ValueError(f"run_tier3(data={data[:60]!r}): not an existing file; pass a list of "
-                         "texts, a .txt/.jsonl/.csv/.parquet file or a datasets Dataset")
+                         "texts, a .txt file or a datasets Dataset with a 'text' column")
     if isinstance(data, (str, Path)) and Path(data).suffix == ".txt":
         return [p for p in Path(data).read_text(encoding="utf-8").split("\n\n") if p.strip()]
     if isinstance(data, (list, tuple)) and all(isinstance(t, str) for t in data):
@@ -561,7 +576,7 @@ def _prompt_sensitivity(ctx: Tier3Context) -> float:
     dists = []
     try:
         with torch.no_grad():
-            for prompt in PROMPTS:
+            for prompt in ctx.prompts:
                 ids = ctx.tokenizer(prompt, add_special_tokens=False)["input_ids"]
                 logits = ctx.adapted(torch.tensor([ids], device=device))[0, -1].float()  # (V,)
                 dists.append(logits.log_softmax(-1))
