@@ -43,7 +43,8 @@ class Exploder(nn.Module):
 
 
 class NaNAfterLM(TinyLM):
-    """Correct until forward call number `after`, then its `blow` module outputs inf."""
+    """Correct for `after` training forwards (counted from `calls = 0`), then its `blow`
+    module outputs inf."""
 
     def __init__(self, after: int = 3):
         super().__init__()
@@ -51,8 +52,9 @@ class NaNAfterLM(TinyLM):
         self.after, self.calls = after, 0
 
     def forward(self, input_ids, attention_mask=None):
-        self.calls += 1
-        if self.training and self.calls > self.after:
+        if self.training and torch.is_grad_enabled():
+            self.calls += 1
+        if self.calls > self.after:
             self.blow.armed = True
         B, L = input_ids.shape
         x = self.tok(input_ids) + self.pos(torch.arange(L, device=input_ids.device))
