@@ -85,3 +85,17 @@ def token_data(n: int = 96, length: int = T, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     start = torch.randint(0, V, (n, 1), generator=g)
     return (start + torch.arange(length)) % V
+
+
+class DeafLM(nn.Module):
+    """Cannot learn: its logits are a fixed table; its one parameter never reaches them."""
+
+    def __init__(self):
+        super().__init__()
+        self.vocab_size, self.max_seq_len = V, T
+        self.unused = nn.Parameter(torch.zeros(1))
+        self.register_buffer("table", torch.randn(V, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, input_ids, attention_mask=None):
+        B, L = input_ids.shape
+        return self.table.expand(B, L, V) + 0.0 * self.unused  # (B, L, V)

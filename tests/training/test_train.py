@@ -37,9 +37,10 @@ def test_train_learns_records_history_and_writes_loadable_checkpoints(data, tmp_
 def test_text_data_goes_through_the_data_module(tmp_path):
     texts = ["the quick brown fox jumps over the lazy dog. " * 8] * 12
     tok = CharacterLevelTokenizer(vocab_size=V)
-    result = train(TinyLM(), texts, tokenizer=tok, max_steps=4, seq_len=16, out_dir=tmp_path,
-                   **FAST)
+    result = train(TinyLM(), texts, tokenizer=tok, max_tokens=4 * 8 * 16, seq_len=16,
+                   out_dir=tmp_path, **FAST)
     assert result.steps == 4 and result.val_loss is not None
+    assert result.stopped_reason == "max_tokens" and result.tokens_seen == 512
 
 
 @pytest.mark.parametrize("field, value, words", [
