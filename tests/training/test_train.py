@@ -79,6 +79,7 @@ def test_inputs_that_cannot_fit_the_model_are_refused_before_training(tmp_path):
 
 
 def test_nan_loss_stops_at_once_naming_step_batch_and_module(data, tmp_path):
+    # (a correct model is never stopped: the first test trains one to the end)
     torch.manual_seed(0)
     model = NaNAfterLM(after=3)
     adapted = adapt(model)
@@ -97,11 +98,6 @@ def test_nan_stop_holds_under_a_bare_trainer(data):
     with pytest.raises(NonFiniteLossError, match="step 2 .*model.blow"):
         trainer.fit(module, data)
     assert trainer.global_step == 2
-
-
-def test_a_correct_model_is_never_stopped(data, tmp_path):
-    result = train(TinyLM(), data, max_steps=12, learning_rate=3e-3, out_dir=tmp_path, **FAST)
-    assert result.steps == 12
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -132,9 +128,10 @@ def test_adapter_refuses_a_data_module_that_does_not_fit_the_profile():
 def test_out_of_memory_halves_the_micro_batch_keeping_the_step(data, tmp_path, caplog):
     torch.manual_seed(0)
     model = OOMAboveLM(limit=2)
-    result = train(model, data, max_steps=3, out_dir=tmp_path, **FAST)
+    result = train(model, data, max_steps=2, out_dir=tmp_path, **FAST)
     assert (result.batch_size, result.grad_accum) == (2, 4)
-    assert result.steps == 3 and result.tokens_seen == 3 * 8 * 24
+    assert result.steps == 2 and result.tokens_seen == 2 * 8 * 24
+    assert model.seen[-8:] == [2] * 8
     assert "micro-batch 4 and grad_accum 2" in caplog.text
     assert "micro-batch 2 and grad_accum 4" in caplog.text
     with pytest.raises(TrainingOOMError, match="micro-batch of 1 row"):

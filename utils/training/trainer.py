@@ -115,6 +115,8 @@ def train(
     inner = _data_module(data, tokenizer, cfg, adapted.profile, seq_len, task)
     check_data_fits(adapted.profile, inner)
     inner.setup("fit")
+    if isinstance(data, pl.LightningDataModule):
+        seq_len = _row_length(inner, seq_len)
     world = _world_size(cfg)
     _check_enough_data(inner, cfg.batch_size * world, seq_len)
     steps = cfg.steps or math.ceil(cfg.max_tokens / (cfg.batch_size * cfg.grad_accum * world
@@ -312,6 +314,19 @@ def _check_enough_data(inner: pl.LightningDataModule, rows: int, seq_len: int) -
             f"too little text for one batch: the training split has {n} row(s) of up to "
             f"{seq_len} tokens and one batch needs {rows} (batch_size x devices): give more "
             "text, or a smaller batch_size or seq_len")
+
+
+def _row_length(inner: pl.LightningDataModule, default: int) -> int:
+    """Tokens per row of a ready data module: its max_length, else its first row's length
+    (for the token counts; the rows are what the module makes)."""
+    length = getattr(inner, "max_length", None)
+    if isinstance(length, int):
+        return length
+    dataset = getattr(inner.train_dataloader(), "dataset", None)
+    try:
+        return int(dataset[0]["input_ids"].shape[-1])
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return default
 
 
 def _has_validation(inner: pl.LightningDataModule) -> bool:
