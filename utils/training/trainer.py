@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from utils.adapters.adapted_model import AdaptedModel, adapt
+from utils.adapters import AdaptedModel, adapt
 from utils.adapters.lightning_module import (
     DataMismatchError,
     NonFiniteLossError,
