@@ -43,7 +43,8 @@ class Exploder(nn.Module):
 
 
 class NaNAfterLM(TinyLM):
-    """Correct until forward call number `after`, then its `blow` module outputs inf."""
+    """Correct for `after` training forwards (counted from `calls = 0`), then its `blow`
+    module outputs inf."""
 
     def __init__(self, after: int = 3):
         super().__init__()
@@ -51,8 +52,9 @@ class NaNAfterLM(TinyLM):
         self.after, self.calls = after, 0
 
     def forward(self, input_ids, attention_mask=None):
-        self.calls += 1
-        if self.training and self.calls > self.after:
+        if self.training and torch.is_grad_enabled():
+            self.calls += 1
+        if self.calls > self.after:
             self.blow.armed = True
         B, L = input_ids.shape
         x = self.tok(input_ids) + self.pos(torch.arange(L, device=input_ids.device))
@@ -83,3 +85,17 @@ def token_data(n: int = 96, length: int = T, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     start = torch.randint(0, V, (n, 1), generator=g)
     return (start + torch.arange(length)) % V
+
+
+class DeafLM(nn.Module):
+    """Cannot learn: its logits are a fixed table; its one parameter never reaches them."""
+
+    def __init__(self):
+        super().__init__()
+        self.vocab_size, self.max_seq_len = V, T
+        self.unused = nn.Parameter(torch.zeros(1))
+        self.register_buffer("table", torch.randn(V, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, input_ids, attention_mask=None):
+        B, L = input_ids.shape
+        return self.table.expand(B, L, V) + 0.0 * self.unused  # (B, L, V)

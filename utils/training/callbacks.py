@@ -194,6 +194,14 @@ class SaveOnInterrupt(pl.Callback):
                      exception: BaseException) -> None:
         if isinstance(exception, self.skip) or trainer.global_step == 0:
             return
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done != trainer.global_step * trainer.accumulate_grad_batches:
+            # Between two micro-batches of one step: the gradients gathered so far are not in
+            # a checkpoint, so the consistent state is the last one written.
+            log.warning("training interrupted at step %d, inside a gradient accumulation: "
+                        "resume=True continues from the last checkpoint in %s",
+                        trainer.global_step, self.path.parent)
+            return
         trainer.save_checkpoint(self.path)
         self.saved = self.path
         log.warning("training interrupted at step %d (%s); its state is saved in %s: run again "

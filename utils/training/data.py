@@ -52,8 +52,6 @@ class TrainingData(pl.LightningDataModule):
                  seed: int) -> None:
         super().__init__()
         self.inner, self.micro, self.total, self.seed = inner, micro, total_batches, seed
-        self.start: Callable[[], int] = lambda: 0
-        self.rank, self.world = 0, 1
 
     @property
     def tokenizer(self) -> Any:
@@ -78,11 +76,20 @@ class TrainingData(pl.LightningDataModule):
                 "map-style Dataset (indexable, with a length), so that a resumed run continues "
                 f"its data order; got {type(loader).__name__}"
             )
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         sampler = StreamBatchSampler(len(dataset), self.micro, self.total, self.seed,
-                                     self.rank, self.world, self.start)
+                                     rank, world, self._batches_done)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=loader.collate_fn,
                           num_workers=loader.num_workers, pin_memory=loader.pin_memory,
                           persistent_workers=loader.num_workers > 0)
+
+    def _batches_done(self) -> int:
+        """Micro-batches the run has trained on, from the Trainer's own (restored) progress:
+        `processed` counts a batch once its step ran, even when a hook after it failed."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def val_dataloader(self) -> Any:
         return self.inner.val_dataloader()

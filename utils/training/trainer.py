@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from utils.adapters.adapted_model import AdaptedModel, adapt
+from utils.adapters import AdaptedModel, adapt
 from utils.adapters.lightning_module import (
     DataMismatchError,
     NonFiniteLossError,
@@ -115,6 +115,8 @@ def train(
     inner = _data_module(data, tokenizer, cfg, adapted.profile, seq_len, task)
     check_data_fits(adapted.profile, inner)
     inner.setup("fit")
+    if isinstance(data, pl.LightningDataModule):
+        seq_len = _row_length(inner, seq_len)
     world = _world_size(cfg)
     _check_enough_data(inner, cfg.batch_size * world, seq_len)
     steps = cfg.steps or math.ceil(cfg.max_tokens / (cfg.batch_size * cfg.grad_accum * world
@@ -174,7 +176,7 @@ def _run(adapted: AdaptedModel, inner: pl.LightningDataModule, cfg: TrainConfig,
         max_steps=steps, max_epochs=-1, accelerator=cfg.accelerator, devices=cfg.devices,
         strategy=cfg.strategy, precision=precision, accumulate_grad_batches=accum,
         gradient_clip_val=cfg.grad_clip, val_check_interval=min(cfg.eval_every, steps) * accum,
-        limit_val_batches=cfg.eval_batches if has_val else 0, num_sanity_val_steps=0,
+        limit_val_batches=cfg.eval_batches * (cfg.batch_size // micro) if has_val else 0, num_sanity_val_steps=0,
         logger=_logger(cfg.logger, out_dir), callbacks=[*callbacks, *extra],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=cfg.progress,
         enable_model_summary=False, log_every_n_steps=min(10, steps),
@@ -312,6 +314,19 @@ def _check_enough_data(inner: pl.LightningDataModule, rows: int, seq_len: int) -
             f"too little text for one batch: the training split has {n} row(s) of up to "
             f"{seq_len} tokens and one batch needs {rows} (batch_size x devices): give more "
             "text, or a smaller batch_size or seq_len")
+
+
+def _row_length(inner: pl.LightningDataModule, default: int) -> int:
+    """Tokens per row of a ready data module: its max_length, else its first row's length
+    (for the token counts; the rows are what the module makes)."""
+    length = getattr(inner, "max_length", None)
+    if isinstance(length, int):
+        return length
+    dataset = getattr(inner.train_dataloader(), "dataset", None)
+    try:
+        return int(dataset[0]["input_ids"].shape[-1])
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return default
 
 
 def _has_validation(inner: pl.LightningDataModule) -> bool:
