@@ -67,6 +67,7 @@ search(Factory(), TEXTS, n_trials=1, storage=sys.argv[1], study_name="shared",
 """
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_one_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     root = str(Path(__file__).resolve().parents[2])

@@ -60,10 +60,10 @@ class BlindLM(nn.Module):
     """Logits that ignore the input: a learned unigram table. It learns token frequencies
     and nothing else, so it cannot get far below the unigram entropy."""
 
-    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32):
+    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, width: int = 8):
         super().__init__()
         self.max_seq_len = max_seq_len
-        self.embed = nn.Embedding(vocab_size, 8)  # unused by forward's result but for shape
+        self.embed = nn.Embedding(vocab_size, width)  # its output is multiplied by zero
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
