@@ -123,12 +123,17 @@ def _add_check_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CLI_TRAIN = {"max_steps": 200, "batch_size": 8, "seq_len": 128}
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training options (Tier 3)")
     group.add_argument("--data", metavar="PATH",
                        help="training text: a file or a folder of .txt files (default: the "
                        "embedded corpus)")
-    group.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default 300)")
+    group.add_argument("--steps", type=int, metavar="N",
+                       help=f"optimizer steps (default {CLI_TRAIN['max_steps']}, of "
+                       f"{CLI_TRAIN['batch_size']} rows of up to {CLI_TRAIN['seq_len']} tokens)")
     group.add_argument("--search", type=int, default=0, metavar="N",
                        help="hyperparameter-search trials before training (default 0: none)")
     group.add_argument("--no-baseline", action="store_true",
@@ -331,7 +336,9 @@ def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
         raise CommandError(f"--search {args.search}: give 0 (no search) or a number of trials.")
     texts = read_texts(args.data) if args.data else paragraphs(default_corpus())
     out = Path(args.out or Path("tbuilder_runs") / loaded.class_name)
-    overrides = {k: v for k, v in (("max_steps", args.steps), ("seed", args.seed)) if v is not None}
+    overrides = _train_defaults(loaded)
+    overrides.update({k: v for k, v in (("max_steps", args.steps), ("seed", args.seed))
+                      if v is not None})
     if args.resume:
         overrides["resume"] = True
     report = run_tier3(loaded, data=texts, search_trials=args.search,
@@ -339,6 +346,13 @@ def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
                        **overrides)
     log.info("Wrote the run folder %s", out)
     return report
+
+
+def _train_defaults(loaded: Any) -> dict[str, Any]:
+    """A budget that trains an embedded example in a few minutes on two CPU cores: 200 steps
+    of 8 rows of up to 128 tokens (about 200k tokens); --steps gives more."""
+    limit = loaded.config.max_seq_len
+    return {**CLI_TRAIN, "seq_len": min(CLI_TRAIN["seq_len"], limit or CLI_TRAIN["seq_len"])}
 
 
 def _cmd_tokenizer(args: argparse.Namespace) -> int:
