@@ -267,3 +267,15 @@ def test_train_refuses_bad_numbers_before_training(capsys, tmp_path, flags, mess
     code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), *flags)
     assert code == 2 and f"error: {message}" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_checks_lists_the_catalogue_and_explains_one(capsys):
+    code, out, _ = run(capsys, "checks")
+    assert code == 0
+    assert "causality" in out and "No position sees later tokens" in out
+    assert "tokenizer.id_range" in out and len([line for line in out.splitlines() if line.startswith("  ")]) == 21
+    code, out, _ = run(capsys, "checks", "--explain", "label_leakage")
+    assert code == 0 and out.startswith("label_leakage: Training on random tokens cannot beat chance")
+    assert "Known false alarms:" in out and "How to fix:" in out
+    code, _, err = run(capsys, "checks", "--explain", "nope")
+    assert code == 2 and err.startswith("error: --explain nope: no check has that id")

@@ -15,7 +15,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from utils.adapters.adapted_model import AdaptedModel, adapt
+from utils.adapters.adapt import adapt
+from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.losses import lm_loss
 from utils.adapters.tracing import trace_nonfinite
 from utils.vocabulary import IGNORE_INDEX

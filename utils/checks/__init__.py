@@ -1,7 +1,7 @@
 """Checks shared by every tier and by the tokenizer validator: results, reports, the
 catalogue of checks and the runner."""
 
-from utils.checks.catalogue import SECTIONS, Check, CheckSet, Verdict, registered
+from utils.checks.catalogue import SECTIONS, Check, CheckSet, Verdict, registered, stream_offset
 from utils.checks.report import CheckResult, TierReport, figure_to_png, merge_reports
 from utils.checks.runner import run_checks
 
@@ -16,4 +16,5 @@ __all__ = [
     "merge_reports",
     "registered",
     "run_checks",
+    "stream_offset",
 ]

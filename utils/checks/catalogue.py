@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,18 +86,17 @@ class Check:
                 current.append(line.strip())
         return {h: " ".join(" ".join(found[h]).split()) for h in SECTIONS if h in found}
 
-    def explain(self) -> str:
+    def explain(self, width: int = 88) -> str:
         """The check as a person reads it: id, title, then each section."""
         lines = [f"{self.id}: {self.title}"]
         for heading, text in self.sections().items():
-            lines += ["", f"{heading}:", f"  {text}"]
+            lines += ["", f"{heading}:", textwrap.fill(text, width, initial_indent="  ", subsequent_indent="  ")]
         return "\n".join(lines)
 
     def stream(self, name: str = "") -> int:
         """A seed offset for one random stream of this check, stable across runs and
         versions: derived from the id and the stream's name, never a hand-picked number."""
-        digest = hashlib.blake2b(f"{self.id}/{name}".encode(), digest_size=4).digest()
-        return int.from_bytes(digest, "big")
+        return stream_offset(f"{self.id}/{name}")
 
     def run(self, ctx: Any) -> CheckResult:
         """Run the check on `ctx`, through its guard when it has one."""
@@ -184,6 +184,12 @@ class CheckSet:
             raise KeyError(f"unknown check id(s) {', '.join(map(repr, unknown))}; known: "
                            f"{', '.join(self._checks)}")
         return [c for c in self if c.id in set(ids)]
+
+
+def stream_offset(name: str) -> int:
+    """A stable 32-bit seed offset for a named random stream (a check's, or a shared
+    probe's), so that no two streams are told apart by hand-picked integers."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big")
 
 
 def registered() -> list[Check]:

@@ -42,7 +42,7 @@ def as_bt(t: torch.Tensor, B: int, T: int) -> torch.Tensor | None:
     if t.dim() >= 2 and tuple(t.shape[:2]) == (B, T):
         return t
     if t.dim() >= 2 and tuple(t.shape[:2]) == (T, B):
-        return t.transpose(0, 1)
+        return t.transpose(0, 1)  # (T, B, ...) -> (B, T, ...)
     return None
 
 

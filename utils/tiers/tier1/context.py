@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from utils.adapters import AdaptedModel, ModelProfile
-from utils.adapters.losses import lm_loss
 from utils.checks import Check, CheckResult, CheckSet, Verdict
 from utils.vocabulary import LM_TASKS, LOSS_TASKS  # noqa: F401 - re-exported to the checks
 
@@ -96,7 +95,7 @@ class Tier1Context:
 
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss the toolkit uses for this task (shifted for a causal LM)."""
-        return lm_loss(out, labels, self.task, self.profile.output_kind)[0]
+        return self.adapted.loss(out, labels)
 
     def expected_initial_loss(self) -> float:
         """ln(number of classes): the loss of a uniform prediction."""
@@ -155,20 +154,8 @@ def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], Check
 
 
 TIER1_CHECKS = CheckSet("tier1", guard=_guard)
-
-
-def tier1_check(check_id: str, title: str, needs: Needs = Needs()
-                ) -> Callable[[Callable[[Tier1Context], CheckResult]], Check]:
-    """Declare a Tier 1 check whose body takes the context only."""
-
-    def wrap(fn: Callable[[Tier1Context], CheckResult]) -> Check:
-        def body(ctx: Tier1Context, v: Verdict) -> CheckResult:
-            return fn(ctx)
-
-        body.__doc__ = title
-        return TIER1_CHECKS.check(check_id, needs=needs)(body)
-
-    return wrap
+# @check(id, thresholds=..., needs=Needs(...)) declares a Tier 1 check `fn(ctx, v)`.
+check = TIER1_CHECKS.check
 
 
 def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:

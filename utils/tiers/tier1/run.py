@@ -10,7 +10,6 @@ train/eval flags, hooks and random-number state are exactly as before when the t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -47,8 +46,6 @@ CHECKS: tuple[Check, ...] = (
     memory_footprint, inference_speed,
 )
 CHECK_IDS: tuple[str, ...] = tuple(c.id for c in CHECKS)
-_SOURCE_FIELD = {"task": "task_source", "vocab_size": "vocab_source",
-                 "max_seq_len": "max_seq_len_source"}
 
 
 def run_tier1(
@@ -135,9 +132,7 @@ def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
     if isinstance(obj, AdaptedModel):
         if not overrides:
             return obj, None
-        sources = {_SOURCE_FIELD[k]: "override" for k in overrides}
-        profile = dataclasses.replace(obj.profile, **overrides, **sources)
-        return AdaptedModel(obj.model, profile, obj.executor), None
+        return obj.with_overrides(**overrides), None
     if not isinstance(obj, nn.Module) and hasattr(obj, "model"):
         config = config if config is not None else getattr(obj, "config", None)
         obj = obj.model
