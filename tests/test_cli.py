@@ -273,7 +273,8 @@ def test_checks_lists_the_catalogue_and_explains_one(capsys):
     code, out, _ = run(capsys, "checks")
     assert code == 0
     assert "causality" in out and "No position sees later tokens" in out
-    assert "tokenizer.id_range" in out and len([line for line in out.splitlines() if line.startswith("  ")]) == 21
+    assert "tokenizer.id_range" in out and len([line for line in out.splitlines() if line.startswith("  ")]) == 27
+    assert "baseline_comparison" in out
     code, out, _ = run(capsys, "checks", "--explain", "label_leakage")
     assert code == 0 and out.startswith("label_leakage: Training on random tokens cannot beat chance")
     assert "Known false alarms:" in out and "How to fix:" in out

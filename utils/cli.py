@@ -313,9 +313,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _catalogue() -> list[tuple[str, list[Any]]]:
     """The checks, grouped as they run: each tier in its order, then the tokenizer's."""
     from utils.tiers.tier1 import CHECKS, TIER1_NAME
+    from utils.tiers.tier3 import TIER3_CHECKS, TIER3_NAME
     from utils.tokenization.validator import CHECKS as TOKENIZER_CHECKS
 
-    return [(TIER1_NAME, list(CHECKS)), ("Tokenizer validation", list(TOKENIZER_CHECKS))]
+    return [(TIER1_NAME, list(CHECKS)), (TIER3_NAME, list(TIER3_CHECKS)),
+            ("Tokenizer validation", list(TOKENIZER_CHECKS))]
 
 
 def format_catalogue(groups: list[tuple[str, list[Any]]]) -> str:
