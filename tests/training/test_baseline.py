@@ -19,8 +19,7 @@ from utils.training.baseline import (
 )
 
 
-@pytest.mark.parametrize(("family", "counter"), [("gpt2", gpt2_parameters),
-                                                 ("bert", bert_parameters)])
+@pytest.mark.parametrize(("family", "counter"), [("gpt2", gpt2_parameters), ("bert", bert_parameters)])
 def test_the_size_formulas_match_the_built_models(family, counter):
     from utils.training.baseline import BaselineSizing
 

@@ -35,8 +35,16 @@ def test_every_format_reproduces_the_logits(exported):
         pytest.importorskip("onnxruntime")
     assert f["onnx"].status == "ok" and f["onnx"].max_abs_diff <= 1e-4
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "model.py", "config.json", "load_model.py", "README.md",
-            "export.json", "model.pt2", "model.onnx"} <= names
+    assert {
+        "model.safetensors",
+        "model.py",
+        "config.json",
+        "load_model.py",
+        "README.md",
+        "export.json",
+        "model.pt2",
+        "model.onnx",
+    } <= names
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["formats"]["safetensors"]["max_abs_diff"] == 0.0
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no scratch left
@@ -72,8 +80,9 @@ def test_export_of_a_loaded_folder_keeps_its_config_and_replaces_an_old_export(t
     folder = tmp_path / "src"
     folder.mkdir()
     (folder / "model.py").write_text(Path(models.__file__).read_text())
-    (folder / "config.json").write_text(json.dumps({"model_name": "TinyLM", "vocab_size": 48,
-                                                    "max_seq_len": 16, "d_model": 16}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_name": "TinyLM", "vocab_size": 48, "max_seq_len": 16, "d_model": 16})
+    )
     loaded = load_model(folder)
     out = tmp_path / "out"
     out.mkdir()
@@ -87,10 +96,12 @@ def test_export_of_a_loaded_folder_keeps_its_config_and_replaces_an_old_export(t
 
 def test_a_class_without_a_source_file_is_a_clear_error(tmp_path):
     namespace: dict = {}
-    exec("import torch\nclass Inline(torch.nn.Module):\n"  # noqa: S102 - a class with no file
-         "    def __init__(self):\n        super().__init__(); self.e = torch.nn.Embedding(8, 4)\n"
-         "    def forward(self, input_ids): return self.e(input_ids) @ self.e.weight.T\n",
-         namespace)
+    exec(
+        "import torch\nclass Inline(torch.nn.Module):\n"  # noqa: S102 - a class with no file
+        "    def __init__(self):\n        super().__init__(); self.e = torch.nn.Embedding(8, 4)\n"
+        "    def forward(self, input_ids): return self.e(input_ids) @ self.e.weight.T\n",
+        namespace,
+    )
     with pytest.raises(ExportError, match="no source file"):
         export(namespace["Inline"](), tmp_path / "x")
     assert not (tmp_path / "x").exists()

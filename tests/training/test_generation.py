@@ -40,10 +40,15 @@ def test_generation_runs_past_the_context_by_cropping(setup):
     assert text.startswith("a" * 30)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"max_new_tokens": 0}, "max_new_tokens"),
-                                               ({"temperature": -1.0}, "temperature"),
-                                               ({"top_p": 1.5}, "top_p"),
-                                               ({"top_k": 0}, "top_k")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+    ],
+)
 def test_bad_options_are_clear_errors(setup, kwargs, match):
     model, tok = setup
     with pytest.raises(ValueError, match=match):

@@ -14,8 +14,9 @@ import torch
 from tests.training.models import NaNAfterLM, TinyLM
 from utils.training.search import SearchError, search
 
-TEXTS = [f"{w} {w[::-1]} {w.upper()} {w}{w}." for w in ("alpha", "beta", "gamma", "delta",
-                                                           "omega", "sigma", "theta")] * 12
+TEXTS = [
+    f"{w} {w[::-1]} {w.upper()} {w}{w}." for w in ("alpha", "beta", "gamma", "delta", "omega", "sigma", "theta")
+] * 12
 FAST = dict(max_steps=6, eval_every=2, eval_batches=1, batch_size=4, seq_len=16, logger="none")
 
 
@@ -41,17 +42,37 @@ def tokenizer():
 
 def test_a_study_resumes_and_a_nan_trial_is_recorded_as_failed(tmp_path, tokenizer):
     # call 0 probes the model for dropout, calls 1.. build trials: trial 1 goes NaN
-    first = search(Factory(nan_at=2), TEXTS, n_trials=2, study_name="s", tokenizer=tokenizer,
-                   out_dir=tmp_path, pruner="none", **FAST)
+    first = search(
+        Factory(nan_at=2),
+        TEXTS,
+        n_trials=2,
+        study_name="s",
+        tokenizer=tokenizer,
+        out_dir=tmp_path,
+        pruner="none",
+        **FAST,
+    )
     assert first.storage == f"sqlite:///{(tmp_path / 'study.db').resolve()}"  # the default
     assert first.n_trials == 2 and first.states == {"COMPLETE": 1, "FAIL": 1}
     assert first.best_value is not None and set(first.best_params) >= {
-        "learning_rate", "weight_decay", "warmup_steps", "batch_size"}
+        "learning_rate",
+        "weight_decay",
+        "warmup_steps",
+        "batch_size",
+    }
     assert {"optimization_history", "best_trial_curve"} <= set(first.figures)
     # resumed from the same storage; a pruner that stops any loss above 0.1 at its first report
-    again = search(Factory(), TEXTS, n_trials=1, storage=first.storage, study_name="s",
-                   tokenizer=tokenizer, out_dir=tmp_path / "elsewhere",
-                   pruner=optuna.pruners.ThresholdPruner(upper=0.1), **FAST)
+    again = search(
+        Factory(),
+        TEXTS,
+        n_trials=1,
+        storage=first.storage,
+        study_name="s",
+        tokenizer=tokenizer,
+        out_dir=tmp_path / "elsewhere",
+        pruner=optuna.pruners.ThresholdPruner(upper=0.1),
+        **FAST,
+    )
     assert again.n_trials == 3 and [t["number"] for t in again.trials] == [0, 1, 2]
     assert again.states == {"COMPLETE": 1, "FAIL": 1, "PRUNED": 1}
 
@@ -72,9 +93,16 @@ def test_two_worker_processes_share_one_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-c", _WORKER, storage, str(tmp_path / f"w{i}"),
-                                 str(i)], env=env, cwd=root, stderr=subprocess.PIPE, text=True)
-               for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, storage, str(tmp_path / f"w{i}"), str(i)],
+            env=env,
+            cwd=root,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for w in workers:
         _, err = w.communicate(timeout=280)
         assert w.returncode == 0, err[-2000:]

@@ -11,8 +11,7 @@ class TinyLM(nn.Module):
     """A correct one-block causal decoder (pre-norm, GPT-2's initialisation) with tied input
     and output embeddings."""
 
-    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32,
-                 dropout: float = 0.0):
+    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32, dropout: float = 0.0):
         super().__init__()
         self.max_seq_len, self.d_model = max_seq_len, d_model
         self.tok = nn.Embedding(vocab_size, d_model)
@@ -21,8 +20,7 @@ class TinyLM(nn.Module):
         self.ln1, self.ln2, self.norm = (nn.LayerNorm(d_model) for _ in range(3))
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
-                                 nn.Linear(4 * d_model, d_model))
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         self.head.weight = self.tok.weight
         for m in self.modules():
@@ -112,9 +110,18 @@ class StandardLM(nn.Module):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         self.max_seq_len = max_seq_len
-        self.gpt = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=max_seq_len,
-                                              n_embd=d_model, n_layer=1, n_head=1,
-                                              resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+        self.gpt = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab_size,
+                n_positions=max_seq_len,
+                n_embd=d_model,
+                n_layer=1,
+                n_head=1,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+            )
+        )
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.gpt(input_ids, use_cache=False).logits  # (B, T, V)

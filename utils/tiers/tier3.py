@@ -66,9 +66,14 @@ class Tier3Context:
         from utils.training.search import search
 
         try:
-            return search(copy.deepcopy(self.adapted), self.texts, n_trials=self.search_trials,
-                          tokenizer=self.tokenizer, out_dir=self.out_dir / "search",
-                          **self.overrides)
+            return search(
+                copy.deepcopy(self.adapted),
+                self.texts,
+                n_trials=self.search_trials,
+                tokenizer=self.tokenizer,
+                out_dir=self.out_dir / "search",
+                **self.overrides,
+            )
         except ToolkitError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported by hyperparameter_search
@@ -95,8 +100,9 @@ class Tier3Context:
 
         settings = self.settings
         try:
-            return train(self.adapted, self.texts, tokenizer=self.tokenizer,
-                         out_dir=str(self.out_dir / "train"), **settings)
+            return train(
+                self.adapted, self.texts, tokenizer=self.tokenizer, out_dir=str(self.out_dir / "train"), **settings
+            )
         except (TrainConfigError, DataMismatchError):
             raise  # bad input: the user's settings or data, said before training starts
         except TrainingOOMError as exc:
@@ -148,9 +154,14 @@ class Tier3Context:
         from utils.training.compare import compare_to_baseline
 
         try:
-            return compare_to_baseline(self.adapted, self.texts, tokenizer=self.tokenizer,
-                                       model_result=self.result,
-                                       out_dir=str(self.out_dir / "baseline"), **self.settings)
+            return compare_to_baseline(
+                self.adapted,
+                self.texts,
+                tokenizer=self.tokenizer,
+                model_result=self.result,
+                out_dir=str(self.out_dir / "baseline"),
+                **self.settings,
+            )
         except Exception as exc:  # noqa: BLE001 - our baseline failing is a skip, not the user's fault
             log.debug("baseline failed", exc_info=True)
             self.errors["baseline"] = f"{type(exc).__name__}: {exc}"
@@ -171,9 +182,10 @@ class Tier3Context:
 def _needs_training(ctx: Tier3Context, v: Verdict) -> CheckResult | None:
     if ctx.result is None:
         why = ctx.errors.get("training") or ctx.errors.get("training_oom") or "no result"
-        return v.skip(f"Training did not finish ({why}), "
-                      "so there is nothing to measure.",
-                      advice="Fix what the training check reports, then run Tier 3 again.")
+        return v.skip(
+            f"Training did not finish ({why}), so there is nothing to measure.",
+            advice="Fix what the training check reports, then run Tier 3 again.",
+        )
     return None
 
 
@@ -240,48 +252,71 @@ def training(ctx: Tier3Context, v: Verdict) -> CheckResult:
     t = v.thresholds
     r = ctx.result
     if "training_oom" in ctx.errors:
-        return v.skip(f"Out of memory even at micro-batch 1: {ctx.errors['training_oom']}.",
-                      advice="Use a shorter seq_len, a GPU with more memory, or "
-                      "precision='bf16-mixed'.")
+        return v.skip(
+            f"Out of memory even at micro-batch 1: {ctx.errors['training_oom']}.",
+            advice="Use a shorter seq_len, a GPU with more memory, or precision='bf16-mixed'.",
+        )
     if r is None:
-        return v.fail(f"Training stopped with an error: {ctx.errors.get('training')}.",
-                      advice="The error names the step or module; Tier 1 (tbuilder check) "
-                      "finds most causes before training.")
+        return v.fail(
+            f"Training stopped with an error: {ctx.errors.get('training')}.",
+            advice="The error names the step or module; Tier 1 (tbuilder check) finds most causes before training.",
+        )
     ln_v = math.log(ctx.adapted.profile.vocab_size or 2)
     losses = [row.get("train_loss") for row in r.history if row.get("train_loss") is not None]
-    metrics = {"val_loss": r.val_loss, "best_val_loss": r.best_val_loss, "ln_vocab": ln_v,
-               "unigram_entropy": ctx.unigram_entropy, "steps": r.steps,
-               "tokens_seen": r.tokens_seen, "stopped_reason": r.stopped_reason}
+    metrics = {
+        "val_loss": r.val_loss,
+        "best_val_loss": r.best_val_loss,
+        "ln_vocab": ln_v,
+        "unigram_entropy": ctx.unigram_entropy,
+        "steps": r.steps,
+        "tokens_seen": r.tokens_seen,
+        "stopped_reason": r.stopped_reason,
+    }
     figures = {"loss": _loss_figure(r)} if r.history else {}
     bad = [x for x in losses + [r.val_loss] if x is None or not math.isfinite(x)]
     if bad or "nan" in str(r.stopped_reason).lower() or "finite" in str(r.stopped_reason).lower():
-        return v.fail(f"The loss became non-finite ({r.stopped_reason}).", metrics,
-                      advice="Lower learning_rate, keep grad_clip on, and run Tier 1's "
-                      "numerical_stability check to find the module that overflows.",
-                      figures=figures)
+        return v.fail(
+            f"The loss became non-finite ({r.stopped_reason}).",
+            metrics,
+            advice="Lower learning_rate, keep grad_clip on, and run Tier 1's "
+            "numerical_stability check to find the module that overflows.",
+            figures=figures,
+        )
     lowest, final = min(losses), _tail_mean(losses)
     if final > lowest + t.max_rise:
-        return v.fail(f"Training diverged: the training loss fell to {lowest:.3f} and climbed "
-                      f"back to {final:.3f}.", metrics,
-                      advice="Lower learning_rate (try 3x lower), keep grad_clip=1.0, or "
-                      "lengthen warmup_steps.", figures=figures)
+        return v.fail(
+            f"Training diverged: the training loss fell to {lowest:.3f} and climbed back to {final:.3f}.",
+            metrics,
+            advice="Lower learning_rate (try 3x lower), keep grad_clip=1.0, or lengthen warmup_steps.",
+            figures=figures,
+        )
     best, bar = r.best_val_loss, ln_v * (1 - t.min_drop_fraction)
     if best > bar:
-        return v.fail(f"The validation loss only reached {best:.3f}; chance is ln V = "
-                      f"{ln_v:.3f} and a learning model gets below {bar:.3f}.", metrics,
-                      advice="Train longer or with a higher learning rate; if the loss is flat "
-                      "from the start, the output may not depend on the input.", figures=figures)
+        return v.fail(
+            f"The validation loss only reached {best:.3f}; chance is ln V = "
+            f"{ln_v:.3f} and a learning model gets below {bar:.3f}.",
+            metrics,
+            advice="Train longer or with a higher learning rate; if the loss is flat "
+            "from the start, the output may not depend on the input.",
+            figures=figures,
+        )
     h1 = ctx.unigram_entropy
     if h1 is not None and best > h1 - t.min_unigram_margin:
-        return v.warn(f"The validation loss {best:.3f} is no better than the unigram entropy "
-                      f"{h1:.3f}: so far the model learned token frequencies, not context.",
-                      metrics, advice="Train longer (max_steps); if it stays there, the output "
-                      "ignores the input (the generation check tests that directly).",
-                      figures=figures)
-    return v.pass_(f"The validation loss fell from chance ({ln_v:.2f}) to {best:.3f}"
-                   + (f", {h1 - best:.2f} nats below the unigram entropy" if h1 else "")
-                   + f", over {r.steps} steps and {r.tokens_seen:,} tokens.", metrics,
-                   figures=figures)
+        return v.warn(
+            f"The validation loss {best:.3f} is no better than the unigram entropy "
+            f"{h1:.3f}: so far the model learned token frequencies, not context.",
+            metrics,
+            advice="Train longer (max_steps); if it stays there, the output "
+            "ignores the input (the generation check tests that directly).",
+            figures=figures,
+        )
+    return v.pass_(
+        f"The validation loss fell from chance ({ln_v:.2f}) to {best:.3f}"
+        + (f", {h1 - best:.2f} nats below the unigram entropy" if h1 else "")
+        + f", over {r.steps} steps and {r.tokens_seen:,} tokens.",
+        metrics,
+        figures=figures,
+    )
 
 
 @TIER3_CHECKS.check("generalization", thresholds=GeneralizationThresholds())
@@ -304,17 +339,25 @@ def generalization(ctx: Tier3Context, v: Verdict) -> CheckResult:
     losses = [row["train_loss"] for row in r.history if row.get("train_loss") is not None]
     train_loss = r.train_loss if r.train_loss is not None else _tail_mean(losses)
     gap, rise = r.val_loss - train_loss, r.val_loss - r.best_val_loss
-    metrics = {"train_loss": train_loss, "val_loss": r.val_loss, "gap": gap,
-               "best_val_loss": r.best_val_loss, "val_rise": rise}
+    metrics = {
+        "train_loss": train_loss,
+        "val_loss": r.val_loss,
+        "gap": gap,
+        "best_val_loss": r.best_val_loss,
+        "val_rise": rise,
+    }
     if gap > t.max_gap or rise > t.max_val_rise:
-        why = (f"validation loss {r.val_loss:.3f} is {gap:.2f} nats above training "
-               f"{train_loss:.3f}" if gap > t.max_gap else
-               f"validation loss climbed {rise:.2f} nats above its best {r.best_val_loss:.3f}")
-        return v.warn(f"The model is overfitting: {why}.", metrics,
-                      advice="Use more data, raise dropout or weight_decay, or stop earlier "
-                      "(early_stopping_patience=3).")
-    return v.pass_(f"Validation {r.val_loss:.3f} against training {train_loss:.3f} "
-                   f"(gap {gap:+.2f} nats).", metrics)
+        why = (
+            f"validation loss {r.val_loss:.3f} is {gap:.2f} nats above training {train_loss:.3f}"
+            if gap > t.max_gap
+            else f"validation loss climbed {rise:.2f} nats above its best {r.best_val_loss:.3f}"
+        )
+        return v.warn(
+            f"The model is overfitting: {why}.",
+            metrics,
+            advice="Use more data, raise dropout or weight_decay, or stop earlier (early_stopping_patience=3).",
+        )
+    return v.pass_(f"Validation {r.val_loss:.3f} against training {train_loss:.3f} (gap {gap:+.2f} nats).", metrics)
 
 
 @TIER3_CHECKS.check("baseline_comparison", thresholds=BaselineThresholds())
@@ -333,26 +376,34 @@ def baseline_comparison(ctx: Tier3Context, v: Verdict) -> CheckResult:
     learned positions, width-to-depth ratio) and try it in the design.
     """
     if not ctx.baseline:
-        return v.skip("Not asked for (baseline=False).", advice="Run with baseline=True "
-                      "(the default) to compare with a size-matched GPT-2 or BERT.")
+        return v.skip(
+            "Not asked for (baseline=False).",
+            advice="Run with baseline=True (the default) to compare with a size-matched GPT-2 or BERT.",
+        )
     if (skip := _needs_training(ctx, v)) is not None:
         return skip
     c = ctx.comparison
     if c is None:
-        return v.skip(f"No baseline could be trained: {ctx.errors.get('baseline')}.",
-                      advice="This is the toolkit's limit, not a fault of the model.")
+        return v.skip(
+            f"No baseline could be trained: {ctx.errors.get('baseline')}.",
+            advice="This is the toolkit's limit, not a fault of the model.",
+        )
     t = v.thresholds
     base = c.rows()[1]["val_loss"]
     metrics = {"loss_gap": c.loss_gap, "rows": c.rows(), "sizing": c.sizing.to_dict()}
     figures = {"val_loss_vs_tokens": c.figure}
-    versus = (f"{c.rows()[0]['val_loss']:.3f} against the {c.sizing.family} baseline's "
-              f"{base:.3f} ({c.sizing.total:,} parameters, {c.sizing.total_error:+.1%})")
+    versus = (
+        f"{c.rows()[0]['val_loss']:.3f} against the {c.sizing.family} baseline's "
+        f"{base:.3f} ({c.sizing.total:,} parameters, {c.sizing.total_error:+.1%})"
+    )
     if c.loss_gap > t.max_gap and c.loss_gap > t.max_gap_fraction * abs(base):
-        return v.warn(f"Clearly worse than the baseline by {c.loss_gap:.3f} nats "
-                      f"({c.loss_gap / base:+.1%}): {versus}.", metrics,
-                      advice="See what the standard block does that the design does not "
-                      "(pre-norm residuals, tied embeddings, 4x MLP width); try those first.",
-                      figures=figures)
+        return v.warn(
+            f"Clearly worse than the baseline by {c.loss_gap:.3f} nats ({c.loss_gap / base:+.1%}): {versus}.",
+            metrics,
+            advice="See what the standard block does that the design does not "
+            "(pre-norm residuals, tied embeddings, 4x MLP width); try those first.",
+            figures=figures,
+        )
     return v.pass_(f"Validation loss {versus}.", metrics, figures=figures)
 
 
@@ -369,24 +420,39 @@ def hyperparameter_search(ctx: Tier3Context, v: Verdict) -> CheckResult:
     numerical problem Tier 1 reports.
     """
     if ctx.search_trials < 1:
-        return v.skip("Not asked for (search_trials=0).",
-                      advice="Pass search_trials=20 (tbuilder train --search 20) to tune the "
-                      "learning rate, weight decay, warmup, batch size and dropout.")
+        return v.skip(
+            "Not asked for (search_trials=0).",
+            advice="Pass search_trials=20 (tbuilder train --search 20) to tune the "
+            "learning rate, weight decay, warmup, batch size and dropout.",
+        )
     s = ctx.search
     if s is None:
-        return v.skip(f"The search could not run: {ctx.errors.get('search')}.",
-                      advice="This is the toolkit's limit, not a fault of the model.")
-    metrics = {"study": s.study_name, "storage": s.storage, "trials": s.n_trials,
-               "states": s.states, "best_params": s.best_params, "best_value": s.best_value}
+        return v.skip(
+            f"The search could not run: {ctx.errors.get('search')}.",
+            advice="This is the toolkit's limit, not a fault of the model.",
+        )
+    metrics = {
+        "study": s.study_name,
+        "storage": s.storage,
+        "trials": s.n_trials,
+        "states": s.states,
+        "best_params": s.best_params,
+        "best_value": s.best_value,
+    }
     if s.best_value is None:
-        return v.fail(f"All {s.n_trials} trials failed or were pruned ({s.states}): no setting "
-                      "trains this model.", metrics, figures=s.figures,
-                      advice="Run tbuilder check for numerical problems; try a lower "
-                      "learning-rate range through space=.")
+        return v.fail(
+            f"All {s.n_trials} trials failed or were pruned ({s.states}): no setting trains this model.",
+            metrics,
+            figures=s.figures,
+            advice="Run tbuilder check for numerical problems; try a lower learning-rate range through space=.",
+        )
     params = ", ".join(f"{k}={_fmt(x)}" for k, x in s.best_params.items())
-    return v.pass_(f"Best of {s.n_trials} trials ({s.states}): validation loss "
-                   f"{s.best_value:.3f} with {params}; the model was trained with these.",
-                   metrics, figures=s.figures)
+    return v.pass_(
+        f"Best of {s.n_trials} trials ({s.states}): validation loss "
+        f"{s.best_value:.3f} with {params}; the model was trained with these.",
+        metrics,
+        figures=s.figures,
+    )
 
 
 @TIER3_CHECKS.check("generation", thresholds=GenerationThresholds())
@@ -412,28 +478,35 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
 
     t = v.thresholds
     n, prompts = t.new_tokens, ctx.prompts
-    greedy = generate_text(ctx.adapted, ctx.tokenizer, prompts, max_new_tokens=n,
-                           temperature=0)
-    sampled = generate_text(ctx.adapted, ctx.tokenizer, prompts[0], max_new_tokens=n,
-                            temperature=0.8, top_k=50, top_p=0.95, seed=0)
-    tails = [text[len(p):] for text, p in zip(greedy, prompts)]
+    greedy = generate_text(ctx.adapted, ctx.tokenizer, prompts, max_new_tokens=n, temperature=0)
+    sampled = generate_text(
+        ctx.adapted, ctx.tokenizer, prompts[0], max_new_tokens=n, temperature=0.8, top_k=50, top_p=0.95, seed=0
+    )
+    tails = [text[len(p) :] for text, p in zip(greedy, prompts)]
     new_ids = [ctx.tokenizer(tail, add_special_tokens=False)["input_ids"] for tail in tails]
-    repeat = max((Counter(ids).most_common(1)[0][1] / len(ids) for ids in new_ids if ids),
-                 default=1.0)
+    repeat = max((Counter(ids).most_common(1)[0][1] / len(ids) for ids in new_ids if ids), default=1.0)
     spread = _prompt_sensitivity(ctx)
-    metrics = {"greedy": dict(zip(prompts, greedy)), "sampled": sampled,
-               "max_repeat_fraction": repeat, "prompt_sensitivity": spread}
+    metrics = {
+        "greedy": dict(zip(prompts, greedy)),
+        "sampled": sampled,
+        "max_repeat_fraction": repeat,
+        "prompt_sensitivity": spread,
+    }
     if spread < t.min_prompt_sensitivity:
-        return v.fail(f"The next-token distribution is the same after every prompt (largest "
-                      f"log-probability difference {spread:.2g}): the output does not depend "
-                      "on the input.", metrics,
-                      advice="Check that the token embeddings reach the output through the "
-                      "attention blocks (Tier 1's gradient_flow names unused parameters).")
+        return v.fail(
+            f"The next-token distribution is the same after every prompt (largest "
+            f"log-probability difference {spread:.2g}): the output does not depend "
+            "on the input.",
+            metrics,
+            advice="Check that the token embeddings reach the output through the "
+            "attention blocks (Tier 1's gradient_flow names unused parameters).",
+        )
     if repeat >= t.max_repeat_fraction:
-        return v.warn(f"A greedy continuation is one token repeated ({repeat:.0%}): "
-                      f"{greedy[0][:60]!r}.", metrics,
-                      advice="Train longer, or sample with temperature and top-p instead of "
-                      "greedy decoding.")
+        return v.warn(
+            f"A greedy continuation is one token repeated ({repeat:.0%}): {greedy[0][:60]!r}.",
+            metrics,
+            advice="Train longer, or sample with temperature and top-p instead of greedy decoding.",
+        )
     return v.pass_(f"Greedy: {greedy[0][:70]!r}; sampled: {sampled[:70]!r}.", metrics)
 
 
@@ -456,22 +529,31 @@ def export_check(ctx: Tier3Context, v: Verdict) -> CheckResult:
         return skip
     e = ctx.exported
     if e is None:
-        return v.skip(f"The model could not be exported: {ctx.errors.get('export')}.",
-                      advice="Save the model class in a .py file and load it from there.")
+        return v.skip(
+            f"The model could not be exported: {ctx.errors.get('export')}.",
+            advice="Save the model class in a .py file and load it from there.",
+        )
     f = e.formats
     metrics = {"directory": str(e.directory), "formats": {k: x.__dict__ for k, x in f.items()}}
-    line = "; ".join(f"{k} {x.status}" + (f" (max diff {x.max_abs_diff:.2g})"
-                                         if x.max_abs_diff is not None else "")
-                     + (f": {x.reason}" if x.status == "skipped" else "") for k, x in f.items())
+    line = "; ".join(
+        f"{k} {x.status}"
+        + (f" (max diff {x.max_abs_diff:.2g})" if x.max_abs_diff is not None else "")
+        + (f": {x.reason}" if x.status == "skipped" else "")
+        for k, x in f.items()
+    )
     if f["safetensors"].status != "ok":
-        return v.fail(f"The exported model does not reproduce the trained one: "
-                      f"{f['safetensors'].reason}.", metrics,
-                      advice="Make every tensor the forward uses a parameter or a persistent "
-                      "buffer, so the saved weights rebuild it.")
+        return v.fail(
+            f"The exported model does not reproduce the trained one: {f['safetensors'].reason}.",
+            metrics,
+            advice="Make every tensor the forward uses a parameter or a persistent "
+            "buffer, so the saved weights rebuild it.",
+        )
     if any(x.status == "mismatch" for x in f.values()):
-        return v.warn(f"An optional format disagrees with the model: {line}.", metrics,
-                      advice="Use model.safetensors; report the disagreeing format's "
-                      "difference to its exporter.")
+        return v.warn(
+            f"An optional format disagrees with the model: {line}.",
+            metrics,
+            advice="Use model.safetensors; report the disagreeing format's difference to its exporter.",
+        )
     return v.pass_(f"Exported to {e.directory}: {line}.", metrics)
 
 
@@ -504,19 +586,32 @@ def run_tier3(
     """
     started = time.perf_counter()
     if not isinstance(search_trials, int) or search_trials < 0:
-        raise ValueError(f"run_tier3(search_trials={search_trials!r}): give 0 (no search) or a "
-                         "positive number of trials")
+        raise ValueError(
+            f"run_tier3(search_trials={search_trials!r}): give 0 (no search) or a positive number of trials"
+        )
     train_overrides.setdefault("progress", progress)
     adapted = _adapted(model_or_adapted, config)
     texts = _texts(data)
     tok = _tokenizer(tokenizer, adapted, texts)
     out = Path(out_dir)
-    ctx = Tier3Context(adapted, tok, texts, out, dict(train_overrides), search_trials,
-                       baseline, Path(export_dir) if export_dir else out / "export")
+    ctx = Tier3Context(
+        adapted,
+        tok,
+        texts,
+        out,
+        dict(train_overrides),
+        search_trials,
+        baseline,
+        Path(export_dir) if export_dir else out / "export",
+    )
     selected = TIER3_CHECKS.select(checks) if checks else list(TIER3_CHECKS)
-    meta = {"profile": adapted.profile.summary(), "out_dir": str(out),
-            "tokenizer": type(tok).__name__, "settings": dict(train_overrides),
-            "search_trials": search_trials}
+    meta = {
+        "profile": adapted.profile.summary(),
+        "out_dir": str(out),
+        "tokenizer": type(tok).__name__,
+        "settings": dict(train_overrides),
+        "search_trials": search_trials,
+    }
     report = run_checks(TIER3_NAME, selected, ctx, meta=meta, progress=progress)
     report.meta["settings"] = ctx.settings if "settings" in ctx.__dict__ else dict(train_overrides)
     report.meta["seconds"] = round(time.perf_counter() - started, 3)
@@ -531,8 +626,7 @@ def _adapted(obj: Any, config: Any) -> AdaptedModel:
         config = config if config is not None else getattr(obj, "config", None)
         obj = obj.model
     if not isinstance(obj, nn.Module):
-        raise ValueError(f"run_tier3 needs an nn.Module, an AdaptedModel or a loaded model; "
-                         f"got {type(obj).__name__}")
+        raise ValueError(f"run_tier3 needs an nn.Module, an AdaptedModel or a loaded model; got {type(obj).__name__}")
     return adapt(obj, config)
 
 
@@ -543,16 +637,20 @@ def _texts(data: Any) -> list[str]:
 
         return [p for p in default_corpus().split("\n\n") if p.strip()]
     if isinstance(data, str) and not Path(data).exists():
-        raise ValueError(f"run_tier3(data={data[:60]!r}): not an existing file; pass a list of "
-                         "texts, a .txt file or a datasets Dataset with a 'text' column")
+        raise ValueError(
+            f"run_tier3(data={data[:60]!r}): not an existing file; pass a list of "
+            "texts, a .txt file or a datasets Dataset with a 'text' column"
+        )
     if isinstance(data, (str, Path)) and Path(data).suffix == ".txt":
         return [p for p in Path(data).read_text(encoding="utf-8").split("\n\n") if p.strip()]
     if isinstance(data, (list, tuple)) and all(isinstance(t, str) for t in data):
         return list(data)
     if hasattr(data, "column_names") and "text" in data.column_names:
         return list(data["text"])
-    raise ValueError(f"run_tier3(data=...): got {type(data).__name__}; pass a list of texts, "
-                     "a .txt file or a datasets Dataset with a 'text' column")
+    raise ValueError(
+        f"run_tier3(data=...): got {type(data).__name__}; pass a list of texts, "
+        "a .txt file or a datasets Dataset with a 'text' column"
+    )
 
 
 def _tokenizer(tokenizer: Any, adapted: AdaptedModel, texts: list[str]) -> Any:
@@ -560,10 +658,8 @@ def _tokenizer(tokenizer: Any, adapted: AdaptedModel, texts: list[str]) -> Any:
 
     vocab = adapted.profile.vocab_size
     if not vocab:
-        raise ValueError("run_tier3: the model's vocabulary size is unknown; pass a config "
-                         "stating vocab_size")
-    return AdaptiveTokenizer.load_or_create(vocab_size=vocab, texts=texts,
-                                            tokenizer=tokenizer).tokenizer
+        raise ValueError("run_tier3: the model's vocabulary size is unknown; pass a config stating vocab_size")
+    return AdaptiveTokenizer.load_or_create(vocab_size=vocab, texts=texts, tokenizer=tokenizer).tokenizer
 
 
 def _prompt_sensitivity(ctx: Tier3Context) -> float:

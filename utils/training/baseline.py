@@ -69,15 +69,13 @@ class BaselineSizing:
         return (self.non_embedding - self.target_non_embedding) / max(self.target_non_embedding, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_error": self.total_error,
-                "non_embedding_error": self.non_embedding_error}
+        return {**asdict(self), "total_error": self.total_error, "non_embedding_error": self.non_embedding_error}
 
 
 def count_parameters(model: nn.Module) -> ParameterCount:
     """Total unique parameters and those in embedding tables (token and learned positions)."""
     params = {id(p): p.numel() for p in model.parameters()}
-    embedding = {id(m.weight): m.weight.numel() for m in model.modules()
-                 if isinstance(m, nn.Embedding)}
+    embedding = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding)}
     return ParameterCount(sum(params.values()), sum(embedding.values()))
 
 
@@ -109,17 +107,18 @@ def heads_for(width: int) -> int:
     return heads
 
 
-def size_baseline(model: Any, *, vocab_size: int | None = None,
-                  max_seq_len: int | None = None) -> BaselineSizing:
+def size_baseline(model: Any, *, vocab_size: int | None = None, max_seq_len: int | None = None) -> BaselineSizing:
     """The standard shape closest in size to `model` (an nn.Module or AdaptedModel)."""
     adapted = model if isinstance(model, AdaptedModel) else adapt(model)
     family = _family(adapted)
     vocab = vocab_size or adapted.profile.vocab_size
     ctx = max_seq_len or adapted.profile.max_seq_len
     if not vocab or not ctx:
-        raise BaselineError("the baseline needs the model's vocabulary size and maximum "
-                            "length; pass vocab_size= and max_seq_len= (or a config.json "
-                            "stating them)")
+        raise BaselineError(
+            "the baseline needs the model's vocabulary size and maximum "
+            "length; pass vocab_size= and max_seq_len= (or a config.json "
+            "stating them)"
+        )
     target = count_parameters(adapted.model)
     count = _COUNTERS[family]
     best = None
@@ -139,15 +138,26 @@ def size_baseline(model: Any, *, vocab_size: int | None = None,
             f"embedding tables alone take {vocab * _WIDTH_STEP:,} at the narrowest width)"
         )
     _, layers, width, c = best
-    return BaselineSizing(family, layers, width, heads_for(width), vocab, ctx, c.total,
-                          c.non_embedding, target.total, target.non_embedding)
+    return BaselineSizing(
+        family,
+        layers,
+        width,
+        heads_for(width),
+        vocab,
+        ctx,
+        c.total,
+        c.non_embedding,
+        target.total,
+        target.non_embedding,
+    )
 
 
 def _family(adapted: AdaptedModel) -> str:
     task = adapted.profile.task
     if task not in _FAMILIES:
-        raise BaselineError(f"a standard baseline exists for causal and masked language "
-                            f"models; this model's task is {task}")
+        raise BaselineError(
+            f"a standard baseline exists for causal and masked language models; this model's task is {task}"
+        )
     return _FAMILIES[task]
 
 
@@ -157,9 +167,14 @@ def _shapes() -> Iterator[tuple[int, int]]:
             yield layers, width
 
 
-def build_baseline(sizing: BaselineSizing, *, dropout: float = 0.0,
-                   pad_token_id: int | None = None, eos_token_id: int | None = None,
-                   seed: int = 0) -> nn.Module:
+def build_baseline(
+    sizing: BaselineSizing,
+    *,
+    dropout: float = 0.0,
+    pad_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    seed: int = 0,
+) -> nn.Module:
     """The random-init transformers model for `sizing`, built offline from a config."""
     import torch
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
@@ -167,17 +182,33 @@ def build_baseline(sizing: BaselineSizing, *, dropout: float = 0.0,
     torch.manual_seed(seed)
     s = sizing
     if s.family == "gpt2":
-        config = GPT2Config(vocab_size=s.vocab_size, n_positions=s.max_seq_len, n_embd=s.n_embd,
-                            n_layer=s.n_layer, n_head=s.n_head, resid_pdrop=dropout,
-                            embd_pdrop=dropout, attn_pdrop=dropout, tie_word_embeddings=True,
-                            bos_token_id=eos_token_id, eos_token_id=eos_token_id,
-                            pad_token_id=pad_token_id)
+        config = GPT2Config(
+            vocab_size=s.vocab_size,
+            n_positions=s.max_seq_len,
+            n_embd=s.n_embd,
+            n_layer=s.n_layer,
+            n_head=s.n_head,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            tie_word_embeddings=True,
+            bos_token_id=eos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+        )
         return GPT2LMHeadModel(config)
-    config = BertConfig(vocab_size=s.vocab_size, max_position_embeddings=s.max_seq_len,
-                        hidden_size=s.n_embd, num_hidden_layers=s.n_layer,
-                        num_attention_heads=s.n_head, intermediate_size=4 * s.n_embd,
-                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-                        pad_token_id=pad_token_id or 0, tie_word_embeddings=True)
+    config = BertConfig(
+        vocab_size=s.vocab_size,
+        max_position_embeddings=s.max_seq_len,
+        hidden_size=s.n_embd,
+        num_hidden_layers=s.n_layer,
+        num_attention_heads=s.n_head,
+        intermediate_size=4 * s.n_embd,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        pad_token_id=pad_token_id or 0,
+        tie_word_embeddings=True,
+    )
     return BertForMaskedLM(config)
 
 

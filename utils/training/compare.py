@@ -46,22 +46,33 @@ class BaselineComparison:
         out = []
         for name, result, (total, non_emb) in zip(names, (self.model, self.baseline), counts):
             loss = _final(result)
-            out.append({"model": name, "parameters": total, "non_embedding": non_emb,
-                        "val_loss": loss, "perplexity": math.exp(min(loss, 30)),
-                        "tokens_per_second": result.tokens_per_second,
-                        "peak_memory_bytes": result.peak_memory_bytes,
-                        "tokens": result.tokens_seen})
+            out.append(
+                {
+                    "model": name,
+                    "parameters": total,
+                    "non_embedding": non_emb,
+                    "val_loss": loss,
+                    "perplexity": math.exp(min(loss, 30)),
+                    "tokens_per_second": result.tokens_per_second,
+                    "peak_memory_bytes": result.peak_memory_bytes,
+                    "tokens": result.tokens_seen,
+                }
+            )
         return out
 
     def to_markdown(self) -> str:
-        lines = ["| model | parameters | non-embedding | val loss | perplexity | tokens/s | "
-                 "peak memory |", "|---|---|---|---|---|---|---|"]
+        lines = [
+            "| model | parameters | non-embedding | val loss | perplexity | tokens/s | peak memory |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in self.rows():
             mem = r["peak_memory_bytes"]
-            lines.append(f"| {r['model']} | {r['parameters']:,} | {r['non_embedding']:,} | "
-                         f"{r['val_loss']:.4f} | {r['perplexity']:.2f} | "
-                         f"{r['tokens_per_second']:,.0f} | "
-                         f"{'-' if mem is None else f'{mem / 2**20:.1f} MiB'} |")
+            lines.append(
+                f"| {r['model']} | {r['parameters']:,} | {r['non_embedding']:,} | "
+                f"{r['val_loss']:.4f} | {r['perplexity']:.2f} | "
+                f"{r['tokens_per_second']:,.0f} | "
+                f"{'-' if mem is None else f'{mem / 2**20:.1f} MiB'} |"
+            )
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,18 +96,19 @@ def compare_to_baseline(
     sizing = size_baseline(adapted)
     tok = getattr(tokenizer, "tokenizer", tokenizer)
     seed = train_overrides.get("seed", 0)
-    baseline = build_baseline(sizing, dropout=model_dropout(adapted.model),
-                              pad_token_id=getattr(tok, "pad_token_id", None),
-                              eos_token_id=getattr(tok, "eos_token_id", None), seed=seed)
+    baseline = build_baseline(
+        sizing,
+        dropout=model_dropout(adapted.model),
+        pad_token_id=getattr(tok, "pad_token_id", None),
+        eos_token_id=getattr(tok, "eos_token_id", None),
+        seed=seed,
+    )
     out = Path(out_dir)
     if model_result is None:
-        model_result = train(adapted, data, tokenizer=tokenizer, out_dir=str(out / "model"),
-                             **train_overrides)
+        model_result = train(adapted, data, tokenizer=tokenizer, out_dir=str(out / "model"), **train_overrides)
     base_adapted = adapt(baseline, task=adapted.profile.task)
-    baseline_result = train(base_adapted, data, tokenizer=tokenizer,
-                            out_dir=str(out / "baseline"), **train_overrides)
-    return BaselineComparison(sizing, model_result, baseline_result,
-                              _figure(sizing, model_result, baseline_result))
+    baseline_result = train(base_adapted, data, tokenizer=tokenizer, out_dir=str(out / "baseline"), **train_overrides)
+    return BaselineComparison(sizing, model_result, baseline_result, _figure(sizing, model_result, baseline_result))
 
 
 def _adapted(obj: Any) -> AdaptedModel:
@@ -124,14 +136,14 @@ def _figure(sizing: BaselineSizing, model_result: Any, baseline_result: Any) -> 
     from utils.checks.report import figure_to_png
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, result in (("your model", model_result),
-                          (f"{sizing.family} baseline", baseline_result)):
+    for label, result in (("your model", model_result), (f"{sizing.family} baseline", baseline_result)):
         x, y = _curve(result)
         ax.plot(x, y, "o-", markersize=3, label=f"{label} ({_final(result):.3f})")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation loss (nats)")
-    ax.set_title(f"same data, budget and recipe; baseline {sizing.total:,} params "
-                 f"({sizing.total_error:+.1%})", fontsize=9)
+    ax.set_title(
+        f"same data, budget and recipe; baseline {sizing.total:,} params ({sizing.total_error:+.1%})", fontsize=9
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     return figure_to_png(fig)

@@ -78,8 +78,11 @@ class ExportResult:
         return all(f.status != "mismatch" for f in self.formats.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"directory": str(self.directory), "files": self.files,
-                "formats": {k: asdict(v) for k, v in self.formats.items()}}
+        return {
+            "directory": str(self.directory),
+            "files": self.files,
+            "formats": {k: asdict(v) for k, v in self.formats.items()},
+        }
 
 
 def export(
@@ -100,8 +103,7 @@ def export(
     """
     unknown = [f for f in formats if f not in OPTIONAL_FORMATS]
     if unknown:
-        raise ExportError(f"export(formats=...): unknown format(s) {unknown}; "
-                          f"known: {', '.join(OPTIONAL_FORMATS)}")
+        raise ExportError(f"export(formats=...): unknown format(s) {unknown}; known: {', '.join(OPTIONAL_FORMATS)}")
     adapted, source_file, cfg = _resolve(model_or_adapted, config)
     target = Path(directory).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +139,7 @@ def _resolve(obj: Any, config: Any) -> tuple[AdaptedModel, Path, dict[str, Any]]
         loaded_config = getattr(obj, "config", None)
         obj = obj.model
     if not isinstance(obj, nn.Module):
-        raise ExportError(f"export() needs an nn.Module, an AdaptedModel or a loaded model; "
-                          f"got {type(obj).__name__}")
+        raise ExportError(f"export() needs an nn.Module, an AdaptedModel or a loaded model; got {type(obj).__name__}")
     adapted = obj if isinstance(obj, AdaptedModel) else adapt(obj, config or loaded_config)
     source_file = _source_file(adapted.model)
     cfg = _config_dict(config if config is not None else loaded_config, source_file, adapted)
@@ -167,8 +168,7 @@ def _config_dict(config: Any, source_file: Path, adapted: AdaptedModel) -> dict[
         config = json.loads((source_file.parent / "config.json").read_text(encoding="utf-8"))
     if config is None:
         p = adapted.profile
-        config = {k: v for k, v in (("vocab_size", p.vocab_size), ("max_seq_len", p.max_seq_len))
-                  if v is not None}
+        config = {k: v for k, v in (("vocab_size", p.vocab_size), ("max_seq_len", p.max_seq_len)) if v is not None}
     data = dict(getattr(config, "raw", config))
     data.setdefault("model_name", type(adapted.model).__name__)
     return data
@@ -177,8 +177,7 @@ def _config_dict(config: Any, source_file: Path, adapted: AdaptedModel) -> dict[
 # -- writing the package ---------------------------------------------------------------------
 
 
-def _write_package(adapted: AdaptedModel, source_file: Path, cfg: dict[str, Any],
-                   tokenizer: Any, folder: Path) -> None:
+def _write_package(adapted: AdaptedModel, source_file: Path, cfg: dict[str, Any], tokenizer: Any, folder: Path) -> None:
     from safetensors.torch import save_model
 
     save_model(adapted.model, str(folder / "model.safetensors"))  # shared tensors stored once
@@ -242,8 +241,7 @@ if __name__ == "__main__":
 
 def _readme(cfg: dict[str, Any], has_tokenizer: bool) -> str:
     name = cfg.get("model_name", "model")
-    tok = ("- `tokenizer/`: the tokenizer it was trained with (`load_tokenizer()`)\n"
-           if has_tokenizer else "")
+    tok = "- `tokenizer/`: the tokenizer it was trained with (`load_tokenizer()`)\n" if has_tokenizer else ""
     return f"""# {name}, exported
 
 - `model.safetensors`: the trained weights (tied weights stored once)
@@ -295,55 +293,68 @@ def _parity_ids(adapted: AdaptedModel) -> torch.Tensor:
     return torch.randint(0, p.vocab_size or 2, (2, T), generator=g)
 
 
-def _export_optional(fmt: str, adapted: AdaptedModel, ids: torch.Tensor,
-                     folder: Path) -> FormatParity:
+def _export_optional(fmt: str, adapted: AdaptedModel, ids: torch.Tensor, folder: Path) -> FormatParity:
     """Write one optional format, with dynamic batch and length where the model's code
     allows, else for the parity input's shape only (the reason is kept); a model that cannot
     be exported that way at all is a skip. Tracing runs on a copy: it may leave traced
     tensors in a module's caches."""
     if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-        return FormatParity(fmt, "skipped", reason="onnxruntime is not installed "
-                            "(pip install onnx onnxruntime onnxscript)")
+        return FormatParity(
+            fmt, "skipped", reason="onnxruntime is not installed (pip install onnx onnxruntime onnxscript)"
+        )
     notes = []
     for dynamic in (_DYNAMIC, None):
         try:
             with warnings.catch_warnings(), _eval(_cpu_copy(adapted)) as cpu:
                 warnings.simplefilter("ignore")
                 program = _write_format(fmt, cpu, ids, folder, dynamic)
-            return FormatParity(fmt, "ok", _FILES[fmt][0], tolerance=FP32_TOLERANCE,
-                                input_shape=_input_shape(program), reason="; ".join(notes))
+            return FormatParity(
+                fmt,
+                "ok",
+                _FILES[fmt][0],
+                tolerance=FP32_TOLERANCE,
+                input_shape=_input_shape(program),
+                reason="; ".join(notes),
+            )
         except Exception as exc:  # noqa: BLE001 - a model that does not export is a skip
             log.debug("%s export failed", fmt, exc_info=True)
             for name in _FILES[fmt]:
                 (folder / name).unlink(missing_ok=True)
-            notes.append(f"{'dynamic' if dynamic else 'static'} shapes: "
-                         f"{type(exc).__name__}: {_first_line(exc)}")
-    return FormatParity(fmt, "skipped", reason=f"{fmt} could not export this model ("
-                        + "; ".join(notes) + ")")
+            notes.append(f"{'dynamic' if dynamic else 'static'} shapes: {type(exc).__name__}: {_first_line(exc)}")
+    return FormatParity(fmt, "skipped", reason=f"{fmt} could not export this model (" + "; ".join(notes) + ")")
 
 
-def _write_format(fmt: str, model: nn.Module, ids: torch.Tensor, folder: Path,
-                  dynamic: Any) -> Any:
+def _write_format(fmt: str, model: nn.Module, ids: torch.Tensor, folder: Path, dynamic: Any) -> Any:
     """Export `model` as `fmt` into `folder`; returns the torch.export program it traced."""
     if fmt == "torch.export":
         program = torch.export.export(model, (ids,), dynamic_shapes=dynamic)
         torch.export.save(program, str(folder / "model.pt2"))
         return program
-    onnx_program = torch.onnx.export(model, (ids,), str(folder / "model.onnx"),
-                                     input_names=["input_ids"], output_names=["logits"],
-                                     dynamo=True, dynamic_shapes=dynamic, external_data=False,
-                                     verbose=False)
+    onnx_program = torch.onnx.export(
+        model,
+        (ids,),
+        str(folder / "model.onnx"),
+        input_names=["input_ids"],
+        output_names=["logits"],
+        dynamo=True,
+        dynamic_shapes=dynamic,
+        external_data=False,
+        verbose=False,
+    )
     return onnx_program.exported_program
 
 
 def _input_shape(program: Any) -> str:
     """The input shape an exported program accepts: a name for each dimension left dynamic,
     the size for each the model's code fixed (e.g. '(batch, 16)')."""
-    node = next(n for n in program.graph.nodes if n.op == "placeholder"
-                and n.name not in program.graph_signature.inputs_to_parameters
-                and n.name not in program.graph_signature.inputs_to_buffers)
-    dims = [str(d) if isinstance(d, int) else name
-            for d, name in zip(node.meta["val"].shape, ("batch", "seq"))]
+    node = next(
+        n
+        for n in program.graph.nodes
+        if n.op == "placeholder"
+        and n.name not in program.graph_signature.inputs_to_parameters
+        and n.name not in program.graph_signature.inputs_to_buffers
+    )
+    dims = [str(d) if isinstance(d, int) else name for d, name in zip(node.meta["val"].shape, ("batch", "seq"))]
     return f"({', '.join(dims)})"
 
 
@@ -392,9 +403,9 @@ def _reload_tolerance(adapted: AdaptedModel) -> float:
     return RELOAD_TOLERANCE if exact else FP32_TOLERANCE
 
 
-def _check_parity(reference: torch.Tensor, ids: torch.Tensor, folder: Path,
-                  results: dict[str, FormatParity], reload_tolerance: float
-                  ) -> dict[str, FormatParity]:
+def _check_parity(
+    reference: torch.Tensor, ids: torch.Tensor, folder: Path, results: dict[str, FormatParity], reload_tolerance: float
+) -> dict[str, FormatParity]:
     """Run the export in a fresh interpreter and compare its logits with the model's."""
     from safetensors.torch import load_file, save_file
 
@@ -406,11 +417,17 @@ def _check_parity(reference: torch.Tensor, ids: torch.Tensor, folder: Path,
         outputs = load_file(str(work / "out.safetensors")) if error is None else {}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    checked = {"safetensors": _compare("safetensors", "model.safetensors", outputs, reference,
-                                       reload_tolerance, error, "(batch, seq)")}
+    checked = {
+        "safetensors": _compare(
+            "safetensors", "model.safetensors", outputs, reference, reload_tolerance, error, "(batch, seq)"
+        )
+    }
     for fmt, res in results.items():
-        checked[fmt] = (_compare(fmt, res.file, outputs, reference, FP32_TOLERANCE, error,
-                                 res.input_shape) if res.status == "ok" else res)
+        checked[fmt] = (
+            _compare(fmt, res.file, outputs, reference, FP32_TOLERANCE, error, res.input_shape)
+            if res.status == "ok"
+            else res
+        )
     return checked
 
 
@@ -418,11 +435,17 @@ def _run_child(folder: Path, work: Path, formats: list[str]) -> str | None:
     """Load the export in a new process; None on success, else what went wrong."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-c", _CHILD, str(folder), str(work), ",".join(formats),
-           str(torch.get_num_threads())]  # the same threads: the same summation order
+    cmd = [
+        sys.executable,
+        "-c",
+        _CHILD,
+        str(folder),
+        str(work),
+        ",".join(formats),
+        str(torch.get_num_threads()),
+    ]  # the same threads: the same summation order
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=_PARITY_TIMEOUT_S)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=_PARITY_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"loading the export took over {_PARITY_TIMEOUT_S} s"
     if proc.returncode != 0:
@@ -458,16 +481,32 @@ save_file({k: v.contiguous() for k, v in outputs.items()}, str(work / "out.safet
 """
 
 
-def _compare(fmt: str, file: str | None, outputs: dict[str, torch.Tensor],
-             reference: torch.Tensor, tolerance: float, error: str | None,
-             shape: str = "") -> FormatParity:
+def _compare(
+    fmt: str,
+    file: str | None,
+    outputs: dict[str, torch.Tensor],
+    reference: torch.Tensor,
+    tolerance: float,
+    error: str | None,
+    shape: str = "",
+) -> FormatParity:
     if error is not None:
-        return FormatParity(fmt, "mismatch", file, tolerance=tolerance,
-                            reason=f"the exported folder did not load in a fresh process: {error}")
+        return FormatParity(
+            fmt,
+            "mismatch",
+            file,
+            tolerance=tolerance,
+            reason=f"the exported folder did not load in a fresh process: {error}",
+        )
     got = outputs[fmt]
     if got.shape != reference.shape:
-        return FormatParity(fmt, "mismatch", file, tolerance=tolerance,
-                            reason=f"logits shape {tuple(got.shape)} != {tuple(reference.shape)}")
+        return FormatParity(
+            fmt,
+            "mismatch",
+            file,
+            tolerance=tolerance,
+            reason=f"logits shape {tuple(got.shape)} != {tuple(reference.shape)}",
+        )
     diff = float((got - reference).abs().max())
     status = "ok" if diff <= tolerance else "mismatch"
     reason = "" if status == "ok" else f"max |logit difference| {diff:.3g} > {tolerance:g}"

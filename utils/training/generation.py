@@ -38,9 +38,15 @@ def generate_text(
     texts = []
     for text in prompts:  # one at a time: prompts of different lengths need no padding
         ids = torch.tensor([_prompt_ids(tok, text)], dtype=torch.long)
-        out = module.generate(ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_k=top_k, top_p=top_p, eos_token_id=tok.eos_token_id,
-                              generator=generator)
+        out = module.generate(
+            ids,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eos_token_id=tok.eos_token_id,
+            generator=generator,
+        )
         texts.append(tok.decode(out[0].tolist(), skip_special_tokens=True))
     return texts[0] if isinstance(prompt, str) else texts
 
@@ -58,19 +64,18 @@ def _prompt_ids(tok: Any, text: str) -> list[int]:
         return ids
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     if start is None:
-        raise ValueError("generate_text: the prompt is empty and the tokenizer has no "
-                         "beginning- or end-of-text token to start from; give a prompt")
+        raise ValueError(
+            "generate_text: the prompt is empty and the tokenizer has no "
+            "beginning- or end-of-text token to start from; give a prompt"
+        )
     return [start]
 
 
-def _validate(max_new_tokens: int, temperature: float, top_k: int | None,
-              top_p: float | None) -> None:
+def _validate(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"generate_text(max_new_tokens={max_new_tokens!r}): give a positive "
-                         "integer")
+        raise ValueError(f"generate_text(max_new_tokens={max_new_tokens!r}): give a positive integer")
     if not temperature >= 0:
-        raise ValueError(f"generate_text(temperature={temperature!r}): give 0 (greedy) or a "
-                         "positive number")
+        raise ValueError(f"generate_text(temperature={temperature!r}): give 0 (greedy) or a positive number")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"generate_text(top_k={top_k!r}): give a positive integer or None")
     if top_p is not None and not 0 < top_p <= 1:

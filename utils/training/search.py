@@ -55,15 +55,13 @@ class SearchResult:
     figures: dict[str, bytes] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "figures"} | {
-            "figures": sorted(self.figures)}
+        return {k: v for k, v in self.__dict__.items() if k != "figures"} | {"figures": sorted(self.figures)}
 
 
 # -- the search space --------------------------------------------------------------------
 
 
-def default_space(base: Mapping[str, Any], has_dropout: bool
-                  ) -> dict[str, optuna.distributions.BaseDistribution]:
+def default_space(base: Mapping[str, Any], has_dropout: bool) -> dict[str, optuna.distributions.BaseDistribution]:
     """Learning rate (log scale), weight decay, warmup, batch size around the base batch,
     and dropout when the model has nn.Dropout modules."""
     from optuna.distributions import (
@@ -85,8 +83,9 @@ def default_space(base: Mapping[str, Any], has_dropout: bool
     return space
 
 
-def _merged_space(space: Mapping[str, Any] | None, base: Mapping[str, Any], has_dropout: bool
-                  ) -> dict[str, optuna.distributions.BaseDistribution]:
+def _merged_space(
+    space: Mapping[str, Any] | None, base: Mapping[str, Any], has_dropout: bool
+) -> dict[str, optuna.distributions.BaseDistribution]:
     """The default space updated by `space` (name -> distribution; None drops a name)."""
     merged = default_space(base, has_dropout)
     for name, dist in (space or {}).items():
@@ -95,9 +94,11 @@ def _merged_space(space: Mapping[str, Any] | None, base: Mapping[str, Any], has_
         elif isinstance(dist, optuna.distributions.BaseDistribution):
             merged[name] = dist
         else:
-            raise SearchError(f"search(space={{{name!r}: {dist!r}}}): give an optuna "
-                              "distribution (e.g. optuna.distributions.FloatDistribution"
-                              "(1e-4, 1e-2, log=True)) or None to leave it out")
+            raise SearchError(
+                f"search(space={{{name!r}: {dist!r}}}): give an optuna "
+                "distribution (e.g. optuna.distributions.FloatDistribution"
+                "(1e-4, 1e-2, log=True)) or None to leave it out"
+            )
     return merged
 
 
@@ -121,8 +122,10 @@ def _model_maker(source: Any) -> Callable[[], nn.Module]:
     if callable(source):
         if inspect.isclass(source) or not inspect.signature(source).parameters:
             return source
-    raise SearchError(f"search() needs a model factory (no arguments), a model class, a "
-                      f"built nn.Module or a source for load_model; got {type(source).__name__}")
+    raise SearchError(
+        f"search() needs a model factory (no arguments), a model class, a "
+        f"built nn.Module or a source for load_model; got {type(source).__name__}"
+    )
 
 
 class _Loaded(nn.Module):
@@ -160,8 +163,7 @@ def _pruner(pruner: Any) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if pruner in ("none", None):
         return optuna.pruners.NopPruner()
-    raise SearchError(f"search(pruner={pruner!r}): give one of {', '.join(PRUNERS)} or an "
-                      "optuna pruner")
+    raise SearchError(f"search(pruner={pruner!r}): give one of {', '.join(PRUNERS)} or an optuna pruner")
 
 
 # -- the search ----------------------------------------------------------------------------
@@ -203,17 +205,18 @@ def search(
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     objective = _Objective(make, data, tokenizer, dims, dict(train_overrides), out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                   gc_after_trial=True)
+    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), gc_after_trial=True)
     return _result(study, storage)
 
 
 def _open_study(name: str, storage: str, pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """Create or load the study. Workers starting together race to create the storage's
     tables; the loser of that race finds them made and loads the study on a retry."""
+
     def create() -> optuna.Study:
-        return optuna.create_study(study_name=name, storage=storage, direction="minimize",
-                                   load_if_exists=True, pruner=pruner)
+        return optuna.create_study(
+            study_name=name, storage=storage, direction="minimize", load_if_exists=True, pruner=pruner
+        )
 
     for attempt in range(4):
         try:
@@ -232,9 +235,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
 class _Objective:
     """One trial: sample, build, train with pruning, return the best validation loss."""
 
-    def __init__(self, make: Callable[[], nn.Module], data: Any, tokenizer: Any,
-                 dims: dict[str, optuna.distributions.BaseDistribution],
-                 overrides: dict[str, Any], out: Path):
+    def __init__(
+        self,
+        make: Callable[[], nn.Module],
+        data: Any,
+        tokenizer: Any,
+        dims: dict[str, optuna.distributions.BaseDistribution],
+        overrides: dict[str, Any],
+        out: Path,
+    ):
         self.make, self.data, self.tokenizer = make, data, tokenizer
         self.dims, self.overrides, self.out = dims, overrides, out
 
@@ -248,15 +257,22 @@ class _Objective:
         if dropout is not None:
             for m in _dropout_modules(model):
                 m.p = dropout
-        settings = {"progress": False, "live_plot": False, **self.overrides, **params,
-                    "out_dir": str(self.out / f"trial-{trial.number}")}
-        result = train(_with_config(model, config), self.data, tokenizer=self.tokenizer,
-                       on_eval=_pruning_hook(trial), **settings)
+        settings = {
+            "progress": False,
+            "live_plot": False,
+            **self.overrides,
+            **params,
+            "out_dir": str(self.out / f"trial-{trial.number}"),
+        }
+        result = train(
+            _with_config(model, config), self.data, tokenizer=self.tokenizer, on_eval=_pruning_hook(trial), **settings
+        )
         trial.set_user_attr("history", _curve(result.history))
         value = result.best_val_loss
         if value is None or not math.isfinite(value):
-            raise FloatingPointError(f"trial {trial.number} ended with validation loss {value} "
-                                     f"({result.stopped_reason})")
+            raise FloatingPointError(
+                f"trial {trial.number} ended with validation loss {value} ({result.stopped_reason})"
+            )
         return float(value)
 
 
@@ -282,8 +298,11 @@ def _with_config(model: nn.Module, config: Any) -> Any:
 
 def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows with a validation loss, as (step, tokens, val_loss): small enough to store."""
-    return [{"step": r.get("step"), "tokens": r.get("tokens"), "val_loss": r["val_loss"]}
-            for r in history if r.get("val_loss") is not None]
+    return [
+        {"step": r.get("step"), "tokens": r.get("tokens"), "val_loss": r["val_loss"]}
+        for r in history
+        if r.get("val_loss") is not None
+    ]
 
 
 def _result(study: optuna.Study, storage: str) -> SearchResult:
@@ -293,11 +312,16 @@ def _result(study: optuna.Study, storage: str) -> SearchResult:
         states[t.state.name] = states.get(t.state.name, 0) + 1
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = min(complete, key=lambda t: t.value) if complete else None
-    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
-            for t in trials]
+    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in trials]
     return SearchResult(
-        study.study_name, storage, dict(best.params) if best else {},
-        best.value if best else None, best.number if best else None, len(trials), states, rows,
+        study.study_name,
+        storage,
+        dict(best.params) if best else {},
+        best.value if best else None,
+        best.number if best else None,
+        len(trials),
+        states,
+        rows,
         list(best.user_attrs.get("history", [])) if best else [],
         _figures(study, best),
     )
