@@ -123,9 +123,10 @@ def _add_check_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_analysis_options(parser: argparse.ArgumentParser, time_budget: bool) -> None:
+def _add_analysis_options(parser: argparse.ArgumentParser, time_budget: bool, data: bool = True) -> None:
     group = parser.add_argument_group("analysis options (Tier 2)")
-    group.add_argument("--data", metavar="PATH", help="text to analyse: a file or a folder of .txt files")
+    if data:
+        group.add_argument("--data", metavar="PATH", help="text to analyse: a file or a folder of .txt files")
     group.add_argument("--tokenizer", metavar="PATH", help="the model's tokenizer (needed with --data)")
     group.add_argument(
         "--analyses",
@@ -135,6 +136,25 @@ def _add_analysis_options(parser: argparse.ArgumentParser, time_budget: bool) ->
     )
     if time_budget:
         group.add_argument("--time-budget", type=float, metavar="SECONDS", help="time cap for the tier")
+
+
+CLI_TRAIN = {"max_steps": 200, "batch_size": 8, "seq_len": 128}
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training options (Tier 3)")
+    group.add_argument("--data", metavar="PATH",
+                       help="training text: a file or a folder of .txt files (default: the "
+                       "embedded corpus)")
+    group.add_argument("--steps", type=int, metavar="N",
+                       help=f"optimizer steps (default {CLI_TRAIN['max_steps']}, of "
+                       f"{CLI_TRAIN['batch_size']} rows of up to {CLI_TRAIN['seq_len']} tokens)")
+    group.add_argument("--search", type=int, default=0, metavar="N",
+                       help="hyperparameter-search trials before training (default 0: none)")
+    group.add_argument("--no-baseline", action="store_true",
+                       help="skip the size-matched GPT-2/BERT baseline run")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,15 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(analyze, time_budget=True)
     train = command("train", _cmd_train, "Tier 3: how well does it learn, against a baseline?")
     source(train)
-    train.add_argument(
-        "--data", metavar="PATH", help="training text: a file or a folder of .txt files"
-    )
+    _add_train_options(train)
     _add_tier_options(train)
     run = command("run", _cmd_run, "Every tier this version has, in order.")
     source(run)
+    _add_train_options(run)
     _add_tier_options(run)
     _add_check_options(run)
-    _add_analysis_options(run, time_budget=False)
+    _add_analysis_options(run, time_budget=False, data=False)
     catalogue = command(
         "checks", _cmd_checks, "List every check with its purpose, or explain one."
     )
@@ -280,12 +299,12 @@ def _tier_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _finish(args: argparse.Namespace, report: Any) -> int:
+def _finish(args: argparse.Namespace, report: Any, save: bool = True) -> int:
     _emit(report.to_text())
     if args.json:
         atomic_write_text(args.json, report.to_json())
         log.info("Wrote %s", args.json)
-    if args.out:
+    if args.out and save:
         report.save(args.out)
         log.info("Wrote the report to %s", args.out)
     return EXIT_FAILED if report.status == "fail" else EXIT_OK
@@ -312,11 +331,13 @@ def _catalogue() -> list[tuple[str, list[Any]]]:
     """The checks, grouped as they run: each tier in its order, then the tokenizer's."""
     from utils.tiers.tier1 import CHECKS, TIER1_NAME
     from utils.tiers.tier2 import ANALYSES, TIER2_NAME
+    from utils.tiers.tier3 import TIER3_CHECKS, TIER3_NAME
     from utils.tokenization.validator import CHECKS as TOKENIZER_CHECKS
 
     return [
         (TIER1_NAME, list(CHECKS)),
         (TIER2_NAME, list(ANALYSES)),
+        (TIER3_NAME, list(TIER3_CHECKS)),
         ("Tokenizer validation", list(TOKENIZER_CHECKS)),
     ]
 
@@ -356,8 +377,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     tier1 = run_tier1(loaded, **_tier_options(args))
     tier2 = run_tier2(loaded, **_analysis_options(args))
-    log.info("Tier 3 (train) is not available in this version; ran Tiers 1 and 2.")
-    return _finish(args, merge_reports("Tiers 1 and 2", [tier1, tier2]))
+    if tier1.status == "fail":
+        log.info("Tier 3 (train) not run: Tier 1 failed; fix what it reports first.")
+        return _finish(args, merge_reports("Tiers 1 and 2", [tier1, tier2]))
+    return _finish(args, merge_reports(f"All tiers: {loaded.source}", [tier1, tier2, _tier3(args, loaded)]))
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -378,23 +401,53 @@ def _analysis_options(args: argparse.Namespace) -> dict[str, Any]:
         options["time_budget"] = args.time_budget
     if args.analyses:
         options["analyses"] = args.analyses
-    if args.data and not args.tokenizer:
+    # in `run`, --data is the training text; Tier 2 reads it only with the model's tokenizer
+    data = args.data if args.command == "analyze" or args.tokenizer else None
+    if data and not args.tokenizer:
         raise CommandError(
-            f"--data {args.data} needs --tokenizer PATH (the tokenizer the model was trained with) to "
+            f"--data {data} needs --tokenizer PATH (the tokenizer the model was trained with) to "
             "turn the text into its token ids; without --data, Tier 2 analyses random tokens."
         )
     if args.tokenizer:
         options["tokenizer"] = args.tokenizer
-        options["texts"] = read_texts(args.data) if args.data else paragraphs(default_corpus())
-    log.info("Tier 2 analyses %s.", "your text" if args.data else "the embedded corpus" if args.tokenizer
+        options["texts"] = read_texts(data) if data else paragraphs(default_corpus())
+    log.info("Tier 2 analyses %s.", "your text" if data else "the embedded corpus" if args.tokenizer
              else "seeded random tokens (pass --data and --tokenizer for real text)")
     return options
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    raise CommandError(
-        "Tier 3 (train) is not available in this version; `tbuilder check` runs Tier 1."
-    )
+    return _finish(args, _tier3(args, _load(args)), save=False)
+
+
+def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
+    """Tier 3 into the run folder --out (default tbuilder_runs/<model>): checkpoints, CSV
+    log, baseline, export and the report with its figures."""
+    from utils.tiers.tier3 import run_tier3
+
+    if args.steps is not None and args.steps < 1:
+        raise CommandError(f"--steps {args.steps}: give a positive number of steps.")
+    if args.search < 0:
+        raise CommandError(f"--search {args.search}: give 0 (no search) or a number of trials.")
+    texts = read_texts(args.data) if args.data else paragraphs(default_corpus())
+    out = Path(args.out or Path("tbuilder_runs") / loaded.class_name)
+    overrides = _train_defaults(loaded)
+    overrides.update({k: v for k, v in (("max_steps", args.steps), ("seed", args.seed))
+                      if v is not None})
+    if args.resume:
+        overrides["resume"] = True
+    report = run_tier3(loaded, data=texts, search_trials=args.search,
+                       baseline=not args.no_baseline, out_dir=out, progress=not args.quiet,
+                       **overrides)
+    log.info("Wrote the run folder %s", out)
+    return report
+
+
+def _train_defaults(loaded: Any) -> dict[str, Any]:
+    """A budget that trains an embedded example in a few minutes on two CPU cores: 200 steps
+    of 8 rows of up to 128 tokens (about 200k tokens); --steps gives more."""
+    limit = loaded.config.max_seq_len
+    return {**CLI_TRAIN, "seq_len": min(CLI_TRAIN["seq_len"], limit or CLI_TRAIN["seq_len"])}
 
 
 def _cmd_tokenizer(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import math
 import os
 import sysconfig
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from utils.adapters.tracing import tensors_in
 from utils.checks.report import figure_to_png
 
 # Outputs whose largest element moves by less than this, relative to max(1, |output|), count
@@ -29,18 +30,6 @@ from utils.checks.report import figure_to_png
 DIFF_RTOL = 1e-5
 
 # -- tensors inside module outputs ----------------------------------------------------------
-
-
-def tensors_in(out: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    """Every tensor in a module's output (tensor, tuple, list, dict or ModelOutput)."""
-    if isinstance(out, torch.Tensor):
-        yield out
-    elif depth < 3 and isinstance(out, Mapping):
-        for v in out.values():
-            yield from tensors_in(v, depth + 1)
-    elif depth < 3 and isinstance(out, (tuple, list)):
-        for v in out:
-            yield from tensors_in(v, depth + 1)
 
 
 def first_tensor(out: Any) -> torch.Tensor | None:
@@ -198,46 +187,6 @@ def first_divergent(model: nn.Module, call_a: Callable[[], Any], call_b: Callabl
         if ra is not None and rb is not None and changed(ra, rb) > DIFF_RTOL:
             return name
     return None
-
-
-def sound(t: torch.Tensor) -> bool:
-    """No NaN and no +inf. -inf is allowed: it is how a mask says 'never attend' (and log(0))."""
-    return not bool((torch.isnan(t) | torch.isposinf(t)).any())
-
-
-def finite_max_abs(t: torch.Tensor) -> float:
-    """Largest |value| among the finite elements (a -inf mask is not an activation)."""
-    x = t.detach().float().abs()
-    x = x[torch.isfinite(x)]
-    return float(x.max()) if x.numel() else 0.0
-
-
-class ActivationStats(_Hooked):
-    """Per-module largest finite |output|, whether its outputs were sound (no NaN, no +inf;
-    see `sound`) and whether its inputs were finite, recorded by forward hooks on every
-    submodule, in the order modules first ran."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__(model, [name for name, _ in model.named_modules() if name])
-        self.stats: dict[str, dict[str, Any]] = {}
-
-    def _make(self, name: str) -> Callable[..., None]:
-        def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-            outs = [t for t in tensors_in(out) if t.is_floating_point()]
-            ins = [t for t in tensors_in(inp) if t.is_floating_point()]
-            if not outs:
-                return
-            with torch.no_grad():
-                peak = max(finite_max_abs(t) for t in outs)
-                fin_out = all(sound(t) for t in outs)
-                fin_in = all(bool(torch.isfinite(t).all()) for t in ins)
-            s = self.stats.setdefault(name, {"max_abs": 0.0, "finite_out": True,
-                                             "finite_in": True, "type": type(mod).__name__})
-            s["max_abs"] = max(s["max_abs"], peak)
-            s["finite_out"] &= fin_out
-            s["finite_in"] &= fin_in
-
-        return hook
 
 
 class SavedTensorBytes:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.adapters.tracing import ActivationStats, first_nonfinite
 from utils.checks import CheckResult, Verdict
-from utils.tiers.probes import ActivationStats, bar_figure, max_abs, thin_out
+from utils.tiers.probes import bar_figure, max_abs, thin_out
 from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
 FP16_MAX = 65504.0  # largest finite float16: any activation above it overflows under fp16
@@ -47,16 +48,6 @@ def objective(ctx: Tier1Context, out: torch.Tensor, labels: torch.Tensor) -> tor
 
 
 # -- numerical_stability -------------------------------------------------------------------
-
-
-def _first_nonfinite(stats: dict[str, dict]) -> tuple[str | None, str | None]:
-    """(first module with a non-finite output, the module that ran before it)."""
-    prev = None
-    for name, s in stats.items():
-        if not s["finite_out"]:
-            return name, prev
-        prev = name
-    return None, prev
 
 
 def _nan_advice(stats: dict[str, dict], name: str | None, prev: str | None) -> str:
@@ -127,7 +118,7 @@ def numerical_stability(ctx: Tier1Context, v: Verdict) -> CheckResult:
                  if g is not None and not bool(torch.isfinite(g).all())]
     stats = rec.stats
     out_ok = bool(torch.isfinite(out.detach().float()).all()) and math.isfinite(float(loss.detach()))
-    name, prev = _first_nonfinite(stats)
+    name, prev = first_nonfinite(stats)
     over = next((n for n, s in stats.items() if s["max_abs"] > FP16_MAX), None)
     casts = _autocast_runs(ctx, ids) if out_ok else {}
     peak = max((s["max_abs"] for s in stats.values() if s["finite_out"]), default=0.0)
