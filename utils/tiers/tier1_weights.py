@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import save_model
 from torch import nn
 
 from utils.adapters import AdaptedModel
@@ -240,13 +241,28 @@ def _same_layout(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
 
 
+def load_shared(target: nn.Module, path: Path, device: torch.device) -> None:
+    """Load a file written by safetensors' `save_model` into `target`, strictly. A tied tensor
+    is stored once under one of its names and the others are recorded in the metadata as
+    aliases of it; every alias gets the stored tensor back, so the load is complete whether
+    or not `target` ties the same weights (an instance whose constructor does not tie them,
+    because the tie was made after construction)."""
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+        aliases = f.metadata() or {}
+    for alias, stored in aliases.items():
+        if stored in state and alias not in state:
+            state[alias] = state[stored]
+    target.load_state_dict(state, strict=True)
+
+
 def safetensors_round_trip(ctx: Tier1Context, target: nn.Module) -> None:
-    """Save the user's model with safetensors (shared tensors handled) and load it into
+    """Save the user's model with safetensors (shared tensors stored once) and load it into
     `target`, strictly."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.safetensors"
         save_model(ctx.model, str(path))
-        load_model(target, str(path), strict=True, device=str(ctx.device))
+        load_shared(target, path, ctx.device)
 
 
 @tier1_check("weight_sharing", "Tied weights stay tied through .to() and a state-dict round trip",
