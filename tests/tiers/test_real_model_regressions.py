@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from tests.adapters.zoo import TinyGPT
 from utils.tiers.tier1 import run_tier1
@@ -67,3 +68,39 @@ def test_tied_weights_survive_the_round_trip_in_any_name_order(names, head_owns,
     rt = report["state_dict_roundtrip"]
     assert rt.status == "pass", rt.summary
     assert "TiedLM()" in rt.metrics["loaded_into"]
+
+
+class OnePlusRMSNorm(nn.Module):
+    """Gemma's RMSNorm: the weight stores the scale minus one, so zero is the identity."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + self.weight)
+
+
+class GemmaStyleNormLM(TinyGPT):
+    """TinyGPT whose final norm is Gemma's `x * (1 + weight)` RMSNorm, zero-initialised."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln_f = OnePlusRMSNorm(self.ln_f.normalized_shape[0])
+
+
+class ZeroScaleNormLM(TinyGPT):
+    """TinyGPT whose final LayerNorm has its scale zeroed: it outputs only its bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn.init.zeros_(self.ln_f.weight)
+        nn.init.normal_(self.ln_f.bias)
+
+
+def test_a_norm_is_judged_by_the_scale_it_outputs_not_by_its_weight():
+    report = run_tier1(GemmaStyleNormLM(), checks=["parameter_initialization"], progress=False)
+    assert report["parameter_initialization"].status == "pass", report["parameter_initialization"].summary
+    report = run_tier1(ZeroScaleNormLM(), checks=["parameter_initialization"], progress=False)
+    result = report["parameter_initialization"]
+    assert result.status == "warn" and "ln_f.weight" in result.summary

@@ -35,6 +35,8 @@ INIT_GAIN_LOW_WARN = 1e-3
 # default is N(0, 1), GPT-2's N(0, 0.02). Warn from 3x and fail from 10x the default.
 EMB_STD_WARN = 3.0
 EMB_STD_FAIL = 10.0
+# A norm whose output std on unit-variance input is below this outputs nothing but its bias.
+NORM_SCALE_LOW = 1e-3
 _MATMUL_OWNERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 _EMB_HINTS = ("emb", "wte", "wpe", "pos", "token")
 
@@ -58,6 +60,27 @@ def _kind(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> st
     return "matrix"
 
 
+def _norm_output_scale(owner: nn.Module, weight: torch.Tensor) -> float | None:
+    """The std of what a norm layer outputs for unit-variance input, less what it outputs
+    for zeros (its bias), on a copy in eval mode: the scale it really applies, whatever its
+    weight stores (Gemma's RMSNorm computes `x * (1 + weight)`, so a zero weight is a scale
+    of 1). None when the layer is not a norm module or cannot be called on (4, *shape)."""
+    if owner.__dict__.get("_parameters", {}).get("weight") is not weight or (
+            "norm" not in type(owner).__name__.lower()):
+        return None
+    probe = copy.deepcopy(owner).float().cpu().eval()
+    x = torch.randn((4, *weight.shape), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            out, rest = probe(x), probe(torch.zeros_like(x))  # rest: the bias alone
+    except Exception:  # noqa: BLE001 - a norm that takes other inputs is judged by its weight
+        return None
+    if not (isinstance(out, torch.Tensor) and isinstance(rest, torch.Tensor)
+            and out.is_floating_point() and out.shape == rest.shape and out.numel() > 1):
+        return None
+    return float((out - rest).float().std())
+
+
 def _fan_in(p: torch.Tensor, owner: nn.Module) -> int:
     if type(owner).__name__ == "Conv1D":  # Hugging Face's GPT-2 layer stores (in, out)
         return int(p.shape[0])
@@ -76,9 +99,14 @@ def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> d
     if kind in ("bias", "vector"):
         return {**row, "verdict": "ok"}
     if kind == "norm":
-        flat = "weight" in name.rpartition(".")[2] and row["max_abs"] == 0
+        if "weight" not in name.rpartition(".")[2]:
+            return {**row, "verdict": "ok"}
+        scale = _norm_output_scale(owner, p)
+        row["output_scale"] = scale
+        flat = row["max_abs"] == 0 if scale is None else scale < NORM_SCALE_LOW
         return {**row, "verdict": "warn" if flat else "ok",
-                "why": "norm weight is all zero: the layer outputs only its bias" if flat else ""}
+                "why": ("norm outputs ~0 on unit-variance input: its scale is zero, so the layer "
+                        "passes on only its bias") if flat else ""}
     if row["max_abs"] == 0:
         return {**row, "verdict": "warn",
                 "why": "all zero (fine only if deliberate, e.g. a zero-initialised projection)"}
