@@ -86,6 +86,16 @@ class IgnoresMaskLM(TinyGPT):
         return super().forward(input_ids)
 
 
+class IgnoresMaskEncoder(IgnoresMaskLM):
+    """A bidirectional encoder that takes `attention_mask` and never uses it: right pads
+    reach every real position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for b in self.blocks:
+            b.attn.causal = False
+
+
 class InvertedMaskLM(TinyGPT):
     """Treats `attention_mask == 1` (the real tokens) as padding."""
 

@@ -426,6 +426,25 @@ def _name_convention(name: str | None) -> str | None:
     return None
 
 
+def _pad_mask(ids: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (B, T) mask, 1 = real, with padding where the model's family puts it, and which rows
+    are left-padded. Only a causal LM is left-padded (row 0: batched generation puts prompts
+    at the end); every other model is right-padded, as its tokenizer does (a classifier that
+    pools the first token would otherwise pool a pad). Rows pad different numbers of tokens."""
+    B, T = ids.shape
+    n_pad = max(1, T // 3)
+    mask = torch.ones_like(ids)
+    left = torch.zeros(B, dtype=torch.bool, device=ids.device)
+    if causal:
+        mask[0, :n_pad] = 0
+        left[0] = True
+    else:
+        mask[0, T - n_pad:] = 0
+    if B > 1:
+        mask[1, T - max(1, n_pad - 1):] = 0
+    return mask, left
+
+
 @tier1_check("padding_invariance", "Real positions ignore what is in pad positions",
              Needs(mask=True, min_len=2, comparable=True))
 def padding_invariance(ctx: Tier1Context) -> CheckResult:
@@ -433,16 +452,13 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
     p = ctx.profile
     ids = ctx.ids(offset=16)
     B, T = ids.shape
-    n_pad = max(1, T // 3)
-    mask = torch.ones_like(ids)
-    mask[0, :n_pad] = 0  # row 0 left-padded: a causal LM's real tokens come after the pads
-    if B > 1:
-        mask[1, T - n_pad:] = 0  # row 1 right-padded
+    mask, left = _pad_mask(ids, causal=p.task == "causal_lm")
     alt = _changed_ids(ctx, ids, mask == 0, offset=18)
     real = mask.bool()
 
-    def at_real(out: torch.Tensor) -> torch.Tensor:
-        return out if p.task == "classification" else out[real]
+    def at_real(out: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """The outputs at real positions of `rows` (a classifier's whole prediction)."""
+        return out[rows] if p.task == "classification" else out[rows][real[rows]]
 
     # With gradients on, as in training (nn.MultiheadAttention then takes its regular path);
     # then under no_grad, as in inference, where its fast path treats masks differently.
@@ -452,10 +468,14 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
     with eval_mode(ctx.adapted), torch.no_grad():
         inference = ctx.adapted(ids, mask)
     drift = changed(at_real(a), at_real(b))
+    left_drift = changed(at_real(a, left), at_real(b, left)) if left.any() else 0.0
+    right_drift = changed(at_real(a, ~left), at_real(b, ~left)) if (~left).any() else 0.0
     finite = bool(torch.isfinite(at_real(a)).all())
     finite_inference = bool(torch.isfinite(at_real(inference)).all())
     expected = _name_convention(p.mask_name)
     metrics = {"pad_positions": int((mask == 0).sum()), "real_position_change": drift,
+               "padded_on": "left (row 0) and right" if left.any() else "right",
+               "left_padding_change": left_drift, "right_padding_change": right_drift,
                "mask": p.mask_name or "attention_mask (graph executor)",
                "convention": p.mask_convention, "verified": p.mask_verified,
                "convention_by_name": expected, "finite_under_no_grad": finite_inference}
@@ -478,6 +498,18 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
             f"By PyTorch's convention `{p.mask_name}` is True at pads (the keys to ignore); the "
             "model treats True as real tokens. Pass it to the attention as it is (drop the `~` "
             "or `== 0`), or rename the parameter attention_mask if you mean 1 = real token.")
+    if (~left).any() and right_drift <= DIFF_RTOL < left_drift:
+        return CheckResult(
+            "padding_invariance", title, "warn",
+            f"Right padding is ignored, but with left padding real positions change (by "
+            f"{left_drift:.3g}) when only pad content changes: the model does not use its mask "
+            "where pads come first. Training on right-padded batches is unaffected (a causal "
+            "model never sees the pads after a real position); batched generation with "
+            "left-padded prompts is not.", metrics,
+            f"Pad on the right for training, and generate one prompt at a time (or with "
+            f"prompts of one length). To support left padding, pass `{p.mask_name or 'attention_mask'}` "
+            "on to every place positions are mixed (each attention's key mask; in a recurrent "
+            "layer, keep the state unchanged at pad positions).")
     if drift > DIFF_RTOL:
         ignored = changed(a, unmasked) <= DIFF_RTOL
         why = ("the model's output does not depend on the mask at all" if ignored else
@@ -499,7 +531,7 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
             "masks (0 / a large negative number such as torch.finfo(x.dtype).min / 2) instead "
             "of boolean ones, or let pad queries attend to themselves.")
     return CheckResult("padding_invariance", title, "pass",
-                       f"Changing the {metrics['pad_positions']} pad tokens (left and right "
+                       f"Changing the {metrics['pad_positions']} pad tokens ({metrics['padded_on']} "
                        "padding) leaves every real position unchanged.", metrics)
 
 
