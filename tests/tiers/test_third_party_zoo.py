@@ -25,3 +25,11 @@ def test_rwkv_ignores_its_mask_which_only_left_padding_shows(zoo):
     assert result.status == "warn", result.summary
     assert result.metrics["right_padding_change"] == 0
     assert "Right padding is ignored" in result.summary and "generate one prompt" in result.advice
+
+
+def test_roberta_family_limit_is_the_positions_after_the_padding_index(zoo):
+    for name in ("roberta", "xlm_roberta"):
+        report = run_tier1(zoo[name], checks=["output_shape", "memory_footprint", "inference_speed"], progress=False)
+        assert report.meta["train_seq_len"] == 38, name  # 40 rows, positions from padding_idx 1 + 1
+        assert "padding index 1" in report.meta["profile"]
+        assert [r.status for r in report] == ["pass"] * 3, [(r.id, r.summary) for r in report]
