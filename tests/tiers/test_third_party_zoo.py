@@ -4,6 +4,10 @@ runs the checks that showed a false alarm on it, and the cheap behavioural ones.
 
 from __future__ import annotations
 
+import pytest
+import torch
+
+from utils.adapters import adapt
 from utils.tiers.tier1 import run_tier1
 
 
@@ -33,3 +37,13 @@ def test_roberta_family_limit_is_the_positions_after_the_padding_index(zoo):
         assert report.meta["train_seq_len"] == 38, name  # 40 rows, positions from padding_idx 1 + 1
         assert "padding index 1" in report.meta["profile"]
         assert [r.status for r in report] == ["pass"] * 3, [(r.id, r.summary) for r in report]
+
+
+def test_library_models_get_the_toolkits_length_error_not_advice_to_edit_their_code(zoo):
+    for name in ("gpt2", "opt", "gptj"):  # each raises an opaque IndexError past its table
+        result = run_tier1(zoo[name], checks=["output_shape"], progress=False)["output_shape"]
+        assert result.status == "pass", (name, result.summary)
+        assert "installed package transformers" in result.summary and "takes at most" in result.summary
+    adapted = adapt(zoo["gpt2"])
+    with pytest.raises(ValueError, match="41 tokens: GPT2LMHeadModel takes at most max_seq_len=40"):
+        adapted(torch.zeros(1, 41, dtype=torch.long))

@@ -7,6 +7,10 @@ vocabulary all differ, and recorded in a `ModelProfile`, so no tier guesses agai
 from __future__ import annotations
 
 import logging
+import os
+import site
+import sys
+import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +61,7 @@ class ModelProfile:
     graph_source: str | None = None
     tied_output: bool = False
     num_classes: int | None = None
+    library: str | None = None  # the installed package the class comes from; None: user code
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -96,9 +101,14 @@ class AdaptedModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.profile
+        if p.library and p.max_seq_len and input_ids.shape[-1] > p.max_seq_len:
+            raise ValueError(
+                f"{input_ids.shape[-1]} tokens: {p.model_class} takes at most max_seq_len="
+                f"{p.max_seq_len} ({p.max_seq_len_source}). Crop or split the input, or pass "
+                "max_seq_len=... to adapt() if the model takes more.")
         if self.executor is not None:
             return self.executor.forward(input_ids, attention_mask)
-        p = self.profile
         x = input_ids if p.batch_first else input_ids.t()  # seq-first models take (T, B)
         kwargs = dict(self._static)
         if attention_mask is not None and p.mask_name is not None:
@@ -199,7 +209,7 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
         batch_first=bool(ov.get("batch_first", True)), output_access="tensor",
         full_logits_via="forward", output_kind="logits", task="", task_source="",
         vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model),
+        attention_modules=_attention_modules(model), library=installed_package(model),
     )
     adapted = AdaptedModel(model, profile)
 
@@ -609,6 +619,24 @@ def _runs(model: nn.Module, T: int) -> bool:
     except Exception:  # noqa: BLE001 - a length the model cannot take is what is measured
         return False
     return True
+
+
+def _site_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = [paths["purelib"], paths["platlib"], site.getusersitepackages()]
+    roots += getattr(site, "getsitepackages", lambda: [])()
+    return tuple(os.path.realpath(r) + os.sep for r in roots)
+
+
+def installed_package(model: nn.Module) -> str | None:
+    """The package the model's class comes from when it is installed (its file under a
+    site-packages folder, as Hugging Face's classes are), else None: the user's own code,
+    which the user can change."""
+    module = sys.modules.get(type(model).__module__)
+    path = getattr(module, "__file__", None)
+    if not path or not os.path.realpath(path).startswith(_site_roots()):
+        return None
+    return type(model).__module__.split(".")[0]
 
 
 def _attention_modules(model: nn.Module) -> list[str]:
