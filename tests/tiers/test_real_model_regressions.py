@@ -124,3 +124,25 @@ def test_a_failing_flop_counter_leaves_flops_unknown_and_blames_nothing(monkeypa
     assert result.status == "skip" and "FLOPs unknown" in result.summary
     assert "Expected gradient function" in result.metrics["flops_error"]
     assert result.metrics["latency_ms"] > 0 and result.metrics["flops_per_token"] is None
+
+
+class ListIndexLM(TinyGPT):
+    """Picks features with a list index, as Falcon splits its fused key/value heads
+    (`qkv[..., [-2], :]`); `fixed_device` adds a bias made on the CPU whatever the input."""
+
+    def __init__(self, fixed_device: bool = False) -> None:
+        super().__init__()
+        self.fixed_device = fixed_device
+
+    def forward(self, input_ids, attention_mask=None):
+        x = super().forward(input_ids)  # (B, T, V)
+        picked = x[..., [-2], :]  # (B, 1, V)
+        if self.fixed_device:
+            picked = picked + torch.zeros(x.shape[-1])
+        return x + 0 * picked
+
+
+@pytest.mark.parametrize(("fixed_device", "status"), [(False, "pass"), (True, "fail")])
+def test_list_indexing_is_traced_on_the_meta_device(fixed_device, status):
+    result = run_tier1(ListIndexLM(fixed_device), checks=["device_portability"], progress=False)
+    assert result["device_portability"].status == status, result["device_portability"].summary

@@ -47,3 +47,11 @@ def test_library_models_get_the_toolkits_length_error_not_advice_to_edit_their_c
     adapted = adapt(zoo["gpt2"])
     with pytest.raises(ValueError, match="41 tokens: GPT2LMHeadModel takes at most max_seq_len=40"):
         adapted(torch.zeros(1, 41, dtype=torch.long))
+
+
+def test_falcon_and_deberta_are_traced_and_timed(zoo):
+    for name in ("falcon", "deberta_v2"):
+        report = run_tier1(zoo[name], checks=["device_portability", "inference_speed"], progress=False)
+        assert report["device_portability"].status == "pass", (name, report["device_portability"].summary)
+        assert report["inference_speed"].status == "pass", (name, report["inference_speed"].summary)
+        assert report["inference_speed"].metrics["flops_per_token"] > 0
