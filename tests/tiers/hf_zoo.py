@@ -130,6 +130,7 @@ ENCODER_DECODERS: dict[str, Callable[[], nn.Module]] = {
         num_layers=2,
         num_heads=4,
         decoder_start_token_id=0,
+        n_positions=L,  # as in t5-small's config (512): the length it was trained for
     ),
     "bart": _hf(
         "BartForConditionalGeneration",

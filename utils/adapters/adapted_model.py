@@ -24,7 +24,8 @@ from utils.loading import position_embedding
 
 log = logging.getLogger(__name__)
 
-TASKS = ("causal_lm", "masked_lm", "classification", "encoder")
+TASKS = ("causal_lm", "masked_lm", "classification", "encoder", "seq2seq")
+_DECODER_INPUT = "decoder_input_ids"
 _PROBE_B, _PROBE_T = 3, 5
 _SEQ_LEN_ATTRS = ("max_seq_len", "block_size", "seq_length", "n_positions",
                   "max_position_embeddings", "n_ctx", "context_length", "max_len")
@@ -62,6 +63,7 @@ class ModelProfile:
     tied_output: bool = False
     num_classes: int | None = None
     library: str | None = None  # the installed package the class comes from; None: user code
+    target_shift: str | None = None  # seq2seq: how target ids become decoder inputs
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -99,14 +101,22 @@ class AdaptedModel(nn.Module):
             profile.signature.params[0] == profile.input_name
         )
 
-    def forward(self, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                target_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`target_ids` (B, S) only for a seq2seq model: the tokens the decoder must produce
+        (-100 where nothing is to be produced); without them the target is the source."""
         p = self.profile
-        if p.library and p.max_seq_len and input_ids.shape[-1] > p.max_seq_len:
-            raise ValueError(
-                f"{input_ids.shape[-1]} tokens: {p.model_class} takes at most max_seq_len="
-                f"{p.max_seq_len} ({p.max_seq_len_source}). Crop or split the input, or pass "
-                "max_seq_len=... to adapt() if the model takes more.")
+        for ids in (input_ids, target_ids):
+            if ids is not None and p.library and p.max_seq_len and ids.shape[-1] > p.max_seq_len:
+                raise ValueError(
+                    f"{ids.shape[-1]} tokens: {p.model_class} takes at most max_seq_len="
+                    f"{p.max_seq_len} ({p.max_seq_len_source}). Crop or split the input, or "
+                    "pass max_seq_len=... to adapt() if the model takes more.")
+        if p.task == "seq2seq" and p.target_shift is not None:
+            return self._seq2seq(input_ids, attention_mask,
+                                 input_ids if target_ids is None else target_ids)
+        if target_ids is not None:
+            raise ValueError(f"target_ids is for seq2seq models; this one is {p.task}")
         if self.executor is not None:
             return self.executor.forward(input_ids, attention_mask)
         x = input_ids if p.batch_first else input_ids.t()  # seq-first models take (T, B)
@@ -121,6 +131,29 @@ class AdaptedModel(nn.Module):
         if not p.batch_first and logits.dim() == 3:
             logits = logits.transpose(0, 1)
         return logits
+
+    def _seq2seq(self, source: torch.Tensor, mask: torch.Tensor | None,
+                 target: torch.Tensor) -> torch.Tensor:
+        """Source and its mask to the encoder, the target shifted right by the model's own
+        rule to the decoder; logits (B, S, V), position s predicting target[:, s]."""
+        p = self.profile
+        kwargs = dict(self._static)
+        kwargs[_DECODER_INPUT] = self.decoder_inputs(target)
+        if mask is not None and p.mask_name is not None:
+            kwargs[p.mask_name] = mask
+        out = self.model(source, **kwargs) if self._positional else self.model(
+            **{p.input_name: source}, **kwargs)
+        return _extract(out, p.output_access)
+
+    def decoder_inputs(self, target: torch.Tensor) -> torch.Tensor:
+        """The decoder's input for `target`: a start token, then the target but its last
+        token (and -100 replaced by the pad id), by the model's own rule when it has one."""
+        prepare = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
+        if callable(prepare):
+            return prepare(labels=target)
+        start, pad = _start_and_pad(self.model)
+        shifted = torch.cat([torch.full_like(target[:, :1], start), target[:, :-1]], dim=1)
+        return shifted.masked_fill(shifted == -100, pad)
 
     def extra_repr(self) -> str:
         return self.profile.summary()
@@ -149,6 +182,8 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
         with torch.no_grad():
             if sig.needs_graph_executor:
                 return _adapt_graph(model, sig, config, overrides)
+            if _encoder_decoder(model, sig, config, overrides):
+                return _adapt_seq2seq(model, sig, config, overrides)
             return _adapt_callable(model, sig, config, overrides)
     finally:
         for m, mode in modes:
@@ -246,6 +281,92 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
         _detect_mask_convention(adapted, ids, ov.get("mask_convention"))
     _finish_profile(adapted, logits, ids, config, ov, vocab, vocab_src)
     return adapted
+
+
+def _encoder_decoder(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> str | None:
+    """Why the model is an encoder-decoder (its config says so, or forward takes decoder
+    input ids), or None. A task override other than seq2seq wins."""
+    if ov.get("task") not in (None, "seq2seq") or _raw(config).get("task") not in (None, "seq2seq"):
+        return None
+    if _hf_config(model).get("is_encoder_decoder"):
+        return "config.is_encoder_decoder"
+    if _DECODER_INPUT in sig.params:
+        return f"forward takes {_DECODER_INPUT}"
+    return "override" if ov.get("task") == "seq2seq" else None
+
+
+def _start_and_pad(model: nn.Module) -> tuple[int, int]:
+    """The decoder start token and pad id from the model's config (0 when it names none)."""
+    cfg = _hf_config(model)
+    pad = cfg.get("pad_token_id")
+    start = cfg.get("decoder_start_token_id")
+    pad = pad if isinstance(pad, int) else 0
+    return (start if isinstance(start, int) else pad), pad
+
+
+def _adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+    """An encoder-decoder: the source goes to the encoder, the target (shifted right) to the
+    decoder, and the logits are over the target. Probed with a source and a target of
+    different lengths, so that an output over the wrong one is caught."""
+    why = _encoder_decoder(model, sig, config, ov)
+    if sig.input_param is None or _DECODER_INPUT not in sig.params:
+        raise AdaptError(_cannot_adapt(model, sig, f"it is an encoder-decoder ({why}) but forward "
+                                       f"takes no {'token input' if sig.input_param is None else _DECODER_INPUT} "
+                                       "parameter"))
+    vocab, vocab_src = _vocab_hint(model, config, ov)
+    max_len, len_src = _max_seq_len(model, config, ov)
+    start, _ = _start_and_pad(model)
+    prepare = callable(getattr(model, "prepare_decoder_input_ids_from_labels", None))
+    profile = ModelProfile(
+        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
+        mask_name=sig.mask_param, mask_convention="keep_one" if sig.mask_param else None,
+        mask_verified=False, batch_first=True, output_access="tensor", full_logits_via="forward",
+        output_kind="logits", task="seq2seq", task_source="override" if why == "override" else why,
+        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
+        attention_modules=_attention_modules(model), library=installed_package(model),
+        target_shift=("model.prepare_decoder_input_ids_from_labels" if prepare else
+                      f"shifted right after decoder start token {start}"),
+    )
+    adapted = AdaptedModel(model, profile)
+    device = _device(model)
+    source = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
+    target = _probe_ids(_PROBE_B, max(1, _probe_len(max_len) - 1), vocab, device)
+    try:
+        out = model(source, **{_DECODER_INPUT: adapted.decoder_inputs(target), **adapted._static}) \
+            if adapted._positional else model(**{sig.input_param: source, _DECODER_INPUT:
+                                                  adapted.decoder_inputs(target), **adapted._static})
+        profile.output_access = _find_logits(out)
+        logits = adapted(source, target_ids=target)
+    except Exception as exc:
+        raise AdaptError(_cannot_adapt(model, sig, f"calling it as an encoder-decoder ({why}) "
+                                       f"failed: {type(exc).__name__}: {exc}")) from exc
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(target.shape):
+        raise AdaptError(f"{profile.model_class} returned logits of shape {tuple(logits.shape)} for "
+                         f"a source {tuple(source.shape)} and a target {tuple(target.shape)}; "
+                         "expected (B, target length, V)")
+    profile.output_kind = _output_kind(logits)
+    profile.notes.append(f"encoder-decoder: source ids and mask to the encoder, target ids "
+                         f"({profile.target_shift}) to the decoder; logits over the target")
+    if sig.mask_param is not None:
+        _verify_source_mask(adapted, source, target)
+    ov = {**ov, "task": "seq2seq"}
+    _finish_profile(adapted, logits, source, config, ov, vocab, vocab_src)
+    profile.task_source = "override" if why == "override" else why
+    return adapted
+
+
+def _verify_source_mask(adapted: AdaptedModel, source: torch.Tensor, target: torch.Tensor) -> None:
+    """keep_one (1 = real source token) is verified when right-padding the source and
+    changing its pads leaves every target logit where it was."""
+    p = adapted.profile
+    mask = torch.ones_like(source)
+    mask[0, -max(1, source.shape[1] // 2):] = 0
+    alt = source.masked_fill(mask == 0, 0) + (mask == 0) * 1
+    a, b = adapted(source, mask, target), adapted(alt, mask, target)
+    p.mask_verified = bool(torch.isfinite(a).all()) and bool((a - b).abs().max() <= 1e-5)
+    if not p.mask_verified:
+        p.notes.append(f"source padding mask taken from the name {p.mask_name!r} (keep_one): pad "
+                       "content still moved the target logits")
 
 
 # -- probes -----------------------------------------------------------------------------

@@ -314,9 +314,54 @@ def _not_causal(ctx: Tier1Context, title: str) -> CheckResult:
         "away.")
 
 
+def _decoder_causality(ctx: Tier1Context, title: str) -> CheckResult:
+    """An encoder-decoder's decoder: with the source held fixed, resampling the target after
+    position t must leave the logits at positions <= t as they were (the encoder sees the
+    whole source, by design, so only the target side is judged)."""
+    source, target = ctx.ids(offset=11), ctx.ids(offset=10)
+    T = target.shape[1]
+    diffs: dict[int, float] = {}
+    alts: dict[int, torch.Tensor] = {}
+    with torch.no_grad(), eval_mode(ctx.adapted):
+        base = ctx.adapted(source, target_ids=target)
+        for cut in sorted({0, T // 2 - 1, T - 2} - {-1}):
+            later = torch.zeros_like(target, dtype=torch.bool)
+            later[:, cut + 1:] = True
+            alts[cut] = _changed_ids(ctx, target, later, offset=20 + cut)
+            alt = ctx.adapted(source, target_ids=alts[cut])
+            diffs[cut] = changed(base[:, : cut + 1], alt[:, : cut + 1])
+    metrics: dict = {"method": "resampling the target, source fixed",
+                     "resample_change": {str(c): d for c, d in diffs.items()}}
+    moved = [c for c, d in diffs.items() if d > DIFF_RTOL]
+    if not moved:
+        return CheckResult("causality", title, "pass",
+                           "No leak in the decoder: resampling later target tokens leaves the "
+                           "logits at earlier target positions unchanged (source held fixed).",
+                           metrics)
+    cut = min(moved)
+    B = target.shape[0]
+
+    def region(o):
+        bt = as_bt(o, B, T)
+        return None if bt is None else bt[:, : cut + 1]
+
+    names = block_candidates(ctx.model, ctx.profile.attention_modules)
+    with torch.no_grad(), eval_mode(ctx.adapted):
+        where = first_divergent(ctx.model, lambda: ctx.adapted(source, target_ids=target),
+                                lambda: ctx.adapted(source, target_ids=alts[cut]), names, region)
+    metrics["first_leaking_module"] = where
+    return CheckResult("causality", title, "fail",
+                       f"Future-token leak in the decoder: logits at target position {cut} "
+                       "depend on later target tokens"
+                       + (f"; first leaking module: `{where}`." if where else "."),
+                       metrics, causal_advice(ctx, where))
+
+
 @tier1_check("causality", "No position sees later tokens", Needs(min_len=2, comparable=True))
 def causality(ctx: Tier1Context) -> CheckResult:
     title = "No position sees later tokens"
+    if ctx.task == "seq2seq":
+        return _decoder_causality(ctx, title)
     if ctx.task != "causal_lm":
         return _not_causal(ctx, title)
     ids = ctx.ids(offset=11)
@@ -462,17 +507,22 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
     alt = _changed_ids(ctx, ids, mask == 0, offset=18)
     real = mask.bool()
 
+    whole = p.task in ("classification", "seq2seq")  # one prediction / a target with no pads
+    target = {"target_ids": ids} if p.task == "seq2seq" else {}  # only the source is padded
+
     def at_real(out: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-        """The outputs at real positions of `rows` (a classifier's whole prediction)."""
-        return out[rows] if p.task == "classification" else out[rows][real[rows]]
+        """The outputs at real positions of `rows` (every output of a classifier, and of a
+        seq2seq model, whose padding is in the source)."""
+        return out[rows] if whole else out[rows][real[rows]]
 
     # With gradients on, as in training (nn.MultiheadAttention then takes its regular path);
     # then under no_grad, as in inference, where its fast path treats masks differently.
     with eval_mode(ctx.adapted), torch.enable_grad():
-        a, b = ctx.adapted(ids, mask).detach(), ctx.adapted(alt, mask).detach()
-        unmasked = ctx.adapted(ids).detach()
+        a = ctx.adapted(ids, mask, **target).detach()
+        b = ctx.adapted(alt, mask, **target).detach()
+        unmasked = ctx.adapted(ids, **target).detach()
     with eval_mode(ctx.adapted), torch.no_grad():
-        inference = ctx.adapted(ids, mask)
+        inference = ctx.adapted(ids, mask, **target)
     drift = changed(at_real(a), at_real(b))
     left_drift = changed(at_real(a, left), at_real(b, left)) if left.any() else 0.0
     right_drift = changed(at_real(a, ~left), at_real(b, ~left)) if (~left).any() else 0.0
@@ -480,7 +530,8 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
     finite_inference = bool(torch.isfinite(at_real(inference)).all())
     expected = _name_convention(p.mask_name)
     metrics = {"pad_positions": int((mask == 0).sum()), "real_position_change": drift,
-               "padded_on": "left (row 0) and right" if left.any() else "right",
+               "padded_on": ("left (row 0) and right" if left.any() else
+                             "right, source-side" if target else "right"),
                "left_padding_change": left_drift, "right_padding_change": right_drift,
                "mask": p.mask_name or "attention_mask (graph executor)",
                "convention": p.mask_convention, "verified": p.mask_verified,

@@ -21,8 +21,8 @@ from utils.adapters.losses import lm_loss
 from utils.tiers.report import CheckResult
 from utils.tiers.runner import Check, check
 
-LM_TASKS = ("causal_lm", "masked_lm")
-LOSS_TASKS = ("causal_lm", "masked_lm", "classification")
+LM_TASKS = ("causal_lm", "masked_lm", "seq2seq")  # logits (B, T, V)
+LOSS_TASKS = ("causal_lm", "masked_lm", "classification", "seq2seq")
 DEFAULT_BATCH = 3  # probe batch: small, odd, and different from every default length
 MAX_PROBE_BATCH = 8  # a larger batch_size sets the training shape only, not the probes
 DEFAULT_MAX_T = 16  # probe length cap: long enough to see leaks, short enough to be quick
@@ -86,10 +86,11 @@ class Tier1Context:
 
     def labels_for(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Training labels for `ids` under the model's task: the ids themselves for a causal
-        LM (the loss shifts them), random tokens for a masked LM (every position scored),
-        random classes for a classifier."""
+        LM (the loss shifts them) and for a seq2seq model (the target is the source: the
+        adapter shifts it into the decoder), random tokens for a masked LM (every position
+        scored), random classes for a classifier."""
         g = self.generator(offset + 7)
-        if self.task == "causal_lm":
+        if self.task in ("causal_lm", "seq2seq"):
             return ids
         if self.task == "classification":
             return torch.randint(0, self.profile.num_classes or 2, (ids.shape[0],),

@@ -213,7 +213,7 @@ def _own_convention(ctx: Tier1Context, call, ids: torch.Tensor) -> str:
 
 
 @tier1_check("label_leakage", "Training on random tokens cannot beat chance",
-             Needs(tasks=("causal_lm",), min_len=2))
+             Needs(tasks=("causal_lm", "seq2seq"), min_len=2))
 def label_leakage(ctx: Tier1Context) -> CheckResult:
     title = "Training on random tokens cannot beat chance"
     K = min(LEAK_VOCAB, ctx.id_high)
@@ -221,6 +221,8 @@ def label_leakage(ctx: Tier1Context) -> CheckResult:
     pool = torch.randperm(ctx.id_high, generator=g)[:K].to(ctx.device)
     batches = [pool[torch.randint(0, K, (LEAK_BATCH, LEAK_T), generator=g)].to(ctx.device)
                for _ in range(LEAK_MAX_STEPS)]
+    if ctx.task == "seq2seq":
+        return _target_leakage(ctx, title, batches, pool, K)
     call = own_loss(ctx)
     convention = None
     if call is not None:
@@ -285,3 +287,61 @@ def label_leakage(ctx: Tier1Context) -> CheckResult:
                        f"After {len(history)} steps on random tokens the loss stays near chance "
                        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
                        metrics)
+
+
+def _target_leakage(ctx: Tier1Context, title: str, targets: list[torch.Tensor],
+                    pool: torch.Tensor, K: int) -> CheckResult:
+    """The target side of an encoder-decoder: sources and targets drawn apart, so nothing in
+    the source tells the target; only a decoder that reads the token it must predict (an
+    unshifted decoder input, a decoder self-attention without its causal mask) beats chance."""
+    g = ctx.generator(54)
+    sources = [pool[torch.randint(0, K, tuple(t.shape), generator=g)].to(ctx.device)
+               for t in targets]
+    trainee = copy.deepcopy(ctx.adapted).eval()
+    chance = math.log(K)
+    floor = LEAK_FRACTION * chance
+
+    def leaked(h: list[float]) -> bool:
+        return len(h) >= LEAK_WINDOW and sum(h[-LEAK_WINDOW:]) / LEAK_WINDOW < floor
+
+    cap = _time_cap(ctx)
+    def step_loss(s: int) -> torch.Tensor:
+        """Scored at every target position but the last, which a decoder that sees one token
+        ahead has nothing to read from (so a leak there shows undiluted)."""
+        out = trainee(sources[s], target_ids=targets[s])  # (B, S, V)
+        return ctx.loss(out[:, :-1], targets[s][:, :-1])
+
+    history, why = _train(trainee, step_loss, LEAK_MAX_STEPS, cap, leaked, _learning_rate(trainee))
+    window = [sum(history[i:i + LEAK_WINDOW]) / LEAK_WINDOW
+              for i in range(max(0, len(history) - LEAK_WINDOW + 1))]
+    metrics = {"loss_used": "target cross-entropy (decoder fed the target shifted right)",
+               "target_shift": ctx.profile.target_shift, "tokens_in_use": K,
+               "chance_loss": chance, "fail_below": floor, "steps": len(history),
+               "lowest_window_mean": min(window) if window else None, "ended_by": why,
+               "time_cap_s": cap, "curve": _curve(history)}
+    if why == "stop":
+        return CheckResult(
+            "label_leakage", title, "fail",
+            f"On random sources and targets the loss fell to {window[-1]:.3f}, far below chance "
+            f"ln({K}) = {chance:.3f}: the decoder reads the target token it must predict.",
+            metrics,
+            "The decoder's input at position s must be the target up to s - 1 (the target "
+            "shifted right after the decoder start token), and its self-attention needs a "
+            "causal mask; see causality for the leaking module.")
+    if why in ("nograd", "nonfinite"):
+        trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
+        return CheckResult("label_leakage", title, "skip", f"Could not train ({trouble}).",
+                           metrics, "Fix what gradient_flow and overfit_batch report, then "
+                           "run again.")
+    if why == "time":
+        return CheckResult("label_leakage", title, "skip",
+                           f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
+                           f"{LEAK_MAX_STEPS} steps with no leak so far; too slow here to "
+                           "conclude.", metrics,
+                           "Run on a GPU (device='cuda') or raise time_budget; causality checks "
+                           "the decoder for the same leak exactly.")
+    lowest = min(window) if window else float("nan")
+    return CheckResult("label_leakage", title, "pass",
+                       f"After {len(history)} steps on random sources and targets the loss "
+                       f"stays near chance (lowest 5-step mean {lowest:.3f}, chance ln({K}) = "
+                       f"{chance:.3f}).", metrics)
