@@ -146,3 +146,15 @@ class ListIndexLM(TinyGPT):
 def test_list_indexing_is_traced_on_the_meta_device(fixed_device, status):
     result = run_tier1(ListIndexLM(fixed_device), checks=["device_portability"], progress=False)
     assert result["device_portability"].status == status, result["device_portability"].summary
+
+
+def test_a_correct_encoder_decoder_passes_the_checks_built_for_seq2seq():
+    from tests.tiers.zoo_broken import TinySeq2Seq
+
+    torch.manual_seed(0)
+    report = run_tier1(
+        TinySeq2Seq(), checks=["causality", "padding_invariance", "label_leakage", "overfit_batch"], progress=False
+    )
+    assert [r.status for r in report] == ["pass"] * 4, [(r.id, r.summary) for r in report]
+    assert report["causality"].metrics["method"] == "resampling the target, source fixed"
+    assert report["padding_invariance"].metrics["padded_on"] == "right, source-side"
