@@ -89,7 +89,7 @@ CAUSAL_LMS: dict[str, Callable[[], nn.Module]] = {
         intermediate_size=64,
     ),
     "olmo": _hf("OlmoForCausalLM", "OlmoConfig", **_COMMON),
-    "stablelm": _hf("StableLmForCausalLM", "StableLmConfig", **_COMMON),
+    "stablelm": _hf("StableLmForCausalLM", "StableLmConfig", num_key_value_heads=4, **_COMMON),  # default 32
 }
 MASKED_LMS: dict[str, Callable[[], nn.Module]] = {
     "bert": _hf("BertForMaskedLM", "BertConfig", **_COMMON),

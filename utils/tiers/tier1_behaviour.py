@@ -68,8 +68,11 @@ def forward_signature(ctx: Tier1Context) -> CheckResult:
         "output_kind": p.output_kind, "graph_executor": p.uses_graph_executor,
         "attention_modules": list(p.attention_modules), "notes": list(p.notes),
     }
+    # A class from an installed package that declares no length (BLOOM's ALiBi, Mamba) has
+    # none to find: only the user's own code can have a limit nobody wrote down.
     missing = [name for name, value in (("vocab_size", p.vocab_size),
-                                        ("max_seq_len", p.max_seq_len)) if value is None]
+                                        ("max_seq_len", p.max_seq_len))
+               if value is None and not (name == "max_seq_len" and p.library)]
     if missing and p.task != "classification":
         return CheckResult(
             "forward_signature", title, "warn",
