@@ -96,3 +96,29 @@ def test_falcon_and_deberta_are_traced_and_timed(zoo):
         assert report["device_portability"].status == "pass", (name, report["device_portability"].summary)
         assert report["inference_speed"].status == "pass", (name, report["inference_speed"].summary)
         assert report["inference_speed"].metrics["flops_per_token"] > 0
+
+
+def test_recurrent_library_models_loop_in_their_own_code_without_a_warning(zoo):
+    for name in ("mamba", "rwkv"):  # their CPU reference paths run a loop over positions
+        result = run_tier1(zoo[name], checks=["inference_speed"], progress=False)["inference_speed"]
+        assert result.status == "pass", (name, result.summary)
+        assert result.metrics["loops_over_positions"] and "nothing to change in your code" in result.summary
+
+
+@pytest.mark.parametrize("name", ["mistral", "albert", "distilbert_cls", "t5", "bart"])
+def test_weights_and_resources_on_one_model_of_each_kind(zoo, name):
+    checks = [
+        "initial_loss",
+        "weight_sharing",
+        "device_portability",
+        "state_dict_roundtrip",
+        "memory_footprint",
+        "inference_speed",
+    ]
+    report = run_tier1(zoo[name], checks=checks, progress=False)
+    assert [r.status for r in report] == ["pass"] * len(checks), [(r.id, r.summary) for r in report]
+
+
+def test_an_encoder_decoder_learns_its_target(zoo):
+    report = run_tier1(zoo["t5"], checks=["overfit_batch", "gradient_flow"], progress=False)
+    assert [r.status for r in report] == ["pass", "pass"], [(r.id, r.summary) for r in report]

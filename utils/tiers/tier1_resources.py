@@ -267,7 +267,15 @@ def inference_speed(ctx: Tier1Context) -> CheckResult:
     if "fraction_of_peak_fp32" in metrics:
         summary += f", {metrics['fraction_of_peak_fp32']:.1%} of fp32 peak"
     grew = ops_long - ops_short
-    if T >= 4 and grew >= max(LOOP_MIN_OPS, (long_ - short) // 2):
+    loops = T >= 4 and grew >= max(LOOP_MIN_OPS, (long_ - short) // 2)
+    metrics["loops_over_positions"] = loops
+    library = ctx.profile.library
+    if loops and library:
+        summary += (f". Forward runs {ops_short} operations at T={short} and {ops_long} at "
+                    f"T={long_}: the installed {library} implementation loops over positions on "
+                    f"{ctx.device.type} (a recurrent model's reference path); nothing to change "
+                    "in your code")
+    elif loops:
         return CheckResult(
             "inference_speed", title, "warn",
             summary + f". But forward runs {ops_short} operations at T={short} and {ops_long} at "
