@@ -752,12 +752,14 @@ def _site_roots() -> tuple[str, ...]:
 def installed_package(model: nn.Module) -> str | None:
     """The package the model's class comes from when it is installed (its file under a
     site-packages folder, as Hugging Face's classes are), else None: the user's own code,
-    which the user can change."""
+    which the user can change (and the embedded examples, which stand for it)."""
+    top = type(model).__module__.split(".")[0]
     module = sys.modules.get(type(model).__module__)
     path = getattr(module, "__file__", None)
-    if not path or not os.path.realpath(path).startswith(_site_roots()):
-        return None
-    return type(model).__module__.split(".")[0]
+    if top == __name__.split(".")[0] or not path or not os.path.realpath(path).startswith(
+            _site_roots()):
+        return None  # the toolkit's own examples stand for the user's code
+    return top
 
 
 def _attention_modules(model: nn.Module) -> list[str]:
