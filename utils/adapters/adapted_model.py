@@ -1,87 +1,23 @@
-"""`adapt`: inspect a model once, then call it one way: `forward(input_ids, attention_mask)`.
-
-Every fact the adapter relies on is found by probing with shapes where batch, length and
-vocabulary all differ, and recorded in a `ModelProfile`, so no tier guesses again.
-"""
+"""The adapted model: one calling convention, `forward(input_ids, attention_mask=None)` -> logits."""
 
 from __future__ import annotations
 
-import logging
-import os
-import site
-import sys
-import sysconfig
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import copy
+import dataclasses
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
-from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
-from utils.loading import position_embedding
+from utils.adapters.graph_executor import ComputationalGraphExecutor
+from utils.adapters.losses import lm_loss
+from utils.adapters.profile import ModelProfile
+from utils.vocabulary import IGNORE_INDEX
 
-log = logging.getLogger(__name__)
+DECODER_INPUT = "decoder_input_ids"  # an encoder-decoder's decoder input, by HF's name
 
-TASKS = ("causal_lm", "masked_lm", "classification", "encoder", "seq2seq")
-_DECODER_INPUT = "decoder_input_ids"
-_PROBE_B, _PROBE_T = 3, 5
-_SEQ_LEN_ATTRS = ("max_seq_len", "block_size", "seq_length", "n_positions",
-                  "max_position_embeddings", "n_ctx", "context_length", "max_len")
-_CAUSAL_HINTS = ("gpt", "llama", "decoder", "causal", "mistral", "qwen", "falcon")
-_VOCAB_ATTRS = ("vocab_size", "n_vocab", "num_tokens", "ntoken")
-
-
-class AdaptError(ValueError):
-    """The model could not be adapted; the message lists what was tried and found."""
-
-
-@dataclass
-class ModelProfile:
-    """What `adapt` found about a model; every downstream step reads it instead of guessing."""
-
-    model_class: str
-    signature: SignatureInfo
-    input_name: str | None
-    mask_name: str | None
-    mask_convention: str | None  # "keep_one" (1 = attend, HF) | "pad_true" (True = pad)
-    mask_verified: bool
-    batch_first: bool
-    output_access: str  # "tensor", "index:<i>", "key:<k>", "attr:<a>"
-    full_logits_via: str  # "forward", "labels", "graph_executor"
-    output_kind: str  # "logits", "log_probs", "probs"
-    task: str
-    task_source: str
-    vocab_size: int | None
-    vocab_source: str
-    max_seq_len: int | None
-    max_seq_len_source: str
-    attention_modules: list[str] = field(default_factory=list)
-    uses_graph_executor: bool = False
-    graph_source: str | None = None
-    tied_output: bool = False
-    num_classes: int | None = None
-    library: str | None = None  # the installed package the class comes from; None: user code
-    target_shift: str | None = None  # seq2seq: how target ids become decoder inputs
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def accepts_mask(self) -> bool:
-        return self.mask_name is not None or self.uses_graph_executor
-
-    def summary(self) -> str:
-        layout = "batch-first" if self.batch_first else "seq-first (transposed in and out)"
-        mask = (f"{self.mask_name} ({self.mask_convention}"
-                f"{', verified' if self.mask_verified else ', by name'})"
-                if self.mask_name else ("attention_mask via graph executor"
-                                        if self.uses_graph_executor else "none"))
-        return (
-            f"{self.model_class}: task {self.task} ({self.task_source}), vocab {self.vocab_size} "
-            f"({self.vocab_source}), max_seq_len {self.max_seq_len} ({self.max_seq_len_source}), "
-            f"input {self.input_name!r}, mask {mask}, {layout}, output {self.output_access} "
-            f"as {self.output_kind}"
-        )
+# The profile field that says where each overridable fact came from.
+_SOURCE_FIELD = {"task": "task_source", "vocab_size": "vocab_source", "max_seq_len": "max_seq_len_source"}
 
 
 class AdaptedModel(nn.Module):
@@ -138,7 +74,7 @@ class AdaptedModel(nn.Module):
         rule to the decoder; logits (B, S, V), position s predicting target[:, s]."""
         p = self.profile
         kwargs = dict(self._static)
-        kwargs[_DECODER_INPUT] = self.decoder_inputs(target)
+        kwargs[DECODER_INPUT] = self.decoder_inputs(target)  # (B, S)
         if mask is not None and p.mask_name is not None:
             kwargs[p.mask_name] = mask
         out = self.model(source, **kwargs) if self._positional else self.model(
@@ -146,428 +82,48 @@ class AdaptedModel(nn.Module):
         return _extract(out, p.output_access)
 
     def decoder_inputs(self, target: torch.Tensor) -> torch.Tensor:
-        """The decoder's input for `target`: a start token, then the target but its last
-        token (and -100 replaced by the pad id), by the model's own rule when it has one."""
+        """The decoder's input for `target` (B, S): a start token, then the target but its
+        last token (-100 replaced by the pad id), by the model's own rule when it has one."""
         prepare = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
         if callable(prepare):
             return prepare(labels=target)
-        start, pad = _start_and_pad(self.model)
+        start, pad = start_and_pad(self.model)
         shifted = torch.cat([torch.full_like(target[:, :1], start), target[:, :-1]], dim=1)
-        return shifted.masked_fill(shifted == -100, pad)
+        return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The toolkit's training loss for this model's task and output kind (shifted by one
+        for a causal LM, on the target for seq2seq; -100 never trained on)."""
+        return lm_loss(logits, labels, self.profile.task, self.profile.output_kind)[0]
+
+    def with_model(self, model: nn.Module) -> AdaptedModel:
+        """The same adapter (profile, graph) around another instance of the user's class: a
+        reloaded or rebuilt copy is called exactly the way this one is."""
+        executor = None
+        if self.executor is not None:
+            executor = copy.copy(self.executor)
+            executor.model = model
+        return AdaptedModel(model, self.profile, executor)
+
+    def with_overrides(self, **overrides: Any) -> AdaptedModel:
+        """The same model with `task`, `vocab_size` or `max_seq_len` set by the caller; the
+        profile records that they came from an override."""
+        sources = {_SOURCE_FIELD[k]: "override" for k in overrides}
+        profile = dataclasses.replace(self.profile, **overrides, **sources)
+        return AdaptedModel(self.model, profile, self.executor)
 
     def extra_repr(self) -> str:
         return self.profile.summary()
 
 
-def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedModel:
-    """Inspect `model` once and return an `AdaptedModel`.
-
-    `config` is a `ModelConfig`, a dict or None. Overrides: `task`, `vocab_size`,
-    `max_seq_len`, `batch_first`, `mask_convention`.
-    """
-    if isinstance(model, AdaptedModel):
-        return model
-    if not isinstance(model, nn.Module):
-        raise AdaptError(f"adapt() needs an nn.Module, got {type(model).__name__}")
-    unknown = set(overrides) - {"task", "vocab_size", "max_seq_len", "batch_first",
-                                "mask_convention"}
-    if unknown:
-        raise AdaptError(f"adapt() got unknown options: {', '.join(sorted(unknown))}")
-    if overrides.get("task") not in (None, *TASKS):
-        raise AdaptError(f"task={overrides['task']!r} is not one of {', '.join(TASKS)}")
-    sig = ModelSignatureInspector(model).analyze()
-    modes = [(m, m.training) for m in model.modules()]  # restored per module: a mixed
-    model.eval()                                          # train/eval state stays mixed
-    try:
-        with torch.no_grad():
-            if sig.needs_graph_executor:
-                return _adapt_graph(model, sig, config, overrides)
-            if _encoder_decoder(model, sig, config, overrides):
-                return _adapt_seq2seq(model, sig, config, overrides)
-            return _adapt_callable(model, sig, config, overrides)
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-# -- the two paths --------------------------------------------------------------------
-
-
-def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
-    try:
-        executor = ComputationalGraphExecutor(model, ModelSignatureInspector(model), config)
-    except GraphError as exc:
-        raise AdaptError(
-            f"{type(model).__name__}.forward takes intermediate outputs "
-            f"({', '.join(sig.intermediate_params)}), so it cannot be called directly, and the "
-            f"graph executor could not rebuild its graph: {exc}"
-        ) from exc
-    vocab, vocab_src = _vocab_hint(model, config, ov)
-    max_len, len_src = _max_seq_len(model, config, ov)
-    device = _device(model)
-    ids = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
-    try:
-        logits = executor.forward(ids)
-    except Exception as exc:
-        raise AdaptError(f"the graph executor built the graph but running it failed: "
-                         f"{type(exc).__name__}: {exc}") from exc
-    _expect_batch_dims(logits, ids, "graph executor")
-    profile = ModelProfile(
-        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
-        mask_name=None, mask_convention="keep_one", mask_verified=False, batch_first=True,
-        output_access="tensor", full_logits_via="graph_executor",
-        output_kind=_output_kind(logits), task="", task_source="",
-        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model), uses_graph_executor=True,
-        graph_source=executor.source, tied_output=executor.tied_output,
-    )
-    if executor.tied_output:
-        profile.notes.append("no output module: logits tied to the token embedding")
-    adapted = AdaptedModel(model, profile, executor)
-    _finish_profile(adapted, logits, ids, config, ov, vocab, vocab_src)
-    return adapted
-
-
-def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
-    if sig.input_param is None or sig.unknown_required:
-        raise AdaptError(_cannot_adapt(model, sig, "no token input parameter was recognised"
-                                       if sig.input_param is None else
-                                       f"required parameters with no known role: "
-                                       f"{', '.join(sig.unknown_required)}"))
-    vocab, vocab_src = _vocab_hint(model, config, ov)
-    max_len, len_src = _max_seq_len(model, config, ov)
-    device = _device(model)
-    ids = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
-    profile = ModelProfile(
-        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
-        mask_name=sig.mask_param, mask_convention=None, mask_verified=False,
-        batch_first=bool(ov.get("batch_first", True)), output_access="tensor",
-        full_logits_via="forward", output_kind="logits", task="", task_source="",
-        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model), library=installed_package(model),
-    )
-    adapted = AdaptedModel(model, profile)
-
-    attempts: list[str] = []
-    out = None
-    for batch_first in ((True, False) if "batch_first" not in ov else (ov["batch_first"],)):
-        x = ids if batch_first else ids.t()
-        try:
-            out = model(x) if adapted._positional else model(**{sig.input_param: x})
-            profile.batch_first = batch_first
-            break
-        except Exception as exc:
-            attempts.append(f"{sig.input_param}={'(B, T)' if batch_first else '(T, B)'} "
-                            f"-> {type(exc).__name__}: {exc}")
-    if out is None:
-        raise AdaptError(_cannot_adapt(model, sig, "every call failed", attempts))
-    try:
-        profile.output_access = _find_logits(out)
-    except AdaptError as exc:
-        raise AdaptError(_cannot_adapt(model, sig, str(exc), attempts)) from exc
-    logits = adapted(ids)
-    if logits.dim() == 3 and logits.shape[1] == 1 and ids.shape[1] > 1:
-        _full_logits_via_labels(adapted, ids)
-        logits = adapted(ids)
-    _expect_batch_dims(logits, ids, type(model).__name__)
-    if "batch_first" not in ov and logits.dim() == 3:
-        _detect_layout(adapted, ids, vocab)
-        logits = adapted(ids)
-    profile.output_kind = _output_kind(logits)
-    if profile.output_kind != "logits":
-        profile.notes.append(f"the model returns {profile.output_kind.replace('_', '-')}, "
-                             "not raw logits")
-    if sig.mask_param is not None:
-        _detect_mask_convention(adapted, ids, ov.get("mask_convention"))
-    _finish_profile(adapted, logits, ids, config, ov, vocab, vocab_src)
-    return adapted
-
-
-def _encoder_decoder(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> str | None:
-    """Why the model is an encoder-decoder (its config says so, or forward takes decoder
-    input ids), or None. A task override other than seq2seq wins."""
-    if ov.get("task") not in (None, "seq2seq") or _raw(config).get("task") not in (None, "seq2seq"):
-        return None
-    if _hf_config(model).get("is_encoder_decoder"):
-        return "config.is_encoder_decoder"
-    if _DECODER_INPUT in sig.params:
-        return f"forward takes {_DECODER_INPUT}"
-    return "override" if ov.get("task") == "seq2seq" else None
-
-
-def _start_and_pad(model: nn.Module) -> tuple[int, int]:
-    """The decoder start token and pad id from the model's config (0 when it names none)."""
-    cfg = _hf_config(model)
-    pad = cfg.get("pad_token_id")
-    start = cfg.get("decoder_start_token_id")
+def start_and_pad(model: nn.Module) -> tuple[int, int]:
+    """The decoder start token and pad id from the model's config (the pad id, else 0, when
+    it names no start token)."""
+    cfg = getattr(model, "config", None)
+    pad = getattr(cfg, "pad_token_id", None)
+    start = getattr(cfg, "decoder_start_token_id", None)
     pad = pad if isinstance(pad, int) else 0
     return (start if isinstance(start, int) else pad), pad
-
-
-def _adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
-    """An encoder-decoder: the source goes to the encoder, the target (shifted right) to the
-    decoder, and the logits are over the target. Probed with a source and a target of
-    different lengths, so that an output over the wrong one is caught."""
-    why = _encoder_decoder(model, sig, config, ov)
-    if sig.input_param is None or _DECODER_INPUT not in sig.params:
-        raise AdaptError(_cannot_adapt(model, sig, f"it is an encoder-decoder ({why}) but forward "
-                                       f"takes no {'token input' if sig.input_param is None else _DECODER_INPUT} "
-                                       "parameter"))
-    vocab, vocab_src = _vocab_hint(model, config, ov)
-    max_len, len_src = _max_seq_len(model, config, ov)
-    start, _ = _start_and_pad(model)
-    prepare = callable(getattr(model, "prepare_decoder_input_ids_from_labels", None))
-    profile = ModelProfile(
-        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
-        mask_name=sig.mask_param, mask_convention="keep_one" if sig.mask_param else None,
-        mask_verified=False, batch_first=True, output_access="tensor", full_logits_via="forward",
-        output_kind="logits", task="seq2seq", task_source="override" if why == "override" else why,
-        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model), library=installed_package(model),
-        target_shift=("model.prepare_decoder_input_ids_from_labels" if prepare else
-                      f"shifted right after decoder start token {start}"),
-    )
-    adapted = AdaptedModel(model, profile)
-    device = _device(model)
-    source = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
-    target = _probe_ids(_PROBE_B, max(1, _probe_len(max_len) - 1), vocab, device)
-    try:
-        out = model(source, **{_DECODER_INPUT: adapted.decoder_inputs(target), **adapted._static}) \
-            if adapted._positional else model(**{sig.input_param: source, _DECODER_INPUT:
-                                                  adapted.decoder_inputs(target), **adapted._static})
-        profile.output_access = _find_logits(out)
-        logits = adapted(source, target_ids=target)
-    except Exception as exc:
-        raise AdaptError(_cannot_adapt(model, sig, f"calling it as an encoder-decoder ({why}) "
-                                       f"failed: {type(exc).__name__}: {exc}")) from exc
-    if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(target.shape):
-        raise AdaptError(f"{profile.model_class} returned logits of shape {tuple(logits.shape)} for "
-                         f"a source {tuple(source.shape)} and a target {tuple(target.shape)}; "
-                         "expected (B, target length, V)")
-    profile.output_kind = _output_kind(logits)
-    profile.notes.append(f"encoder-decoder: source ids and mask to the encoder, target ids "
-                         f"({profile.target_shift}) to the decoder; logits over the target")
-    if sig.mask_param is not None:
-        _verify_source_mask(adapted, source, target)
-    ov = {**ov, "task": "seq2seq"}
-    _finish_profile(adapted, logits, source, config, ov, vocab, vocab_src)
-    profile.task_source = "override" if why == "override" else why
-    return adapted
-
-
-def _verify_source_mask(adapted: AdaptedModel, source: torch.Tensor, target: torch.Tensor) -> None:
-    """keep_one (1 = real source token) is verified when right-padding the source and
-    changing its pads leaves every target logit where it was."""
-    p = adapted.profile
-    mask = torch.ones_like(source)
-    mask[0, -max(1, source.shape[1] // 2):] = 0
-    alt = source.masked_fill(mask == 0, 0) + (mask == 0) * 1
-    a, b = adapted(source, mask, target), adapted(alt, mask, target)
-    p.mask_verified = bool(torch.isfinite(a).all()) and bool((a - b).abs().max() <= 1e-5)
-    if not p.mask_verified:
-        p.notes.append(f"source padding mask taken from the name {p.mask_name!r} (keep_one): pad "
-                       "content still moved the target logits")
-
-
-# -- probes -----------------------------------------------------------------------------
-
-
-def _full_logits_via_labels(adapted: AdaptedModel, ids: torch.Tensor) -> None:
-    """nanoGPT returns logits for the last position only unless targets are given."""
-    p = adapted.profile
-    if p.signature.label_param is None:
-        raise AdaptError(
-            f"{p.model_class} returns logits for one position when given {ids.shape[1]} and "
-            "takes no labels/targets parameter that could ask for all of them"
-        )
-    p.full_logits_via = "labels"
-    logits = adapted(ids)
-    if logits.shape[1] != ids.shape[1]:
-        raise AdaptError(
-            f"{p.model_class} returns logits for {logits.shape[1]} position(s) for an input of "
-            f"{ids.shape[1]}, with or without {p.signature.label_param!r}"
-        )
-    p.notes.append(f"full-sequence logits obtained by passing {p.signature.label_param}=input_ids "
-                   "(the model otherwise returns only the last position)")
-
-
-def _detect_layout(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> None:
-    """Batch-first or seq-first, by behaviour: changing token (0, 0) of a batch-first model
-    moves only row 0; of a seq-first model fed (B, T) it moves only column 0. Seq-first is
-    accepted only if, transposed, the model also treats identical rows identically (a
-    batch-first model whose attention lacks `batch_first=True` fails that and stays
-    batch-first, for Tier 1 to flag)."""
-    p = adapted.profile
-    base = adapted(ids)
-    alt = ids.clone()
-    alt[0, 0] = (alt[0, 0] + 1) % vocab
-    moved = (adapted(alt) - base).abs().amax(-1) > 1e-6  # (B, T)
-    rows_only = not moved[1:].any()
-    cols_only = not moved[:, 1:].any()
-    if rows_only or not cols_only:
-        return
-    p.batch_first = False
-    same = ids.clone()
-    same[1] = same[0]
-    out = adapted(same)
-    if torch.allclose(out[0], out[1], atol=1e-5) and not _rows_mix(adapted, ids, vocab):
-        p.notes.append("seq-first model: inputs and logits are transposed (B, T) <-> (T, B)")
-    else:
-        p.batch_first = True
-        p.notes.append("the model mixes the batch dimension (check batch_independence)")
-
-
-def _rows_mix(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> bool:
-    base = adapted(ids)
-    alt = ids.clone()
-    alt[0] = (alt[0] + 1) % vocab
-    return bool((adapted(alt)[1:] - base[1:]).abs().max() > 1e-6)
-
-
-def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: str | None) -> None:
-    """Pad part of row 0, change what the pad positions hold, and keep the convention under
-    which the real positions do not move. Right padding first (a causal model under the wrong
-    convention masks its first real token), then left padding (a bidirectional model that
-    ignores pads on the right still sees them on the left). Names decide only when behaviour
-    cannot."""
-    p = adapted.profile
-    by_name = "keep_one" if p.mask_name in ("attention_mask", "input_mask") else "pad_true"
-    if forced is not None:
-        if forced not in ("keep_one", "pad_true"):
-            raise AdaptError(f"mask_convention={forced!r}: use 'keep_one' or 'pad_true'")
-        p.mask_convention, p.mask_verified = forced, False
-        return
-    T = ids.shape[1]
-    n_pad = max(1, T // 2)
-    ok: list[str] = []
-    for pads in (slice(T - n_pad, T), slice(0, n_pad)):
-        real = torch.ones(T, dtype=torch.bool)
-        real[pads] = False
-        ok = [c for c in ("keep_one", "pad_true") if _real_positions_still(adapted, ids, pads, real, c)]
-        if len(ok) == 1:
-            p.mask_convention, p.mask_verified = ok[0], True
-            return
-    p.mask_convention, p.mask_verified = by_name, False
-    p.notes.append(
-        f"padding mask convention taken from the name {p.mask_name!r} ({by_name}): "
-        + ("the model's output does not depend on its mask" if len(ok) == 2 else
-           "neither convention kept real positions independent of pad content")
-    )
-
-
-def _real_positions_still(adapted: AdaptedModel, ids: torch.Tensor, pads: slice,
-                          real: torch.Tensor, convention: str) -> bool:
-    """True when, under `convention`, row 0's real outputs ignore what its pads hold."""
-    p = adapted.profile
-    mask = torch.ones_like(ids)
-    mask[0, pads] = 0
-    alt = ids.clone()
-    alt[0, pads] = (alt[0, pads] + 7) % max(int(ids.max()) + 1, 8)
-    previous = p.mask_convention
-    p.mask_convention = convention
-    try:
-        a, b = adapted(ids, mask), adapted(alt, mask)
-    except Exception as exc:  # a convention the model rejects is simply not its convention
-        log.debug("mask probe %s failed: %s", convention, exc)
-        return False
-    finally:
-        p.mask_convention = previous
-    # (B, T, V): the real positions of row 0; (B, C): row 0's single prediction
-    ra, rb = (a[0, real], b[0, real]) if a.dim() == 3 else (a[0], b[0])
-    if not (torch.isfinite(ra).all() and torch.isfinite(rb).all()):
-        return False
-    return bool((ra - rb).abs().max() <= 1e-5)
-
-
-def _finish_profile(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
-                    config: Any, ov: dict, vocab_hint: int, vocab_src: str) -> None:
-    p = adapted.profile
-    width = int(logits.shape[-1])
-    if logits.dim() == 2:
-        p.num_classes = width
-    if "vocab_size" in ov:
-        p.vocab_size, p.vocab_source = int(ov["vocab_size"]), "override"
-    elif vocab_src in ("config", "model attribute", "model config"):
-        p.vocab_size, p.vocab_source = vocab_hint, vocab_src
-    elif logits.dim() == 3:
-        p.vocab_size, p.vocab_source = width, "output width"
-    elif vocab_src != "probe default":
-        p.vocab_size, p.vocab_source = vocab_hint, vocab_src
-    else:
-        p.vocab_size, p.vocab_source = None, "unknown"
-        p.notes.append("vocabulary size unknown: pass vocab_size=...")
-    if p.max_seq_len is None:
-        p.notes.append("maximum sequence length unknown: pass max_seq_len=...")
-    p.task, p.task_source = _task(adapted, logits, ids, config, ov)
-
-
-def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor, config: Any,
-          ov: dict) -> tuple[str, str]:
-    if ov.get("task"):
-        return ov["task"], "override"
-    raw = _raw(config)
-    if raw.get("task") in TASKS:
-        return raw["task"], "config"
-    if logits.dim() == 2:
-        return "classification", "output shape (B, C)"
-    arch = " ".join(_hf_config(adapted.model).get("architectures") or [])
-    for key, task in (("CausalLM", "causal_lm"), ("LMHeadModel", "causal_lm"),
-                      ("MaskedLM", "masked_lm"), ("SequenceClassification", "classification")):
-        if key in arch or key in type(adapted.model).__name__:
-            return task, "model class"
-    template = str(raw.get("template") or raw.get("model_type") or "")
-    if any(k in template.lower() for k in _CAUSAL_HINTS):
-        return "causal_lm", f"template {template!r}"
-    cls = type(adapted.model).__name__
-    if any(k in cls.lower() for k in _CAUSAL_HINTS):
-        return "causal_lm", f"class name {cls!r}"
-    vocab = adapted.profile.vocab_size
-    if vocab is not None and logits.shape[-1] != vocab:
-        return "encoder", "output width differs from the vocabulary"
-    buffer = _causal_buffer(adapted.model)
-    if buffer is not None:
-        return "causal_lm", f"causal mask buffer {buffer!r}"
-    causal = _is_causal(adapted, ids)
-    if causal is None:
-        adapted.profile.notes.append(
-            "task taken as causal_lm: outputs are not finite or not repeatable in eval mode, so "
-            "behaviour could not tell; pass task=... if that is wrong"
-        )
-        return "causal_lm", "default (behaviour not measurable)"
-    if causal:
-        return "causal_lm", "behaviour (no position sees later tokens)"
-    return "masked_lm", "behaviour (positions see later tokens)"
-
-
-def _is_causal(adapted: AdaptedModel, ids: torch.Tensor) -> bool | None:
-    """Whether changing the last token leaves every earlier position alone; None when the
-    outputs are not finite or not repeatable, since then a difference proves nothing."""
-    base = adapted(ids)
-    if not torch.isfinite(base).all() or not torch.equal(base, adapted(ids)):
-        return None
-    alt = ids.clone()
-    alt[:, -1] = (alt[:, -1] + 1) % max(int(ids.max()) + 1, 2)
-    return bool((adapted(alt)[:, :-1] - base[:, :-1]).abs().max() <= 1e-6)
-
-
-def _causal_buffer(model: nn.Module) -> str | None:
-    """A square causal buffer (nanoGPT's `bias = tril(ones)`, a bool or -inf `causal_mask`)
-    says the author meant the model to be causal, whether or not forward applies it."""
-    for name, buf in model.named_buffers():
-        if buf.dim() < 2 or buf.shape[-1] != buf.shape[-2] or buf.shape[-1] < 2:
-            continue
-        square = buf.reshape(-1, buf.shape[-2], buf.shape[-1])[0]
-        tril = torch.tril(torch.ones(square.shape, dtype=torch.bool, device=square.device))
-        if square.is_floating_point():
-            patterns = (square != 0, torch.isneginf(square))
-        else:
-            patterns = (square.bool(),)
-        if any(torch.equal(p, tril) or torch.equal(p, ~tril) for p in patterns):
-            return name
-    return None
-
-
-# -- small helpers ------------------------------------------------------------------------
 
 
 def _extract(out: Any, how: str) -> torch.Tensor:
@@ -579,212 +135,3 @@ def _extract(out: Any, how: str) -> torch.Tensor:
     if kind == "key":
         return out[key]
     return getattr(out, key)
-
-
-def _find_logits(out: Any) -> str:
-    """Where the logits are in whatever `forward` returned."""
-    if isinstance(out, torch.Tensor):
-        return "tensor"
-    if isinstance(out, Mapping):
-        for key in ("logits", "prediction_logits", "lm_logits"):
-            if isinstance(out.get(key), torch.Tensor):
-                return f"key:{key}"
-        for key, value in out.items():
-            if isinstance(value, torch.Tensor) and value.dim() >= 2:
-                return f"key:{key}"
-    if isinstance(getattr(out, "logits", None), torch.Tensor):
-        return "attr:logits"
-    if isinstance(out, (tuple, list)):
-        for i, value in enumerate(out):
-            if isinstance(value, torch.Tensor):
-                return f"index:{i}"
-    raise AdaptError(f"forward returned a {type(out).__name__} with no tensor of logits in it")
-
-
-def _expect_batch_dims(logits: Any, ids: torch.Tensor, who: str) -> None:
-    B, T = ids.shape
-    if not isinstance(logits, torch.Tensor):
-        raise AdaptError(f"{who} returned {type(logits).__name__}, not a tensor of logits")
-    ok3 = logits.dim() == 3 and tuple(logits.shape[:2]) in ((B, T), (T, B))
-    ok2 = logits.dim() == 2 and logits.shape[0] == B
-    if not (ok3 or ok2):
-        raise AdaptError(
-            f"{who} returned logits of shape {tuple(logits.shape)} for input ids of shape "
-            f"(B={B}, T={T}); expected (B, T, V) or (B, C)"
-        )
-
-
-def _output_kind(logits: torch.Tensor) -> str:
-    x = logits.float()
-    if not torch.isfinite(x).all():
-        return "logits"
-    if (x <= 1e-6).all() and torch.allclose(x.exp().sum(-1), torch.ones(()), atol=1e-3):
-        return "log_probs"
-    if (x >= 0).all() and torch.allclose(x.sum(-1), torch.ones(()), atol=1e-3):
-        return "probs"
-    return "logits"
-
-
-def _probe_len(max_len: int | None) -> int:
-    return _PROBE_T if max_len is None else max(1, min(_PROBE_T, max_len))
-
-
-def _probe_ids(B: int, T: int, vocab: int, device: torch.device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, vocab, (B, T), generator=g).to(device)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-def _raw(config: Any) -> dict:
-    if config is None:
-        return {}
-    if isinstance(config, dict):
-        return config
-    return dict(getattr(config, "raw", None) or {})
-
-
-def _config_value(config: Any, name: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, dict):
-        return config.get(name)
-    return getattr(config, name, None)
-
-
-def _hf_config(model: nn.Module) -> dict:
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        return {}
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    if isinstance(cfg, dict):
-        return cfg
-    return {k: v for k, v in vars(cfg).items() if not k.startswith("_")}
-
-
-def _model_attr(model: nn.Module, names: tuple[str, ...]) -> tuple[int | None, str]:
-    for holder, label in ((model, "model attribute"), (_hf_config(model), "model config")):
-        for name in names:
-            value = holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value, label
-    return None, ""
-
-
-def _declared(model: nn.Module, config: Any, ov: dict, key: str, attrs: tuple[str, ...]
-              ) -> tuple[int | None, str]:
-    """A size someone stated: an override, the config, or an attribute of the model or of
-    its own config object, in that order."""
-    if ov.get(key):
-        return int(ov[key]), "override"
-    value = _config_value(config, key)
-    if isinstance(value, int) and value > 0:
-        return value, "config"
-    return _model_attr(model, attrs)
-
-
-def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
-    """A vocabulary bound that keeps probe ids valid: override, config, model attribute, else
-    the smallest embedding table (a token id below every table's size is safe)."""
-    value, label = _declared(model, config, ov, "vocab_size", _VOCAB_ATTRS)
-    if value:
-        return value, label
-    rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
-    if rows:
-        return min(rows), "smallest embedding table"
-    return 64, "probe default"
-
-
-def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, str]:
-    value, label = _declared(model, config, ov, "max_seq_len", _SEQ_LEN_ATTRS)
-    if value and label != "override":
-        return _after_padding_index(model, value, label)
-    if value:
-        return value, label
-    table = position_embedding(model)
-    if table is not None:
-        return table[1].num_embeddings, f"position table {table[0]}"
-    for name, buf in model.named_buffers():
-        leaf = name.rsplit(".", 1)[-1].lower()
-        if buf.dim() >= 2 and buf.shape[-1] == buf.shape[-2] and leaf in ("bias", "mask", "causal_mask"):
-            return int(buf.shape[-1]), f"buffer {name}"
-    return None, "unknown"
-
-
-def _after_padding_index(model: nn.Module, value: int, label: str) -> tuple[int, str]:
-    """RoBERTa's rule: a position table with a padding row numbers real positions from
-    padding_idx + 1, so `max_position_embeddings` (514) rows hold 512 positions. Applied only
-    when a forward of `value` tokens fails and one of the shorter length runs."""
-    table = position_embedding(model)
-    pad = None if table is None else table[1].padding_idx
-    if pad is None or pad < 0:
-        return value, label
-    usable = table[1].num_embeddings - pad - 1
-    if not 0 < usable < value or _runs(model, value) or not _runs(model, usable):
-        return value, label
-    return usable, (f"{label}; position table {table[0]} starts after its padding index {pad}, "
-                    f"so {usable} of {value}")
-
-
-def _runs(model: nn.Module, T: int) -> bool:
-    """Whether one forward of a single row of T tokens runs (token id 0 is in every vocab)."""
-    sig = ModelSignatureInspector(model).analyze()
-    ids = torch.zeros(1, T, dtype=torch.long, device=_device(model))
-    try:
-        model(**{sig.input_param: ids}) if sig.input_param else model(ids)
-    except Exception:  # noqa: BLE001 - a length the model cannot take is what is measured
-        return False
-    return True
-
-
-def _site_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = [paths["purelib"], paths["platlib"], site.getusersitepackages()]
-    roots += getattr(site, "getsitepackages", lambda: [])()
-    return tuple(os.path.realpath(r) + os.sep for r in roots)
-
-
-def installed_package(model: nn.Module) -> str | None:
-    """The package the model's class comes from when it is installed (its file under a
-    site-packages folder, as Hugging Face's classes are), else None: the user's own code,
-    which the user can change (and the embedded examples, which stand for it)."""
-    top = type(model).__module__.split(".")[0]
-    module = sys.modules.get(type(model).__module__)
-    path = getattr(module, "__file__", None)
-    if top == __name__.split(".")[0] or not path or not os.path.realpath(path).startswith(
-            _site_roots()):
-        return None  # the toolkit's own examples stand for the user's code
-    return top
-
-
-def _attention_modules(model: nn.Module) -> list[str]:
-    """Outermost modules that do attention: nn.MultiheadAttention or a class named so."""
-    found: list[str] = []
-    for name, m in model.named_modules():
-        cls = type(m).__name__.lower()
-        is_attn = isinstance(m, nn.MultiheadAttention) or (
-            ("attention" in cls or "attn" in cls or cls.endswith("selfattention"))
-            and "layer" not in cls and "block" not in cls
-        )
-        if is_attn and name and not any(name.startswith(f + ".") for f in found):
-            found.append(name)
-    return found
-
-
-def _cannot_adapt(model: nn.Module, sig: SignatureInfo, why: str,
-                  attempts: list[str] | None = None) -> str:
-    lines = [
-        f"Cannot adapt {type(model).__name__}: {why}.",
-        f"  forward parameters: {sig.roles() or '(none)'}",
-    ]
-    lines += [f"  tried: {a}" for a in attempts or []]
-    lines.append(
-        "  Fix: give forward a token input named input_ids (or idx, src, x, tokens) returning "
-        "logits (B, T, V), or pass the roles explicitly (task=, vocab_size=, max_seq_len=)."
-    )
-    return "\n".join(lines)
