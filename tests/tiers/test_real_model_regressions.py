@@ -107,7 +107,7 @@ def test_a_norm_is_judged_by_the_scale_it_outputs_not_by_its_weight():
 
 
 def test_a_failing_flop_counter_leaves_flops_unknown_and_blames_nothing(monkeypatch):
-    from utils.tiers import tier1_resources
+    from utils.tiers.tier1 import resources as tier1_resources
 
     class BrokenCounter:
         def __init__(self, **kwargs):
