@@ -16,10 +16,12 @@ from torch import nn
 
 # -- what a model does --------------------------------------------------------------------
 
-Task = Literal["causal_lm", "masked_lm", "classification", "encoder"]
+Task = Literal["causal_lm", "masked_lm", "classification", "encoder", "seq2seq"]
 TASKS: tuple[str, ...] = get_args(Task)
-LM_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm")  # logits over the vocabulary per position
-LOSS_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification")  # trainable with a loss
+# logits over the vocabulary per position (a seq2seq model's: per target position)
+LM_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq2seq")
+LOSS_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification", "seq2seq")  # trainable
+DATA_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification")  # the data module's
 
 # -- how a padding mask reads -------------------------------------------------------------
 

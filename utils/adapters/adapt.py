@@ -28,9 +28,11 @@ from utils.adapters.detectors import (
     _probe_ids,
     _probe_len,
     _vocab_hint,
+    installed_package,
 )
 from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
 from utils.adapters.profile import ModelProfile
+from utils.adapters.seq2seq import adapt_seq2seq, encoder_decoder
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
 from utils.vocabulary import (
@@ -61,6 +63,8 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
         with torch.no_grad():
             if sig.needs_graph_executor:
                 return _adapt_graph(model, sig, config, overrides)
+            if encoder_decoder(model, sig, config, overrides):
+                return adapt_seq2seq(model, sig, config, overrides)
             return _adapt_callable(model, sig, config, overrides)
     finally:
         for m, mode in modes:
@@ -118,7 +122,7 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
         batch_first=bool(ov.get("batch_first", True)), output_access="tensor",
         full_logits_via="forward", output_kind="logits", task="", task_source="",
         vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model),
+        attention_modules=_attention_modules(model), library=installed_package(model),
     )
     adapted = AdaptedModel(model, profile)
 

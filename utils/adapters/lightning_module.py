@@ -100,8 +100,12 @@ class UniversalModelAdapter(pl.LightningModule):
         return labels
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        logits = self(batch["input_ids"], batch.get("attention_mask"))
-        return lm_loss(logits, self._labels(batch), self.task, self.profile.output_kind)
+        labels = self._labels(batch)
+        if self.task == "seq2seq":  # labels are the target: the adapter shifts them in
+            logits = self.adapted(batch["input_ids"], batch.get("attention_mask"), target_ids=labels)
+        else:
+            logits = self(batch["input_ids"], batch.get("attention_mask"))
+        return lm_loss(logits, labels, self.task, self.profile.output_kind)
 
     def on_fit_start(self) -> None:
         self._ids_checked = False

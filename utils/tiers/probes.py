@@ -256,14 +256,30 @@ def user_site() -> str:
 _TRANSFERS = (torch.ops.aten._to_copy, torch.ops.aten.copy_, torch.ops.aten.copy)
 
 
+def _index_tensors(index: Any) -> Any:
+    """`index` with each list in it (`qkv[..., [-2], :]`) made a CPU tensor moved to meta."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out = []
+    for part in parts:
+        if isinstance(part, list):
+            try:
+                part = torch.tensor(part).to("meta")
+            except (TypeError, ValueError, RuntimeError):  # a list of slices: left as it is
+                pass
+        out.append(part)
+    return tuple(out) if isinstance(index, tuple) else out[0]
+
+
 class _MetaFactories(TorchFunctionMode):
-    """`torch.tensor(data, device=x.device)` and `x.new_tensor(data)` with x on meta make a
-    meta tensor without running any operation DeviceTrace sees, so it would have no real
-    value. Build such tensors on the CPU and move them to meta: DeviceTrace sees the move and
-    keeps the real value."""
+    """`torch.tensor(data, device=x.device)`, `x.new_tensor(data)` and indexing a meta tensor
+    with a list (`x[..., [-2], :]`) make a meta tensor without running any operation
+    DeviceTrace sees, so it would have no real value. Build such tensors on the CPU and move
+    them to meta: DeviceTrace sees the move and keeps the real value."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and args[0].is_meta:
+            args = (args[0], _index_tensors(args[1]), *args[2:])
         if func in (torch.tensor, torch.as_tensor) and str(kwargs.get("device")) == "meta":
             return func(*args, **{**kwargs, "device": "cpu"}).to("meta")
         if func is torch.Tensor.new_tensor and args[0].is_meta and str(

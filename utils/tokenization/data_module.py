@@ -45,8 +45,8 @@ from utils.tokenization.adaptive_tokenizer import TokenizerChoice
 from utils.tokenization.collation import BatchCollator, _Blocks, _Rows
 from utils.tokenization.encoding import _insert_after_each, encode_ragged, encode_stream
 from utils.tokenization.sources import _Corpus, _label_ids, load_corpus
+from utils.vocabulary import DATA_TASKS as TASKS
 from utils.vocabulary import IGNORE_INDEX
-from utils.vocabulary import LOSS_TASKS as TASKS
 
 log = logging.getLogger(__name__)
 

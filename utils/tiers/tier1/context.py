@@ -83,10 +83,11 @@ class Tier1Context:
 
     def labels_for(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Training labels for `ids` under the model's task: the ids themselves for a causal
-        LM (the loss shifts them), random tokens for a masked LM (every position scored),
-        random classes for a classifier."""
+        LM (the loss shifts them) and for a seq2seq model (the target is the source: the
+        adapter shifts it into the decoder), random tokens for a masked LM (every position
+        scored), random classes for a classifier."""
         g = self.generator(offset + 7)
-        if self.task == "causal_lm":
+        if self.task in ("causal_lm", "seq2seq"):
             return ids
         if self.task == "classification":
             return torch.randint(0, self.profile.num_classes or 2, (ids.shape[0],),
