@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from utils._frames import describe, file_line, raised_at, user_frame
 from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.loading import position_embedding
@@ -204,6 +205,7 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
     adapted = AdaptedModel(model, profile)
 
     attempts: list[str] = []
+    errors: list[Exception] = []
     out = None
     for batch_first in ((True, False) if "batch_first" not in ov else (ov["batch_first"],)):
         x = ids if batch_first else ids.t()
@@ -212,10 +214,11 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
             profile.batch_first = batch_first
             break
         except Exception as exc:
+            errors.append(exc)
             attempts.append(f"{sig.input_param}={'(B, T)' if batch_first else '(T, B)'} "
-                            f"-> {type(exc).__name__}: {exc}")
+                            f"-> {describe(exc)}")
     if out is None:
-        raise AdaptError(_cannot_adapt(model, sig, "every call failed", attempts))
+        raise AdaptError(_forward_raised(model, sig, errors, attempts))
     try:
         profile.output_access = _find_logits(out)
     except AdaptError as exc:
@@ -595,6 +598,22 @@ def _attention_modules(model: nn.Module) -> list[str]:
         if is_attn and name and not any(name.startswith(f + ".") for f in found):
             found.append(name)
     return found
+
+
+def _forward_raised(model: nn.Module, sig: SignatureInfo, errors: list[Exception],
+                    attempts: list[str]) -> str:
+    """Why no probe call worked. When the model's own code raised (a line of model.py is in
+    the traceback), that error and line are the message: renaming inputs would not help."""
+    frame = user_frame(errors[0])
+    if frame is None:
+        return _cannot_adapt(model, sig, "every call failed", attempts)
+    lines = [f"Cannot adapt {type(model).__name__}: its forward raised "
+             f"{type(errors[0]).__name__}: {errors[0]} at {raised_at(errors[0])}."]
+    if len({str(e) for e in errors}) > 1:
+        lines += [f"  tried: {a}" for a in attempts]
+    lines.append(f"  Fix: the error is in the model's own code at {file_line(frame)}; fix it "
+                 "there, then run again.")
+    return "\n".join(lines)
 
 
 def _cannot_adapt(model: nn.Module, sig: SignatureInfo, why: str,

@@ -132,7 +132,8 @@ class TierReport:
             "skip": "No check ran.",
         }[self.status]
         if self.skipped and self.status != "skip":
-            head += f" Incomplete: {c['skip']} check(s) did not run ({ids(r.id for r in self.skipped)}); each says why."
+            not_run = _some(r.id for r in self.skipped)
+            head += f" Incomplete: {c['skip']} check(s) did not run ({not_run}); each says why."
         return f"{head} ({c['pass']} pass, {c['warn']} warn, {c['fail']} fail, {c['skip']} skip)"
 
     # -- renderings ---------------------------------------------------------------------
@@ -172,10 +173,12 @@ class TierReport:
         lines = [self.name, "=" * min(width, max(len(self.name), 20))]
         idw = max([len(r.id) for r in self.results] + [5])
         indent = " " * (idw + 8)
+        shown: set[str] = set()  # skips for one cause share their advice: say it once
         for r in self.results:
             lines += _wrap(r.summary, width, f"{_SYMBOLS[r.status]}  {r.id:<{idw}}  ", indent)
-            if r.status != "pass" and r.advice:
+            if r.status != "pass" and r.advice and r.advice not in shown:
                 lines += _wrap(r.advice, width, indent + "-> ", indent + "   ")
+                shown.add(r.advice)
         lines.append("")
         lines += _wrap(self.verdict(), width, f"{self.status.upper()}: ", "  ")
         return "\n".join(lines)
@@ -256,6 +259,13 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _some(ids: Iterable[str], shown: int = 6) -> str:
+    """The first few ids and how many more: a headline stays a sentence."""
+    ids = list(ids)
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
 
 
 def _wrap(text: str, width: int, first: str, rest: str) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from utils._frames import describe
 from utils.tiers.report import CheckResult, TierReport
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def run_checks(
                 c.id,
                 c.title,
                 "fail",
-                f"The check could not run: {type(exc).__name__}: {exc}",
+                f"The check could not run: {describe(exc)}",
                 metrics={"traceback": traceback.format_exc(limit=4)},
                 advice="Something raised while this check ran; the error above says where. "
                 "Fix what it names (or pass options that fit) and run the tier again.",

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils._frames import describe
 from utils.adapters import AdaptedModel, AdaptError, adapt
 from utils.tiers.report import TierReport
 from utils.tiers.runner import Check, run_checks
@@ -150,7 +151,7 @@ def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
         return None, str(exc)
     except Exception as exc:
         log.debug("adapt crashed", exc_info=True)
-        return None, f"adapting the model raised {type(exc).__name__}: {exc}"
+        return None, f"adapting the model raised {describe(exc)}"
 
 
 def _context(adapted: AdaptedModel | None, error: str | None, device: torch.device, seed: int,

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils._frames import describe
 from utils.tiers.probes import (
     DIFF_RTOL,
     EmbeddingTap,
@@ -53,10 +54,9 @@ def forward_signature(ctx: Tier1Context) -> CheckResult:
     title = "The model can be called and adapted"
     if ctx.adapted is None:
         return CheckResult(
-            "forward_signature", title, "fail", "The model could not be adapted.",
+            "forward_signature", title, "fail", ctx.adapt_error.splitlines()[0],
             metrics={"error": ctx.adapt_error},
-            advice=f"{ctx.adapt_error}\nMake forward take token ids (B, T) and return logits, "
-                   "or pass task=, vocab_size= and max_seq_len= to run_tier1.",
+            advice=_adapt_fix(ctx.adapt_error),
         )
     p = ctx.profile
     metrics = {
@@ -77,6 +77,14 @@ def forward_signature(ctx: Tier1Context) -> CheckResult:
             metrics, advice=f"Pass {', '.join(m + '=...' for m in missing)} to run_tier1 (or put "
                             "them in config.json) so shapes and lengths can be checked.")
     return CheckResult("forward_signature", title, "pass", p.summary(), metrics)
+
+
+def _adapt_fix(error: str) -> str:
+    """The adapter's own `Fix:` line (it knows what it tried), else the general advice."""
+    fixes = [line.strip()[len("Fix:"):].strip() for line in error.splitlines()
+             if line.strip().startswith("Fix:")]
+    return " ".join(fixes) or ("Make forward take token ids (B, T) and return logits, or pass "
+                               "task=, vocab_size= and max_seq_len= to run_tier1.")
 
 
 # -- output_shape ---------------------------------------------------------------------------
@@ -154,7 +162,7 @@ def output_shape(ctx: Tier1Context) -> CheckResult:
                 got = str(tuple(out.shape))
                 ok = _shape_ok(ctx, out, B, T, width)
             except Exception as exc:  # noqa: BLE001 - a failing size is the finding
-                got, ok = f"{type(exc).__name__}: {str(exc).strip()[:200]}", False
+                got, ok = describe(exc), False
             rows.append({"B": B, "T": T, "expected": _expected(ctx, B, T), "got": got})
             if not ok:
                 bad.append(rows[-1])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from utils._frames import describe
 from utils.adapters import AdaptedModel, ModelProfile
 from utils.adapters.losses import lm_loss
 from utils.tiers.report import CheckResult
@@ -114,7 +115,7 @@ class Tier1Context:
             with torch.no_grad(), eval_mode(self.adapted):
                 self.adapted(self.ids())
         except Exception as exc:  # noqa: BLE001 - reported by the checks that need it
-            return f"{type(exc).__name__}: {exc}"
+            return describe(exc)
         return None
 
     @functools.cached_property
