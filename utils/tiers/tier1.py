@@ -32,6 +32,7 @@ from utils.tiers.tier1_behaviour import (
     output_shape,
     padding_invariance,
 )
+from utils.tiers.tier1_budget import ForwardClock, OutOfTime, clocked, free_memory, weight_bytes
 from utils.tiers.tier1_context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
 from utils.tiers.tier1_numerics import gradient_flow, initial_loss, numerical_stability
 from utils.tiers.tier1_resources import device_portability, inference_speed, memory_footprint
@@ -71,18 +72,30 @@ def run_tier1(
 
     `task`, `vocab_size`, `max_seq_len` override what the adapter finds. `batch_size` and
     `seq_len` set the probe batch (default 3 x up to 16 tokens; at most 8 rows) and the
-    training shape that memory_footprint estimates (default 8 x max_seq_len). `time_budget` (seconds) caps the
-    training checks, which `skip` with the reason when it runs out. `checks` picks a subset
+    training shape that memory_footprint estimates (default 8 x max_seq_len). `time_budget` (seconds) bounds
+    the whole tier: each check gets a share of what is left, and one that cannot finish in
+    its share (or fit in memory) skips with the numbers. `checks` picks a subset
     of CHECK_IDS. A model that cannot be adapted still gets a report: forward_signature
     fails with the adapter's message and every other check skips.
     """
     selected = _select(checks)
     _validate(batch_size, seq_len, time_budget)
-    started = time.perf_counter()
-    adapted, error = _adapted(model_or_adapted, config, task, vocab_size, max_seq_len)
     dev = _device(device)
+    started = time.perf_counter()
+    clock = ForwardClock(deadline=started + time_budget)
+    with clocked(_modules(model_or_adapted), clock):
+        try:
+            adapted, error = _adapted(model_or_adapted, config, task, vocab_size, max_seq_len)
+            adapt_out_of_time = False
+        except OutOfTime:
+            adapted, error = None, _adapt_out_of_time(clock, time_budget)
+            adapt_out_of_time = True
     with torch.random.fork_rng(devices=_cuda_devices(dev)), _placed(adapted, dev):
         ctx = _context(adapted, error, dev, seed, batch_size, seq_len, time_budget, started)
+        ctx.clock, ctx.pending = clock, [c.id for c in selected]
+        ctx.adapt_out_of_time = adapt_out_of_time
+        if adapted is not None:
+            ctx.free_memory, ctx.weight_bytes = free_memory(dev), weight_bytes(adapted.model)
         meta = {
             "profile": adapted.profile.summary() if adapted else None,
             "device": str(dev), "seed": seed, "batch_size": ctx.batch_size,
@@ -90,9 +103,27 @@ def run_tier1(
             "train_seq_len": ctx.train_seq_len, "time_budget": time_budget,
             "torch": torch.__version__,
         }
-        report = run_checks(TIER1_NAME, selected, ctx, meta=meta, progress=progress)
+        hooked = [adapted, adapted.model] if adapted is not None else []
+        with clocked(hooked, clock):
+            report = run_checks(TIER1_NAME, selected, ctx, meta=meta, progress=progress)
+    report.meta["first_forward_s"] = clock.first_forward_s
     report.meta["seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def _modules(obj: Any) -> list[nn.Module]:
+    """The user's module inside whatever run_tier1 was given, to time while adapting."""
+    model = obj.model if not isinstance(obj, nn.Module) and hasattr(obj, "model") else obj
+    if isinstance(model, AdaptedModel):
+        model = model.model
+    return [model] if isinstance(model, nn.Module) else []
+
+
+def _adapt_out_of_time(clock: ForwardClock, budget: float) -> str:
+    first = clock.first_forward_s or 0.0
+    return (f"Adapting the model needs several forward calls; the {budget:g} s time budget "
+            f"ran out after {len(clock.calls)} (the first took {first:.3g} s). Give the tier "
+            "more time (time_budget= / --time-budget) or run on a GPU.")
 
 
 def _select(checks: Sequence[str] | None) -> list[Check]:

@@ -52,6 +52,9 @@ _PAD_TRUE_NAMES = ("key_padding_mask", "src_key_padding_mask", "padding_mask", "
              Needs(adapted=False, forward=False))
 def forward_signature(ctx: Tier1Context) -> CheckResult:
     title = "The model can be called and adapted"
+    if ctx.adapted is None and ctx.adapt_out_of_time:
+        return CheckResult("forward_signature", title, "skip", ctx.adapt_error,
+                           advice="Give the tier more time, or run on a GPU.")
     if ctx.adapted is None:
         return CheckResult(
             "forward_signature", title, "fail", ctx.adapt_error.splitlines()[0],

@@ -21,6 +21,17 @@ from utils.adapters import AdaptedModel, ModelProfile
 from utils.adapters.losses import lm_loss
 from utils.tiers.report import CheckResult
 from utils.tiers.runner import Check, check
+from utils.tiers.tier1_budget import (
+    MEMORY_FRACTION,
+    ForwardClock,
+    OutOfTime,
+    check_deadline,
+    is_out_of_memory,
+    memory_need,
+    memory_skip,
+    out_of_memory_skip,
+    out_of_time_skip,
+)
 
 LM_TASKS = ("causal_lm", "masked_lm")
 LOSS_TASKS = ("causal_lm", "masked_lm", "classification")
@@ -46,6 +57,11 @@ class Tier1Context:
     time_budget: float
     started: float = field(default_factory=time.perf_counter)
     id_high: int = 0  # token ids are drawn from [0, id_high)
+    clock: ForwardClock = field(default_factory=ForwardClock)
+    pending: list[str] = field(default_factory=list)  # ids of the checks not yet run
+    free_memory: int | None = None  # bytes free on the device when the tier started
+    weight_bytes: int = 0
+    adapt_out_of_time: bool = False
 
     # -- facts -------------------------------------------------------------------------
 
@@ -69,7 +85,12 @@ class Tier1Context:
         return self.profile.vocab_size
 
     def remaining(self) -> float:
+        """Seconds left to the whole tier."""
         return self.time_budget - (time.perf_counter() - self.started)
+
+    def check_left(self) -> float:
+        """Seconds left to the running check (its share of the tier's budget)."""
+        return self.clock.deadline - time.perf_counter()
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -153,16 +174,51 @@ def tier1_check(check_id: str, title: str, needs: Needs = Needs()
     def wrap(fn: Callable[[Tier1Context], CheckResult]) -> Check:
         @functools.wraps(fn)
         def run(ctx: Tier1Context) -> CheckResult:
-            unmet = _unmet(ctx, needs)
-            if unmet:
-                return CheckResult(check_id, title, "skip", unmet[0], advice=unmet[1])
-            torch.manual_seed(ctx.seed)
-            with keep_modes(ctx.adapted):
-                return fn(ctx)
+            too_big = _over_memory(ctx, check_id)
+            if too_big:
+                return CheckResult(check_id, title, "skip", too_big[0], advice=too_big[1])
+            share = _start_clock(ctx, check_id)
+            try:
+                unmet = _unmet(ctx, needs)
+                if unmet:
+                    return CheckResult(check_id, title, "skip", unmet[0], advice=unmet[1])
+                torch.manual_seed(ctx.seed)
+                with keep_modes(ctx.adapted):
+                    return fn(ctx)
+            except OutOfTime:
+                why, advice = out_of_time_skip(ctx.clock, share, ctx.time_budget)
+                return CheckResult(check_id, title, "skip", why, advice=advice,
+                                   metrics={"time_share_s": round(share, 2)})
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                why, advice = out_of_memory_skip(exc)
+                return CheckResult(check_id, title, "skip", why, advice=advice)
 
         return check(check_id, title)(run)
 
     return wrap
+
+
+def _start_clock(ctx: Tier1Context, check_id: str) -> float:
+    """Set the clock's deadline to this check's share of the time left; returns the share."""
+    now = time.perf_counter()
+    pending = ctx.pending[ctx.pending.index(check_id):] if check_id in ctx.pending else [check_id]
+    ctx.pending = pending[1:]
+    ctx.clock.deadline = check_deadline(now, ctx.started + ctx.time_budget, pending,
+                                        ctx.clock.typical())
+    ctx.clock.reset_depth()
+    return ctx.clock.deadline - now
+
+
+def _over_memory(ctx: Tier1Context, check_id: str) -> tuple[str, str] | None:
+    """(why, what to do) when the check's copies of the weights cannot fit in free memory."""
+    if ctx.adapted is None or ctx.free_memory is None:
+        return None
+    need = memory_need(check_id, ctx.weight_bytes)
+    if need <= MEMORY_FRACTION * ctx.free_memory:
+        return None
+    return memory_skip(check_id, need, ctx.free_memory, ctx.weight_bytes)
 
 
 def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:

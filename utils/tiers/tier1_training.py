@@ -89,7 +89,7 @@ def _train(model: nn.Module, step_loss: Callable[[int], torch.Tensor], max_steps
 
 
 def _time_cap(ctx: Tier1Context) -> float:
-    return max(0.0, min(ctx.time_budget * TRAIN_TIME_SHARE, ctx.remaining()))
+    return max(0.0, min(ctx.time_budget * TRAIN_TIME_SHARE, ctx.check_left()))
 
 
 def _curve(history: list[float]) -> list[float]:
