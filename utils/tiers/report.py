@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils._io import atomic_write_bytes, atomic_write_text
+from utils._io import atomic_write_bytes, atomic_write_text, writable_folder
 
 STATUSES = ("pass", "warn", "fail", "skip")
 _SEVERITY = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
@@ -222,8 +222,9 @@ class TierReport:
         )
 
     def save(self, directory: str | Path) -> Path:
-        """Write report.json, report.md and figures/*.png into `directory`, each atomically."""
-        directory = Path(directory)
+        """Write report.json, report.md and figures/*.png into `directory`, each atomically.
+        Raises WriteError (one line) when `directory` is a file or cannot be written."""
+        directory = writable_folder(directory)  # before writing anything
         for r in self.results:
             for name, png in r.figures.items():
                 atomic_write_bytes(directory / "figures" / f"{r.id}-{name}.png", png)

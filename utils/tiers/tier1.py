@@ -22,6 +22,7 @@ from torch import nn
 
 from utils._frames import describe
 from utils.adapters import AdaptedModel, AdaptError, adapt
+from utils.loading import position_embedding
 from utils.tiers.report import TierReport
 from utils.tiers.runner import Check, run_checks
 from utils.tiers.tier1_behaviour import (
@@ -79,8 +80,10 @@ def run_tier1(
     fails with the adapter's message and every other check skips.
     """
     selected = _select(checks)
-    _validate(batch_size, seq_len, time_budget)
+    _validate(batch_size, seq_len, time_budget, vocab_size, max_seq_len, seed)
     dev = _device(device)
+    for module in _modules(model_or_adapted):
+        _check_overrides(module, vocab_size, max_seq_len)
     started = time.perf_counter()
     clock = ForwardClock(deadline=started + time_budget)
     with clocked(_modules(model_or_adapted), clock):
@@ -133,28 +136,58 @@ def _select(checks: Sequence[str] | None) -> list[Check]:
         checks = [checks]
     unknown = [c for c in checks if c not in CHECK_IDS]
     if unknown:
-        raise ValueError(f"run_tier1(checks=...): unknown check id(s) {', '.join(map(repr, unknown))}"
-                         f"; known: {', '.join(CHECK_IDS)}")
+        raise OptionError("checks", ",".join(unknown), f"unknown check id(s) "
+                          f"{', '.join(map(repr, unknown))}; known: {', '.join(CHECK_IDS)}")
     return [c for c in CHECKS if c.id in set(checks)]
 
 
-def _validate(batch_size: int | None, seq_len: int | None, time_budget: float) -> None:
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+class OptionError(ValueError):
+    """An option of run_tier1 that cannot work: names the option, its value and why, so the
+    command line can say it with its own flag names."""
+
+    def __init__(self, option: str, value: Any, why: str):
+        self.option, self.value, self.why = option, value, why
+        super().__init__(f"run_tier1({option}={value!r}): {why}")
+
+
+def _validate(batch_size: int | None, seq_len: int | None, time_budget: float,
+              vocab_size: int | None, max_seq_len: int | None, seed: int) -> None:
+    lowest = {"batch_size": 1, "seq_len": 1, "max_seq_len": 1, "vocab_size": 2}
+    given = {"batch_size": batch_size, "seq_len": seq_len, "vocab_size": vocab_size,
+             "max_seq_len": max_seq_len}
+    for name, value in given.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):
-            raise ValueError(f"run_tier1({name}={value!r}): give a positive integer or None")
-    if not time_budget or time_budget <= 0:
-        raise ValueError(f"run_tier1(time_budget={time_budget!r}): give a positive number of "
-                         "seconds")
+                                  or value < lowest[name]):
+            raise OptionError(name, value, f"give a whole number >= {lowest[name]}, or leave it "
+                              "out to use what the model says")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise OptionError("seed", seed, "give a whole number >= 0")
+    if not isinstance(time_budget, (int, float)) or not 0 < time_budget < float("inf"):
+        raise OptionError("time_budget", time_budget, "give a positive number of seconds")
+
+
+def _check_overrides(model: nn.Module, vocab_size: int | None, max_seq_len: int | None) -> None:
+    """An override past the model's own tables would crash checks with an IndexError (a
+    device-side assert on a GPU): refuse it, naming both numbers."""
+    pos = position_embedding(model)
+    if max_seq_len is not None and pos is not None and max_seq_len > pos[1].num_embeddings:
+        raise OptionError("max_seq_len", max_seq_len,
+                          f"the model's position table '{pos[0]}' has {pos[1].num_embeddings} "
+                          f"rows; give at most {pos[1].num_embeddings}")
+    rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+    if vocab_size is not None and rows and vocab_size > max(rows):
+        raise OptionError("vocab_size", vocab_size,
+                          f"the model's largest embedding has {max(rows)} rows, so ids from "
+                          f"{max(rows)} up would crash it; give at most {max(rows)}")
 
 
 def _device(device: str | torch.device) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run_tier1(device={str(device)!r}): no CUDA device is available here; "
-                         "use device='cpu' (or a GPU runtime)")
+        raise OptionError("device", str(device), "no CUDA device is available here; use 'cpu' "
+                          "(or a GPU runtime)")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"run_tier1(device={str(device)!r}): Tier 1 runs on 'cpu' or 'cuda'")
+        raise OptionError("device", str(device), "Tier 1 runs on 'cpu' or 'cuda'")
     return dev
 
 
@@ -191,8 +224,8 @@ def _context(adapted: AdaptedModel | None, error: str | None, device: torch.devi
     p = adapted.profile if adapted else None
     max_len = p.max_seq_len if p else None
     if seq_len is not None and max_len is not None and seq_len > max_len:
-        raise ValueError(f"run_tier1(seq_len={seq_len}): the model takes at most "
-                         f"max_seq_len={max_len} tokens ({p.max_seq_len_source})")
+        raise OptionError("seq_len", seq_len, f"the model takes at most max_seq_len={max_len} "
+                          f"tokens ({p.max_seq_len_source})")
     vocab = p.vocab_size if p else None
     B, T = pick_sizes(batch_size, seq_len, vocab, max_len)
     return Tier1Context(

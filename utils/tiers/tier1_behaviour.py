@@ -83,11 +83,11 @@ def forward_signature(ctx: Tier1Context) -> CheckResult:
 
 
 def _adapt_fix(error: str) -> str:
-    """The adapter's own `Fix:` line (it knows what it tried), else the general advice."""
-    fixes = [line.strip()[len("Fix:"):].strip() for line in error.splitlines()
-             if line.strip().startswith("Fix:")]
-    return " ".join(fixes) or ("Make forward take token ids (B, T) and return logits, or pass "
-                               "task=, vocab_size= and max_seq_len= to run_tier1.")
+    """What the adapter found, tried and advises (the lines after its first), else the
+    general advice; the first line is the summary."""
+    rest = " ".join(line.strip() for line in error.splitlines()[1:])
+    return rest or ("Make forward take token ids (B, T) and return logits, or pass task=, "
+                    "vocab_size= and max_seq_len= to run_tier1.")
 
 
 # -- output_shape ---------------------------------------------------------------------------
