@@ -4,10 +4,17 @@ flag or value, exit status 2, and no traceback unless -v."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from utils.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY_LM = """
 import torch
@@ -64,3 +71,159 @@ def test_a_forward_that_raises_shows_its_text_and_the_line_of_model_py(capsys, t
     assert "its forward raised RuntimeError: boom: the head was never built" in flat
     assert f"model.py:{line} in forward" in flat
     assert "input_ids (or idx" not in flat  # no advice to rename the input
+
+
+# -- command-line options -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tokenizer", "--vocab-size", "0"],
+         "error: tbuilder tokenizer: argument --vocab-size: 0 is too small: give 6 or more"),
+        (["tokenizer", "--vocab-size", "many"],
+         "error: tbuilder tokenizer: argument --vocab-size: 'many' is not a whole number"),
+        (["check", "--vocab-size", "0"],
+         "error: tbuilder check: argument --vocab-size: 0 is too small: give 2 or more"),
+        (["check", "--max-seq-len", "-3"],
+         "error: tbuilder check: argument --max-seq-len: -3 is too small: give 1 or more"),
+        (["check", "--time-budget", "0"],
+         "error: tbuilder check: argument --time-budget: 0 is not a positive number of seconds"),
+        (["check", "--device", "tpu"],
+         "error: tbuilder check: argument --device: 'tpu' is not a device"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert one_error(err).startswith(message) and err.rstrip().endswith("--help)")
+
+
+def test_an_instant_error_loads_neither_torch_nor_transformers():
+    # Lightning, transformers and torch cost 5-7 s to import; a typo is answered without them
+    code = ("import sys; from utils.cli import main; status = main(['tokenizer', "
+            "'--vocab-size', '0']); heavy = [m for m in ('torch', 'transformers', "
+            "'pytorch_lightning') if m in sys.modules]; print(status, heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO, check=False, timeout=120)
+    assert result.stdout.strip() == "2 []", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-seq-len", "40", "error: --max-seq-len 40: the model's position table 'pos' has 16 "
+         "rows; give at most 16"),
+        ("--vocab-size", "500", "error: --vocab-size 500: the model's largest embedding has 50 rows"),
+    ],
+)
+def test_overrides_past_the_models_tables_name_the_flag_and_both_numbers(capsys, tmp_path, flag,
+                                                                         value, message):
+    code, out, err = run(capsys, "check", str(export(tmp_path / "m", TINY_LM)), flag, value)
+    assert code == 2 and out == ""
+    assert one_error(err).startswith(message)
+
+
+def test_a_missing_gpu_is_named_by_its_flag(capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(capsys, "check", str(export(tmp_path / "m", TINY_LM)), "--device", "cuda")
+    assert code == 2
+    assert one_error(err).startswith("error: --device cuda: no CUDA device is available here")
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
+    import utils.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_info", interrupted)
+    code, out, err = run(capsys, "info")
+    assert code == 130 and out == ""
+    assert err.strip() == "interrupted: nothing was written"
+
+
+def test_no_gist_refuses_gists_before_fetching(capsys):
+    code, _, err = run(capsys, "--no-gist", "info", "gist:0123456789abcdef0123")
+    assert code == 2
+    assert "gist sources are turned off here (allow_gist=False, tbuilder --no-gist)" in one_error(err)
+
+
+# -- outputs ------------------------------------------------------------------------------
+
+
+def test_json_that_is_a_folder_and_out_that_is_a_file_fail_before_the_work(capsys, tmp_path):
+    (tmp_path / "taken").write_text("keep me")
+    code, out, err = run(capsys, "info", "--json", str(tmp_path))
+    assert code == 2 and out == ""
+    assert one_error(err) == (f"error: cannot write {tmp_path}: it is a folder; give a file name "
+                              f"inside it, e.g. {tmp_path / 'report.json'}")
+    code, out, err = run(capsys, "check", "--out", str(tmp_path / "taken"))
+    assert code == 2 and out == "" and "Built" not in err
+    assert one_error(err).startswith(f"error: cannot write into {tmp_path / 'taken'}: it is a file")
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = run(capsys, "info", "--json", str(locked / "info.json"))
+        assert code == 2
+        assert one_error(err).endswith(f"the folder {locked} is not writable; choose a folder "
+                                       "you can write to")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_report_save_onto_a_file_raises_one_clear_error(tmp_path):
+    from utils._io import WriteError
+    from utils.tiers.report import CheckResult, TierReport
+
+    target = tmp_path / "report"
+    target.write_text("not a folder")
+    report = TierReport("Tier 1", [CheckResult("a", "A", "pass", "fine")])
+    with pytest.raises(WriteError, match=r"cannot write into .*report: it is a file, not a folder"):
+        report.save(target)
+    assert target.read_text() == "not a folder"
+    assert list(tmp_path.iterdir()) == [target]  # nothing half-written beside it
+
+
+# -- counting parameters ------------------------------------------------------------------
+
+
+HUGE = """
+from torch import nn
+
+
+class Huge(nn.Module):
+    def __init__(self, vocab_size=50_000, d=44_000):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, d)  # 2.2B parameters: 8.8 GB in float32
+
+    def forward(self, input_ids):
+        return self.emb(input_ids)
+"""
+
+
+def test_info_counts_a_model_larger_than_memory_without_building_it(capsys, tmp_path):
+    from utils.loading import load_model
+
+    folder = export(tmp_path / "huge", HUGE, {"vocab_size": 50_000})
+    loaded = load_model(folder, device="meta")
+    assert all(p.is_meta for p in loaded.model.parameters())
+    code, out, _ = run(capsys, "info", str(folder))
+    assert code == 0 and "2,200,000,000 total" in out
+
+
+def test_info_builds_for_real_when_the_constructor_cannot_run_on_meta(capsys, tmp_path):
+    source = TINY_LM.replace("        self.head = nn.Linear(d, vocab_size)\n",
+                             "        self.head = nn.Linear(d, vocab_size)\n"
+                             "        self.scale = float(self.head.weight.detach().abs().max())\n")
+    code, out, err = run(capsys, "info", str(export(tmp_path / "m", source)))
+    assert code == 0 and "Could not build on the meta device" in err
+    assert "978 total" in out

@@ -279,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command and return the exit status: errors become one line on stderr, not a
     traceback, because the reader is a model designer, not the toolkit's developer."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argument errors end here
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     root = logging.getLogger("utils")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -352,16 +355,14 @@ def _load(args: argparse.Namespace, device: str | None = None) -> Any:
 def _load_for_counting(args: argparse.Namespace) -> Any:
     """Build on the meta device (no weights allocated: a 2B-parameter model is counted in
     a second); a constructor that cannot run there is built for real, and the log says so."""
-    from utils.loading import LoadError
-
     try:
         return _load(args, device="meta")
-    except LoadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - said, then the real build is the answer
-        log.info("Could not build on the meta device (%s: %s); building it for real",
-                 type(exc).__name__, exc)
-        return _load(args)
+    except Exception as exc:  # noqa: BLE001 - a real build decides; its own error wins
+        meta_error = exc
+    loaded = _load(args)
+    log.info("Could not build on the meta device (%s); built it for real",
+             str(meta_error).splitlines()[0])
+    return loaded
 
 
 def _tier_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -458,8 +458,9 @@ def _load_gist(
 
     if not allow_gist:
         raise LoadError(
-            f"{text!r} is a gist, and gist sources are turned off here (allow_gist=False): "
-            "a gist is code from the internet. Pass allow_gist=True to load it."
+            f"{text!r} is a gist, and gist sources are turned off here (allow_gist=False, "
+            "tbuilder --no-gist): a gist is code from the internet, and loading runs it. "
+            "Leave the switch off (allow_gist=True) to load it."
         )
     ref, folder = GistClient(cache_dir=cache_dir).fetch(parse_gist_source(text))
     return _load_folder(folder, class_name, override, str(ref))
