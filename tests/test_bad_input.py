@@ -227,3 +227,70 @@ def test_info_builds_for_real_when_the_constructor_cannot_run_on_meta(capsys, tm
     code, out, err = run(capsys, "info", str(export(tmp_path / "m", source)))
     assert code == 0 and "Could not build on the meta device" in err
     assert "978 total" in out
+
+
+# -- loading user code --------------------------------------------------------------------
+
+USES_OWN_UTILS = """
+from torch import nn
+from utils import act
+from utils.inner import width  # a package's submodule, when utils is a folder
+
+
+class UsesHelpers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, width())
+
+    def forward(self, input_ids):
+        return act(self.emb(input_ids))
+"""
+
+
+@pytest.mark.parametrize("layout", ["file", "package"])
+def test_the_exports_own_utils_wins_and_the_toolkit_is_restored(tmp_path, layout):
+    import utils as toolkit
+    from utils.loading import load_model
+
+    folder = export(tmp_path / layout, USES_OWN_UTILS.replace(
+        "from utils.inner import width  # a package's submodule, when utils is a folder\n",
+        "from utils.inner import width\n" if layout == "package" else "width = lambda: 8\n"),
+        {"vocab_size": 50})
+    helpers = "import torch\n\n\ndef act(x):\n    return torch.tanh(x)\n"
+    if layout == "file":
+        (folder / "utils.py").write_text(helpers)
+    else:
+        (folder / "utils").mkdir()
+        (folder / "utils" / "__init__.py").write_text(helpers)
+        (folder / "utils" / "inner.py").write_text("def width():\n    return 8\n")
+    loaded = load_model(folder)
+    assert type(loaded.model).__name__ == "UsesHelpers"
+    assert sys.modules["utils"] is toolkit and hasattr(sys.modules["utils"], "run_tier1")
+    assert "utils.inner" not in sys.modules
+    assert not list(folder.rglob("__pycache__")), "importing wrote bytecode into the export"
+
+
+def test_importing_from_the_toolkits_name_without_a_utils_file_says_where_to_put_it(capsys,
+                                                                                   tmp_path):
+    code, _, err = run(capsys, "info", str(export(tmp_path / "m", USES_OWN_UTILS)))
+    line = one_error(err)
+    assert code == 2 and "model.py line 3 imports from 'utils'" in line
+    assert "put it next to model.py" in line and "pip install" not in line
+
+
+def test_sys_exit_at_import_is_an_error_of_the_file(capsys, tmp_path):
+    folder = export(tmp_path / "m", "import sys\n\nsys.exit(3)\n")
+    code, _, err = run(capsys, "info", str(folder))
+    assert code == 2
+    assert one_error(err) == (f"error: {folder / 'model.py'} line 3 called sys.exit(3) while being "
+                              "imported, so nothing could be loaded. Put script code under "
+                              "`if __name__ == \"__main__\":`.")
+
+
+def test_a_binary_model_py_is_named_as_binary(capsys, tmp_path):
+    folder = export(tmp_path / "m", "")
+    (folder / "model.py").write_bytes(b"PK\x03\x04\x00\x00binary")
+    code, _, err = run(capsys, "info", str(folder))
+    assert code == 2 and "syntax error" not in err
+    assert one_error(err).startswith(f"error: {folder / 'model.py'} is not Python source: it holds "
+                                     "binary data (a NUL byte at offset 4)")
