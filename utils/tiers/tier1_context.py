@@ -230,7 +230,7 @@ def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:
 
 def _unmet(ctx: Tier1Context, needs: Needs) -> tuple[str, str] | None:
     """(why, what to do) for the first unmet precondition, or None."""
-    if ctx.adapted is None and ctx.adapt_out_of_time:
+    if ctx.adapted is None and ctx.adapt_out_of_time and needs.adapted:
         return ("Not run: the time budget ran out while adapting the model (see "
                 "forward_signature).", "Give the tier more time (time_budget= / --time-budget), "
                 "or run on a GPU.")
