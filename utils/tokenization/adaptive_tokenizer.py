@@ -39,6 +39,7 @@ from utils.tokenization.limits import (
     LOSSLESS_VOCAB_SIZE,
     MIN_BPE_VOCAB_SIZE,
     MIN_VOCAB_SIZE,
+    PRINTABLE_ASCII_CHARS,
     SPECIAL_TOKENS,
     WASTEFUL_UNUSED_FRACTION,
 )
@@ -261,12 +262,15 @@ def _limit_notes(choice: TokenizerChoice, texts: Sequence[str] | None, text_name
     notes = []
     tok = choice.tokenizer
     if choice.strategy == "character" and not tok.byte_fallback:
-        lost = _unknown_rate(tok, texts)
+        sample = _sample(texts)
+        lost = _unknown_rate(tok, sample)
         measured = f" ({lost:.1%} of the characters of {text_name})" if lost is not None else ""
+        other = len(set(sample) - set(PRINTABLE_ASCII_CHARS))
         notes.append(
             f"lossy: {choice.vocab_size} rows leave no room for the 256 byte tokens, so "
             f"characters outside the {len(tok) - SPECIAL_TOKENS} kept become <unk>{measured}; "
-            f"use vocab_size >= {LOSSLESS_VOCAB_SIZE} for a tokenizer every text round-trips")
+            f"use vocab_size >= {LOSSLESS_VOCAB_SIZE + other} for a tokenizer every text "
+            "round-trips")
     if choice.unused_rows > WASTEFUL_UNUSED_FRACTION * choice.vocab_size:
         notes.append(
             f"wasteful: {choice.unused_rows:,} of the model's {choice.vocab_size:,} embedding rows "
@@ -275,18 +279,19 @@ def _limit_notes(choice: TokenizerChoice, texts: Sequence[str] | None, text_name
     return notes
 
 
-def _unknown_rate(tok: Any, texts: Sequence[str] | None, sample_chars: int = 200_000) -> float | None:
-    """The fraction of characters (in a sample of the text) that encode to `<unk>`."""
-    if not texts:
-        return None
-    size = 0
-    parts = []
-    for text in texts:
+def _sample(texts: Sequence[str] | None, chars: int = 200_000) -> str:
+    """The first `chars` characters of the texts: enough to measure losses on."""
+    size, parts = 0, []
+    for text in texts or ():
         parts.append(text)
         size += len(text)
-        if size >= sample_chars:
+        if size >= chars:
             break
-    sample = "".join(parts)[:sample_chars]
+    return "".join(parts)[:chars]
+
+
+def _unknown_rate(tok: Any, sample: str) -> float | None:
+    """The fraction of the sample's characters that encode to `<unk>`."""
     if not sample:
         return None
     ids = tok.encode(sample, add_special_tokens=False)

@@ -340,11 +340,36 @@ def _from_file(path: Path, text_column: str, label_column: str | None,
         return _Corpus([_read_utf8(path)], None, None, None, "file:" + hash_files([path]), str(path))
     if kind != "parquet":
         _read_utf8(path)  # a clear error naming the line, before the CSV/JSON parser fails
-    ds = datasets.load_dataset(kind, data_files=str(path), split="train",
-                               cache_dir=str(cache_dir / "datasets") if cache_dir else None)
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train",
+                                   cache_dir=str(cache_dir / "datasets") if cache_dir else None)
+    except Exception as exc:  # datasets says "An error occurred while generating the dataset"
+        raise _file_error(path, kind, exc) from exc
     # The fingerprint stays the one of the chosen columns' content: a hash of the whole file
     # would serve one column's cached tokens for another.
     return _from_dataset(ds, text_column, label_column, str(path))
+
+
+def _file_error(path: Path, kind: str, exc: Exception) -> ValueError:
+    """The file and line a CSV/JSON parser choked on, found by reading it line by line."""
+    if kind == "json":
+        with path.open(encoding="utf-8") as f:
+            first = f.read(1)
+            f.seek(0)
+            if first != "[":  # JSON lines: each line one object
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as bad:
+                        return ValueError(
+                            f"{path} line {number}: not valid JSON ({bad.msg}, column "
+                            f"{bad.colno}); each line of a .jsonl file must be one JSON object")
+    cause = exc.__cause__ or exc.__context__ or exc
+    return ValueError(f"{path}: could not be read as {kind.upper()} ({type(cause).__name__}: "
+                      f"{str(cause).splitlines()[0] if str(cause) else 'no detail'}); fix the file "
+                      "or give a .txt file")
 
 
 def _from_hub(name: str, config: str | None, text_column: str, label_column: str | None) -> _Corpus:
@@ -438,12 +463,38 @@ def _label_ids(train: list[Any], val: list[Any] | None) -> tuple[np.ndarray, np.
 # -- the data modules -----------------------------------------------------------------------
 
 
+def check_fits_model(tokenizer: Any, max_length: int, profile: Any) -> None:
+    """Refuse, before any text is read, a tokenizer whose ids pass the model's vocabulary or a
+    `max_length` past its `max_seq_len`: inside `fit` either is an IndexError on CPU and a
+    device-side assert (a dead runtime) on a GPU. `profile` is a ModelProfile (or anything
+    with `vocab_size` and `max_seq_len`); unknown sizes are not checked."""
+    vocab = getattr(profile, "vocab_size", None)
+    ids = tokenizer.get_vocab().values()
+    needed = max(len(tokenizer), max(ids, default=-1) + 1)
+    if vocab is not None and needed > vocab:
+        raise ValueError(
+            f"the tokenizer emits ids up to {needed - 1} but the model has vocab_size {vocab} "
+            f"({getattr(profile, 'vocab_source', 'its profile')}): ids {vocab} and up would crash "
+            f"its embedding. Use a tokenizer of at most {vocab} tokens, or a model with "
+            f"vocab_size >= {needed}")
+    limit = getattr(profile, "max_seq_len", None)
+    if limit is not None and max_length > limit:
+        raise ValueError(
+            f"max_length={max_length} is longer than the model's max_seq_len {limit} "
+            f"({getattr(profile, 'max_seq_len_source', 'its profile')}): positions past "
+            f"{limit} have no embedding. Give max_length <= {limit}")
+
+
 class AdaptiveTokenizerDataModule(pl.LightningDataModule):
     """Tokenise text once and serve batches for `task`; see the module docstring.
 
     >>> dm = AdaptiveTokenizerDataModule(dataset=texts, tokenizer=tok, batch_size=16,
     ...                                  max_length=512, val_split=0.1)
     >>> dm.setup(); batch = next(iter(dm.train_dataloader()))
+
+    `profile` (the adapted model's `ModelProfile`, or the `AdaptedModel`) makes the module
+    refuse, up front and naming both numbers, a tokenizer or `max_length` the model cannot
+    take.
     """
 
     def __init__(
@@ -463,6 +514,7 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        profile: Any = None,
     ) -> None:
         super().__init__()
         _check_positive_int("batch_size", batch_size)
@@ -482,6 +534,8 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         self.dataset_config, self.mlm_probability = dataset_config, mlm_probability
         self.seed, self.num_workers = seed, num_workers
         self.cache_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
+        if profile is not None:
+            check_fits_model(self.tokenizer, max_length, getattr(profile, "profile", profile))
         self.separator_id = self._required_ids()
         self.collator = BatchCollator(
             task=task,

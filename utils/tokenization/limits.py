@@ -5,9 +5,9 @@ adaptive tokenizer and the character tokenizer all read these; no heavy imports 
   at least one character must be left;
 - below `USEFUL_VOCAB_SIZE` a character tokenizer holds only part of printable ASCII, so
   most text loses characters to `<unk>`;
-- from `LOSSLESS_VOCAB_SIZE` on, the character tokenizer has the 256 UTF-8 byte tokens and
-  printable ASCII: any text round-trips (more rows for the text's own characters make it
-  shorter, not more exact);
+- from `LOSSLESS_VOCAB_SIZE` on (plus one row for each character of the text outside
+  printable ASCII), the character tokenizer has the 256 UTF-8 byte tokens and printable
+  ASCII: any text round-trips;
 - byte-level BPE needs `MIN_BPE_VOCAB_SIZE` rows (merges beyond the 256 bytes);
 - a tokenizer that leaves more than `WASTEFUL_UNUSED_FRACTION` of the model's embedding rows
   unused wastes their parameters: the report says so.
@@ -16,11 +16,13 @@ adaptive tokenizer and the character tokenizer all read these; no heavy imports 
 SPECIAL_TOKENS = 5  # <pad> <unk> <s> </s> <mask>
 MIN_VOCAB_SIZE = SPECIAL_TOKENS + 1
 USEFUL_VOCAB_SIZE = 100
-PRINTABLE_ASCII = 3 + 95  # tab, newline, carriage return and U+0020-U+007E
+PRINTABLE_ASCII_CHARS = "\t\n\r" + "".join(chr(c) for c in range(0x20, 0x7F))
+PRINTABLE_ASCII = len(PRINTABLE_ASCII_CHARS)  # 98
 LOSSLESS_VOCAB_SIZE = SPECIAL_TOKENS + 256 + PRINTABLE_ASCII
 MIN_BPE_VOCAB_SIZE = 512
 WASTEFUL_UNUSED_FRACTION = 0.5
 LIMITS_HELP = (
     f"at least {MIN_VOCAB_SIZE}; below {USEFUL_VOCAB_SIZE} most text loses characters, "
-    f"from {LOSSLESS_VOCAB_SIZE} every text round-trips, BPE from {MIN_BPE_VOCAB_SIZE}"
+    f"from {LOSSLESS_VOCAB_SIZE} (+1 per non-ASCII character of the text) every text "
+    f"round-trips; BPE from {MIN_BPE_VOCAB_SIZE}"
 )
