@@ -81,3 +81,13 @@ def test_lossy_and_wasteful_sizes_are_said_and_the_limits_come_from_one_place():
     assert any(n.startswith("wasteful: ") for n in wasteful.notes), wasteful.notes
     with pytest.raises(ValueError, match=rf"at least {MIN_VOCAB_SIZE}"):
         AdaptiveTokenizer.load_or_create(vocab_size=MIN_VOCAB_SIZE - 1)
+
+
+def test_a_data_file_path_is_read_as_the_tokenizers_text(tmp_path):
+    path = tmp_path / "file.txt"
+    path.write_text("zebra quagga\n\n" * 50)
+    choice = AdaptiveTokenizer.load_or_create(vocab_size=400, texts=str(path), use_pretrained=False)
+    assert choice.strategy == "character" and "those of your text first" in choice.source
+    assert choice.tokenizer.convert_tokens_to_ids("z") < 5 + 256 + 10  # the text's own first
+    with pytest.raises(TypeError, match="or the path of a data file"):
+        AdaptiveTokenizer.load_or_create(vocab_size=400, texts="zebra quagga")

@@ -126,8 +126,13 @@ class AdaptiveTokenizer:
         record ("your text", "the embedded corpus")."""
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < MIN_VOCAB_SIZE:
             raise ValueError(f"vocab_size must be a whole number of rows ({LIMITS_HELP}), got {vocab_size!r}")
+        if isinstance(texts, (str, os.PathLike)) and Path(texts).is_file():
+            from utils.tokenization.data_module import load_corpus
+
+            texts = load_corpus(texts).train  # a data file (the notebook's DATA = "file.txt")
         if isinstance(texts, str):
-            raise TypeError("texts must be an iterable of strings, not one string: wrap it in a list")
+            raise TypeError("texts must be an iterable of strings or the path of a data file, not "
+                            "one string: wrap it in a list")
         if texts is not None and not isinstance(texts, Sequence):
             texts = list(texts)  # read twice: to build the tokenizer and to measure its losses
         choice = cls._choose(vocab_size, texts, tokenizer, use_pretrained, known, bpe_trainer,
