@@ -62,11 +62,24 @@ class ForwardClock:
         return self.calls[0][1] if self.calls else None
 
     def estimate(self, numel: int) -> float:
-        """A lower bound on the seconds a call with `numel` input elements takes: the time
-        of the largest call measured that was no bigger (a call is never faster than a
-        smaller one), or 0 when none was."""
+        """The seconds a call with `numel` input elements should take. Within the sizes
+        measured: the slowest call that was no bigger (a call is never faster than a smaller
+        one). Past them: a straight line `a + b * numel` through the median time of each size
+        measured (a fixed cost plus a cost per token), never below that bound."""
         smaller = [s for n, s in self.calls if n <= numel]
-        return max(smaller) if smaller else 0.0
+        bound = max(smaller) if smaller else 0.0
+        by_size: dict[int, list[float]] = {}
+        for n, s in self.calls:
+            by_size.setdefault(n, []).append(s)
+        if len(by_size) < 2 or numel <= max(by_size):
+            return bound
+        sizes = sorted(by_size)
+        times = [sorted(by_size[n])[len(by_size[n]) // 2] for n in sizes]
+        mean_n, mean_t = sum(sizes) / len(sizes), sum(times) / len(times)
+        spread = sum((n - mean_n) ** 2 for n in sizes)
+        slope = max(0.0, sum((n - mean_n) * (t - mean_t) for n, t in zip(sizes, times)) / spread)
+        fixed = max(0.0, mean_t - slope * mean_n)
+        return max(bound, fixed + slope * numel)
 
     def typical(self) -> float:
         """The median call so far, for messages."""
