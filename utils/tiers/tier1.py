@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from utils.tiers.tier1_weights import parameter_initialization, state_dict_round
 log = logging.getLogger(__name__)
 
 TIER1_NAME = "Tier 1: critical validation"
+DEFAULT_TIME_BUDGET = 60.0
 CHECKS: tuple[Check, ...] = (
     forward_signature, output_shape, causality, batch_independence, padding_invariance,
     determinism, numerical_stability, initial_loss, gradient_flow, parameter_initialization,
@@ -65,7 +67,7 @@ def run_tier1(
     seed: int = 0,
     batch_size: int | None = None,
     seq_len: int | None = None,
-    time_budget: float = 60.0,
+    time_budget: float | None = None,
     checks: Sequence[str] | None = None,
     progress: bool = True,
 ) -> TierReport:
@@ -73,13 +75,15 @@ def run_tier1(
 
     `task`, `vocab_size`, `max_seq_len` override what the adapter finds. `batch_size` and
     `seq_len` set the probe batch (default 3 x up to 16 tokens; at most 8 rows) and the
-    training shape that memory_footprint estimates (default 8 x max_seq_len). `time_budget` (seconds) bounds
-    the whole tier: each check gets a share of what is left, and one that cannot finish in
-    its share (or fit in memory) skips with the numbers. `checks` picks a subset
+    training shape that memory_footprint estimates (default 8 x max_seq_len). `time_budget`
+    (seconds; default 60, or $TBUILDER_TIME_BUDGET) bounds the whole tier: each check gets a
+    share of what is left, and one that cannot finish in its share (or fit in memory) skips
+    with the numbers. `checks` picks a subset
     of CHECK_IDS. A model that cannot be adapted still gets a report: forward_signature
     fails with the adapter's message and every other check skips.
     """
     selected = _select(checks)
+    time_budget = default_time_budget() if time_budget is None else time_budget
     _validate(batch_size, seq_len, time_budget, vocab_size, max_seq_len, seed)
     dev = _device(device)
     for module in _modules(model_or_adapted):
@@ -112,6 +116,19 @@ def run_tier1(
     report.meta["first_forward_s"] = clock.first_forward_s
     report.meta["seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def default_time_budget() -> float:
+    """60 s, or $TBUILDER_TIME_BUDGET: a slow shared machine (a CI runner) can give every
+    run more time without each call saying so."""
+    text = os.environ.get("TBUILDER_TIME_BUDGET")
+    if not text:
+        return DEFAULT_TIME_BUDGET
+    try:
+        return float(text)
+    except ValueError:
+        raise OptionError("time_budget", text, "$TBUILDER_TIME_BUDGET must be a number of "
+                          "seconds") from None
 
 
 def _modules(obj: Any) -> list[nn.Module]:
