@@ -91,3 +91,33 @@ def test_a_data_file_path_is_read_as_the_tokenizers_text(tmp_path):
     assert choice.tokenizer.convert_tokens_to_ids("z") < 5 + 256 + 10  # the text's own first
     with pytest.raises(TypeError, match="or the path of a data file"):
         AdaptiveTokenizer.load_or_create(vocab_size=400, texts="zebra quagga")
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"padding": True}, {"padding": "max_length", "max_length": 20},
+    {"truncation": True, "max_length": 4}, {"padding": True, "return_tensors": "pt"},
+    {"padding": True, "return_tensors": "np"},
+    {"padding": True, "padding_side": "left", "return_tensors": "pt"},
+    {"padding": True, "pad_to_multiple_of": 8},
+    {"padding": True, "truncation": True, "max_length": 3, "return_tensors": "pt"},
+    {"padding": True, "return_attention_mask": False}, {"split_special_tokens": True},
+])
+@pytest.mark.parametrize("batch", [["ab", "héllo <s> x", "", "✓✓ 世界", "abc" * 5],
+                                   ["plain", "ascii text", "only"]])
+def test_the_batch_fast_path_gives_what_the_general_path_gives(monkeypatch, options, batch):
+    import numpy as np
+    import torch
+
+    tok = CharacterLevelTokenizer(vocab_size=300, texts=["héllo wörld <s>"])
+    fast = tok(batch, **options)
+    monkeypatch.setattr(CharacterLevelTokenizer, "_batch_fast_path_applies", lambda *a: False)
+    general = tok(batch, **options)
+    assert set(fast) == set(general)
+    for key in general:
+        assert type(fast[key]) is type(general[key])
+        if isinstance(general[key], list):
+            assert fast[key] == general[key]
+        else:
+            assert fast[key].dtype == general[key].dtype
+            assert torch.equal(torch.as_tensor(np.asarray(fast[key])),
+                               torch.as_tensor(np.asarray(general[key])))
