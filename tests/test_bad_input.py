@@ -294,3 +294,28 @@ def test_a_binary_model_py_is_named_as_binary(capsys, tmp_path):
     assert code == 2 and "syntax error" not in err
     assert one_error(err).startswith(f"error: {folder / 'model.py'} is not Python source: it holds "
                                      "binary data (a NUL byte at offset 4)")
+
+
+# -- the tokenizer command ----------------------------------------------------------------
+
+
+def test_tokenizer_without_data_says_it_used_the_embedded_corpus(capsys):
+    code, out, err = run(capsys, "tokenizer", "--vocab-size", "50")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.strip()]
+    assert "the embedded corpus (no --data given)" in out and "your text" not in out
+    assert any(r.startswith("note") and "lossy: 50 rows" in r for r in rows)
+    assert "\n\n" not in err and "lossy" not in err  # the note once, in the table
+
+
+def test_tokenizer_shortfall_is_said_once_with_advice_the_cli_can_follow(capsys, tmp_path):
+    data = tmp_path / "small.txt"
+    data.write_text("a small corpus of a few words\n\n" * 40)
+    code, out, err = run(capsys, "tokenizer", "--vocab-size", "5000", "--data", str(data))
+    assert code == 0
+    assert out.count("reached") == 1 and "reached" not in err
+    assert "--min-frequency 1" in out
+    assert "\n\n" not in err.strip("\n")
+    code, out, _ = run(capsys, "tokenizer", "--vocab-size", "5000", "--data", str(data),
+                       "--min-frequency", "1")
+    assert code == 0 and "min_frequency=1" not in out
