@@ -113,6 +113,8 @@ def test_checks_whose_weight_copies_cannot_fit_skip_before_running(monkeypatch):
 def test_the_clock_extrapolates_past_the_sizes_it_has_seen():
     clock = ForwardClock(calls=[(10, 0.11), (10, 0.12), (20, 0.21), (40, 0.41)])
     assert clock.estimate(5) == 0.0 and clock.estimate(20) == 0.21  # never faster than smaller
+    warm = ForwardClock(calls=[(10, 3.0), (10, 0.1), (10, 0.1)])  # a first call's warm-up
+    assert warm.estimate(10) == 0.1
     assert 3.8 < clock.estimate(400) < 4.2  # about 0.01 s fixed + 0.01 s per element
     flat = ForwardClock(calls=[(10, 0.5), (40, 0.5)])  # a cost that does not grow (a sleep)
     assert flat.estimate(10_000) == 0.5

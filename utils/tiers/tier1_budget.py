@@ -63,18 +63,20 @@ class ForwardClock:
 
     def estimate(self, numel: int) -> float:
         """The seconds a call with `numel` input elements should take. Within the sizes
-        measured: the slowest call that was no bigger (a call is never faster than a smaller
-        one). Past them: a straight line `a + b * numel` through the median time of each size
-        measured (a fixed cost plus a cost per token), never below that bound."""
-        smaller = [s for n, s in self.calls if n <= numel]
-        bound = max(smaller) if smaller else 0.0
+        measured: the slowest typical (lower-median) time of a size no bigger (a call is
+        never faster than a smaller one; the median keeps a first call's one-off warm-up
+        out). Past them: a straight line `a + b * numel` through those times (a fixed cost
+        plus a cost per token), never below that bound."""
         by_size: dict[int, list[float]] = {}
         for n, s in self.calls:
             by_size.setdefault(n, []).append(s)
+        typical = {n: sorted(t)[(len(t) - 1) // 2] for n, t in by_size.items()}
+        smaller = [t for n, t in typical.items() if n <= numel]
+        bound = max(smaller) if smaller else 0.0
         if len(by_size) < 2 or numel <= max(by_size):
             return bound
         sizes = sorted(by_size)
-        times = [sorted(by_size[n])[len(by_size[n]) // 2] for n in sizes]
+        times = [typical[n] for n in sizes]
         mean_n, mean_t = sum(sizes) / len(sizes), sum(times) / len(times)
         spread = sum((n - mean_n) ** 2 for n in sizes)
         slope = max(0.0, sum((n - mean_n) * (t - mean_t) for n, t in zip(sizes, times)) / spread)
