@@ -6,9 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-class WriteError(OSError):
-    """A file could not be written: one line naming the path, the reason and what to do."""
+from utils.errors import WriteError
 
 
 def writable_target(path: str | os.PathLike) -> Path:

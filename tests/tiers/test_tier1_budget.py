@@ -10,7 +10,7 @@ import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds): not w
 from torch import nn
 
 from utils.tiers.tier1 import run_tier1
-from utils.tiers.tier1_budget import ForwardClock, OutOfTime, clocked, is_out_of_memory
+from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, is_out_of_memory
 
 
 class SlowLM(nn.Module):
@@ -99,7 +99,7 @@ def test_out_of_memory_is_a_skip_never_a_fail():
 
 
 def test_checks_whose_weight_copies_cannot_fit_skip_before_running(monkeypatch):
-    import utils.tiers.tier1 as tier1
+    import utils.tiers.tier1.run as tier1
 
     monkeypatch.setattr(tier1, "free_memory", lambda device: 10_000)  # 10 kB free
     report = run_tier1(SlowLM(0.0), task="causal_lm", progress=False,

@@ -23,7 +23,7 @@ _EXPORTS = {
     "CharacterLevelTokenizer": "character_tokenizer",
     "AdaptiveTokenizerDataModule": "data_module",
     "SimpleDataModule": "data_module",
-    "mask_tokens": "data_module",
+    "mask_tokens": "collation",
     "KNOWN_TOKENIZERS": "known_tokenizers",
     "KnownTokenizer": "known_tokenizers",
     "find_known_tokenizers": "known_tokenizers",

@@ -4,7 +4,7 @@ The decision, in order (the first that works wins):
 
 1. the user's own tokenizer, when one is given: it always wins (and must fit the model);
 2. a known pretrained tokenizer for this vocabulary size (`KNOWN_TOKENIZERS`), from the local
-   cache or the hub; offline, one log line and on to the next tier;
+   cache or the hub; offline, one log line and on to the next strategy;
 3. byte-level BPE trained on the user's text, when there is text and the vocabulary has room
    for merges beyond the 256 byte tokens (`MIN_BPE_VOCAB`);
 4. a character-level tokenizer, which fits any size and needs no training.
@@ -54,7 +54,7 @@ CHOICE_FILE = "tokenizer_choice.json"
 
 @dataclass
 class Attempt:
-    """One option considered: which tier, what exactly, and what happened."""
+    """One option considered: which strategy, what exactly, and what happened."""
 
     strategy: str
     source: str
@@ -122,12 +122,14 @@ class AdaptiveTokenizer:
     ) -> TokenizerChoice:
         """`tokenizer`: the user's own (object or path), which always wins. `known`: the
         size -> pretrained table (default `KNOWN_TOKENIZERS`). `bpe_trainer`: settings for
-        tier 3 (special tokens, cache folder). `text_name` says what `texts` are in the
+        the BPE strategy (special tokens, cache folder). `text_name` says what `texts` are in the
         record ("your text", "the embedded corpus")."""
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(f"vocab_size must be a whole number of rows ({LIMITS_HELP}), got {vocab_size!r}")
+            raise ValueError(
+                f"vocab_size must be a whole number of rows ({LIMITS_HELP}), got {vocab_size!r}"
+            )
         if isinstance(texts, (str, os.PathLike)) and Path(texts).is_file():
-            from utils.tokenization.data_module import load_corpus
+            from utils.tokenization.sources import load_corpus
 
             texts = load_corpus(texts).train  # a data file (the notebook's DATA = "file.txt")
         if isinstance(texts, str):
@@ -190,7 +192,7 @@ class AdaptiveTokenizer:
             notes=record["notes"],
         )
 
-    # -- tiers --------------------------------------------------------------------------
+    # -- strategies ----------------------------------------------------------------------
 
     @staticmethod
     def _user(vocab_size: int, source: Any) -> TokenizerChoice:
@@ -315,7 +317,7 @@ class _HubStatus:
             if self.reason:
                 log.warning(
                     "Hugging Face Hub unavailable (%s): pretrained tokenizers come only from "
-                    "the local cache, else the next tier is used", self.reason,
+                    "the local cache, else the next strategy is used", self.reason,
                 )
         return self.reason
 
@@ -323,7 +325,7 @@ class _HubStatus:
 def _try_pretrained(match: KnownMatch, hub: _HubStatus) -> tuple[str, Any]:
     try:
         tok = load_pretrained(match.tokenizer.repo, hub)
-    except Exception as exc:  # noqa: BLE001 - recorded in `tried`; the next tier is used
+    except Exception as exc:  # noqa: BLE001 - recorded in `tried`; the next strategy is used
         return f"failed: {type(exc).__name__}: {exc}", None
     mismatch = check_loaded_length(match, tok)
     if mismatch:

@@ -18,10 +18,8 @@ from torch import nn
 
 from utils._frames import describe
 from utils.adapters import AdaptedModel, ModelProfile
-from utils.adapters.losses import lm_loss
-from utils.tiers.report import CheckResult
-from utils.tiers.runner import Check, check
-from utils.tiers.tier1_budget import (
+from utils.checks import Check, CheckResult, CheckSet, Verdict
+from utils.tiers.tier1.budget import (
     MEMORY_FRACTION,
     ForwardClock,
     OutOfTime,
@@ -32,9 +30,8 @@ from utils.tiers.tier1_budget import (
     out_of_memory_skip,
     out_of_time_skip,
 )
+from utils.vocabulary import LM_TASKS, LOSS_TASKS  # noqa: F401 - re-exported to the checks
 
-LM_TASKS = ("causal_lm", "masked_lm")
-LOSS_TASKS = ("causal_lm", "masked_lm", "classification")
 DEFAULT_BATCH = 3  # probe batch: small, odd, and different from every default length
 MAX_PROBE_BATCH = 8  # a larger batch_size sets the training shape only, not the probes
 DEFAULT_MAX_T = 16  # probe length cap: long enough to see leaks, short enough to be quick
@@ -120,7 +117,7 @@ class Tier1Context:
 
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss the toolkit uses for this task (shifted for a causal LM)."""
-        return lm_loss(out, labels, self.task, self.profile.output_kind)[0]
+        return self.adapted.loss(out, labels)
 
     def expected_initial_loss(self) -> float:
         """ln(number of classes): the loss of a uniform prediction."""
@@ -166,38 +163,36 @@ class Needs:
     comparable: bool = False  # outputs finite and repeatable in eval mode
 
 
-def tier1_check(check_id: str, title: str, needs: Needs = Needs()
-                ) -> Callable[[Callable[[Tier1Context], CheckResult]], Check]:
-    """`@check` plus what every Tier 1 check needs around it: skips for unmet preconditions,
-    a fixed seed, and the model's train/eval flags restored afterwards whatever happens."""
+def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], CheckResult]
+           ) -> CheckResult:
+    """What every Tier 1 check needs around it: skips for what cannot fit in memory or in
+    its share of the time budget and for unmet preconditions, a fixed seed, and the model's
+    train/eval flags restored afterwards whatever happens. Running out of time or memory is
+    a skip, never a verdict on the model."""
+    too_big = _over_memory(ctx, check.id)
+    if too_big:
+        return v.skip(too_big[0], advice=too_big[1])
+    share = _start_clock(ctx, check.id)
+    try:
+        unmet = _unmet(ctx, check.needs or Needs())
+        if unmet:
+            return v.skip(unmet[0], advice=unmet[1])
+        torch.manual_seed(ctx.seed)
+        with keep_modes(ctx.adapted):
+            return call()
+    except OutOfTime:
+        why, advice = out_of_time_skip(ctx.clock, share, ctx.time_budget)
+        return v.skip(why, {"time_share_s": round(share, 2)}, advice=advice)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        why, advice = out_of_memory_skip(exc)
+        return v.skip(why, advice=advice)
 
-    def wrap(fn: Callable[[Tier1Context], CheckResult]) -> Check:
-        @functools.wraps(fn)
-        def run(ctx: Tier1Context) -> CheckResult:
-            too_big = _over_memory(ctx, check_id)
-            if too_big:
-                return CheckResult(check_id, title, "skip", too_big[0], advice=too_big[1])
-            share = _start_clock(ctx, check_id)
-            try:
-                unmet = _unmet(ctx, needs)
-                if unmet:
-                    return CheckResult(check_id, title, "skip", unmet[0], advice=unmet[1])
-                torch.manual_seed(ctx.seed)
-                with keep_modes(ctx.adapted):
-                    return fn(ctx)
-            except OutOfTime:
-                why, advice = out_of_time_skip(ctx.clock, share, ctx.time_budget)
-                return CheckResult(check_id, title, "skip", why, advice=advice,
-                                   metrics={"time_share_s": round(share, 2)})
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                why, advice = out_of_memory_skip(exc)
-                return CheckResult(check_id, title, "skip", why, advice=advice)
 
-        return check(check_id, title)(run)
-
-    return wrap
+TIER1_CHECKS = CheckSet("tier1", guard=_guard)
+# @check(id, thresholds=..., needs=Needs(...)) declares a Tier 1 check `fn(ctx, v)`.
+check = TIER1_CHECKS.check
 
 
 def _start_clock(ctx: Tier1Context, check_id: str) -> float:

@@ -10,7 +10,6 @@ train/eval flags, hooks and random-number state are exactly as before when the t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -23,10 +22,10 @@ from torch import nn
 
 from utils._frames import describe
 from utils.adapters import AdaptedModel, AdaptError, adapt
-from utils.loading import position_embedding
-from utils.tiers.report import TierReport
-from utils.tiers.runner import Check, run_checks
-from utils.tiers.tier1_behaviour import (
+from utils.checks.report import TierReport
+from utils.checks.runner import Check, run_checks
+from utils.errors import OptionError
+from utils.tiers.tier1.behaviour import (
     batch_independence,
     causality,
     determinism,
@@ -34,12 +33,13 @@ from utils.tiers.tier1_behaviour import (
     output_shape,
     padding_invariance,
 )
-from utils.tiers.tier1_budget import ForwardClock, OutOfTime, clocked, free_memory, weight_bytes
-from utils.tiers.tier1_context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
-from utils.tiers.tier1_numerics import gradient_flow, initial_loss, numerical_stability
-from utils.tiers.tier1_resources import device_portability, inference_speed, memory_footprint
-from utils.tiers.tier1_training import label_leakage, overfit_batch
-from utils.tiers.tier1_weights import parameter_initialization, state_dict_roundtrip, weight_sharing
+from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, free_memory, weight_bytes
+from utils.tiers.tier1.context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
+from utils.tiers.tier1.numerics import gradient_flow, initial_loss, numerical_stability
+from utils.tiers.tier1.resources import device_portability, inference_speed, memory_footprint
+from utils.tiers.tier1.training import label_leakage, overfit_batch
+from utils.tiers.tier1.weights import parameter_initialization, state_dict_roundtrip, weight_sharing
+from utils.vocabulary import position_embedding
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ CHECKS: tuple[Check, ...] = (
     memory_footprint, inference_speed,
 )
 CHECK_IDS: tuple[str, ...] = tuple(c.id for c in CHECKS)
-_SOURCE_FIELD = {"task": "task_source", "vocab_size": "vocab_source",
-                 "max_seq_len": "max_seq_len_source"}
 
 
 def run_tier1(
@@ -158,15 +156,6 @@ def _select(checks: Sequence[str] | None) -> list[Check]:
     return [c for c in CHECKS if c.id in set(checks)]
 
 
-class OptionError(ValueError):
-    """An option of run_tier1 that cannot work: names the option, its value and why, so the
-    command line can say it with its own flag names."""
-
-    def __init__(self, option: str, value: Any, why: str):
-        self.option, self.value, self.why = option, value, why
-        super().__init__(f"run_tier1({option}={value!r}): {why}")
-
-
 def _validate(batch_size: int | None, seq_len: int | None, time_budget: float,
               vocab_size: int | None, max_seq_len: int | None, seed: int) -> None:
     lowest = {"batch_size": 1, "seq_len": 1, "max_seq_len": 1, "vocab_size": 2}
@@ -217,9 +206,7 @@ def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
     if isinstance(obj, AdaptedModel):
         if not overrides:
             return obj, None
-        sources = {_SOURCE_FIELD[k]: "override" for k in overrides}
-        profile = dataclasses.replace(obj.profile, **overrides, **sources)
-        return AdaptedModel(obj.model, profile, obj.executor), None
+        return obj.with_overrides(**overrides), None
     if not isinstance(obj, nn.Module) and hasattr(obj, "model"):
         config = config if config is not None else getattr(obj, "config", None)
         obj = obj.model
