@@ -181,8 +181,8 @@ def test_a_read_only_folder_is_one_line(capsys, tmp_path):
 
 
 def test_report_save_onto_a_file_raises_one_clear_error(tmp_path):
-    from utils.errors import WriteError
     from utils.checks import CheckResult, TierReport
+    from utils.errors import WriteError
 
     target = tmp_path / "report"
     target.write_text("not a folder")
