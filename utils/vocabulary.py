@@ -10,9 +10,10 @@ and iterates over.
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from torch import nn
+if TYPE_CHECKING:  # torch costs seconds to import; the command line reads TASKS without it
+    from torch import nn
 
 # -- what a model does --------------------------------------------------------------------
 
@@ -64,6 +65,8 @@ _POSITION_TABLE = re.compile(r"pos|wpe", re.IGNORECASE)
 
 def position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
     """The first nn.Embedding named like a position table (`pos`, `wpe`)."""
+    from torch import nn
+
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding) and _POSITION_TABLE.search(name):
             return name, module

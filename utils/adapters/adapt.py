@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from utils._frames import describe
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.detectors import (
     _PROBE_B,
@@ -22,6 +23,7 @@ from utils.adapters.detectors import (
     _expect_batch_dims,
     _find_logits,
     _finish_profile,
+    _forward_raised,
     _full_logits_via_labels,
     _max_seq_len,
     _output_kind,
@@ -127,6 +129,7 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
     adapted = AdaptedModel(model, profile)
 
     attempts: list[str] = []
+    errors: list[Exception] = []
     out = None
     for batch_first in ((True, False) if "batch_first" not in ov else (ov["batch_first"],)):
         x = ids if batch_first else ids.t()
@@ -135,10 +138,11 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
             profile.batch_first = batch_first
             break
         except Exception as exc:
+            errors.append(exc)
             attempts.append(f"{sig.input_param}={'(B, T)' if batch_first else '(T, B)'} "
-                            f"-> {type(exc).__name__}: {exc}")
+                            f"-> {describe(exc)}")
     if out is None:
-        raise AdaptError(_cannot_adapt(model, sig, "every call failed", attempts))
+        raise AdaptError(_forward_raised(model, sig, errors, attempts))
     try:
         profile.output_access = _find_logits(out)
     except AdaptError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from utils._frames import file_line, raised_at, user_frame
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
@@ -421,6 +422,22 @@ def _attention_modules(model: nn.Module) -> list[str]:
         if is_attn and name and not any(name.startswith(f + ".") for f in found):
             found.append(name)
     return found
+
+
+def _forward_raised(model: nn.Module, sig: SignatureInfo, errors: list[Exception],
+                    attempts: list[str]) -> str:
+    """Why no probe call worked. When the model's own code raised (a line of model.py is in
+    the traceback), that error and line are the message: renaming inputs would not help."""
+    frame = user_frame(errors[0])
+    if frame is None:
+        return _cannot_adapt(model, sig, "every call failed", attempts)
+    lines = [f"Cannot adapt {type(model).__name__}: its forward raised "
+             f"{type(errors[0]).__name__}: {errors[0]} at {raised_at(errors[0])}."]
+    if len({str(e) for e in errors}) > 1:
+        lines += [f"  tried: {a}" for a in attempts]
+    lines.append(f"  Fix: the error is in the model's own code at {file_line(frame)}; fix it "
+                 "there, then run again.")
+    return "\n".join(lines)
 
 
 def _cannot_adapt(model: nn.Module, sig: SignatureInfo, why: str,

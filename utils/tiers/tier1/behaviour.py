@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils._frames import describe
 from utils.checks import CheckResult, Verdict, stream_offset
 from utils.tiers.probes import (
     DIFF_RTOL,
@@ -84,11 +85,12 @@ def forward_signature(ctx: Tier1Context, v: Verdict) -> CheckResult:
     How to fix: make forward take token ids (B, T) and return logits, or pass task=,
     vocab_size= and max_seq_len= to run_tier1.
     """
+    if ctx.adapted is None and ctx.adapt_out_of_time:
+        return v.skip(ctx.adapt_error, advice="Give the tier more time, or run on a GPU.")
     if ctx.adapted is None:
-        return v.fail("The model could not be adapted.",
+        return v.fail(ctx.adapt_error.splitlines()[0],
             metrics={"error": ctx.adapt_error},
-            advice=f"{ctx.adapt_error}\nMake forward take token ids (B, T) and return logits, "
-                   "or pass task=, vocab_size= and max_seq_len= to run_tier1.",
+            advice=_adapt_fix(ctx.adapt_error),
         )
     p = ctx.profile
     metrics = {
@@ -110,6 +112,14 @@ def forward_signature(ctx: Tier1Context, v: Verdict) -> CheckResult:
             metrics, advice=f"Pass {', '.join(m + '=...' for m in missing)} to run_tier1 (or put "
                             "them in config.json) so shapes and lengths can be checked.")
     return v.pass_(p.summary(), metrics)
+
+
+def _adapt_fix(error: str) -> str:
+    """What the adapter found, tried and advises (the lines after its first), else the
+    general advice; the first line is the summary."""
+    rest = " ".join(line.strip() for line in error.splitlines()[1:])
+    return rest or ("Make forward take token ids (B, T) and return logits, or pass task=, "
+                    "vocab_size= and max_seq_len= to run_tier1.")
 
 
 # -- output_shape ---------------------------------------------------------------------------
@@ -191,15 +201,18 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """
     p = ctx.profile
     rows, bad, width = [], [], []
+    longest = max(_lengths(ctx, v.thresholds.max_len))
     for B in (1, 3):
         for T in _lengths(ctx, v.thresholds.max_len):
+            if B > 1 and T == longest > ctx.seq_len:
+                continue  # the full length once (B=1): a long context costs seconds per call
             try:
                 with torch.no_grad(), eval_mode(ctx.adapted):
                     out = ctx.adapted(ctx.ids(B, T, offset=v.stream(f"B={B},T={T}")))
                 got = str(tuple(out.shape))
                 ok = _shape_ok(ctx, out, B, T, width)
             except Exception as exc:  # noqa: BLE001 - a failing size is the finding
-                got, ok = f"{type(exc).__name__}: {str(exc).strip()[:200]}", False
+                got, ok = describe(exc), False
             rows.append({"B": B, "T": T, "expected": _expected(ctx, B, T), "got": got})
             if not ok:
                 bad.append(rows[-1])
@@ -215,7 +228,8 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
                   "which sizes break.")
         return v.fail(f"{len(bad)} of {len(rows)} calls failed; e.g. B={worst['B']}, T={worst['T']}: "
             f"expected {worst['expected']}, got {worst['got']}", metrics, advice)
-    summary = f"Shapes right for B in (1, 3) and T in {tuple(sorted({r['T'] for r in rows}))}."
+    summary = (f"Shapes right for B in (1, 3) and T in {tuple(sorted({r['T'] for r in rows}))}"
+               f"{f' (T={longest} at B=1)' if longest > ctx.seq_len else ''}.")
     if not p.max_seq_len:
         return v.pass_(summary + " max_seq_len unknown: the limit was not tested.", metrics)
     if p.max_seq_len > v.thresholds.max_len:

