@@ -553,7 +553,9 @@ def _train_defaults(loaded: Any) -> dict[str, Any]:
     """A budget that trains an embedded example in a few minutes on two CPU cores: 200 steps
     of 8 rows of up to 128 tokens (about 200k tokens); --steps gives more."""
     limit = loaded.config.max_seq_len
-    return {**CLI_TRAIN, "seq_len": min(CLI_TRAIN["seq_len"], limit or CLI_TRAIN["seq_len"])}
+    if limit is None:  # the adapter finds the model's context; train() caps seq_len to it
+        return {k: v for k, v in CLI_TRAIN.items() if k != "seq_len"}
+    return {**CLI_TRAIN, "seq_len": min(CLI_TRAIN["seq_len"], limit)}
 
 
 def _cmd_tokenizer(args: argparse.Namespace) -> int:

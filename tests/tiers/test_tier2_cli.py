@@ -1,4 +1,4 @@
-"""`tbuilder analyze` and `tbuilder run` (Tier 1 then Tier 2), in-process."""
+"""`tbuilder analyze` and `tbuilder run` (Tier 1, Tier 2, then Tier 3), in-process."""
 
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ def test_analyze_with_data_needs_the_tokenizer(capsys, tmp_path):
     assert "--tokenizer" in capsys.readouterr().err
 
 
-def test_run_is_tier1_then_tier2(capsys, tmp_path):
+def test_run_is_tier1_then_tier2_then_tier3(capsys, tmp_path):
     record = tmp_path / "run.json"
-    code = main(
-        ["-q", "run", MODEL, "--checks", "output_shape", "--analyses", "weight_spectrum", "--json", str(record)]
-    )
-    assert code == 0, capsys.readouterr().out
-    ids = [r["id"] for r in json.loads(record.read_text())["results"]]
-    assert ids == ["output_shape", "weight_spectrum"]
+    args = ["-q", "run", MODEL, "--checks", "output_shape", "--analyses", "weight_spectrum"]
+    code = main([*args, "--steps", "2", "--no-baseline", "--out", str(tmp_path / "run"), "--json", str(record)])
+    results = json.loads(record.read_text())["results"]
+    ids = [r["id"] for r in results]
+    assert ids[:2] == ["output_shape", "weight_spectrum"]
+    assert "training" in ids and "export" in ids  # Tier 3 ran, at the model's own context length
+    assert code == (1 if any(r["status"] == "fail" for r in results) else 0), capsys.readouterr().out
