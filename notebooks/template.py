@@ -27,6 +27,7 @@
 # | 3. Load and adapt | which class was built and how; how to call it, and where each fact came from |
 # | 4. Tier 1 | is the model correct and trainable? |
 # | 5. Tokenizer and data | which tokenizer fits the vocabulary, why, and does it fit the model? |
+# | 6. Training | does the loss fall, and what does the model write? |
 
 # %% [markdown]
 # ## 1. Set-up
@@ -248,7 +249,7 @@ print(f"data from {data_source.origin}: {len(texts):,} texts, {sum(map(len, text
 choice = AdaptiveTokenizer.load_or_create(vocab_size=profile.vocab_size, texts=texts, tokenizer=TOKENIZER or None)
 print(f"tokenizer: {choice.strategy} ({choice.reason})")
 for attempt in choice.tried:
-    print(f"  tried {attempt.strategy} {attempt.source}: {attempt.outcome}")
+    print(f"  {attempt.strategy}{'' if attempt.source == '-' else ' ' + attempt.source}: {attempt.outcome}")
 tokenizer = choice.tokenizer
 display(TokenizerValidator.validate(tokenizer, expected_vocab_size=profile.vocab_size, texts=texts[:200]))
 
@@ -258,3 +259,41 @@ data = AdaptiveTokenizerDataModule(dataset=texts, tokenizer=tokenizer, batch_siz
                                    max_length=seq_len, val_split=0.05, task=task)
 data.setup()
 print(f"{len(data.train_dataloader())} training batches of {BATCH_SIZE} x {seq_len} tokens ({task})")
+
+# %% [markdown]
+# ## 6. Training
+# A real Lightning Trainer with AdamW, warmup and cosine decay; the plot follows the
+# training and validation loss as they come. The loss should fall from about ln(vocabulary
+# size) at the start. Then a few samples from the trained model.
+
+# %%
+import math  # noqa: E402
+
+import pytorch_lightning as pl  # noqa: E402
+
+from utils.adapters import UniversalModelAdapter  # noqa: E402
+from utils.notebook import live_loss_plot  # noqa: E402
+
+require(globals(), data="5. Tokenizer and data", adapted="3. Load and adapt")
+if caveat := tier1_caveat(globals()):
+    print(caveat)
+module = UniversalModelAdapter(adapted, learning_rate=1e-3, warmup_steps=min(100, TRAIN_STEPS // 10),
+                               max_steps=TRAIN_STEPS, task=task)
+loss_plot = live_loss_plot(every_n_steps=max(5, TRAIN_STEPS // 40))
+trainer = pl.Trainer(max_steps=TRAIN_STEPS, accelerator="auto", logger=False, enable_checkpointing=False,
+                     limit_val_batches=2 if QUICK_MODE else 16, val_check_interval=max(1, TRAIN_STEPS // 5),
+                     check_val_every_n_epoch=None,
+                     enable_model_summary=False, callbacks=[loss_plot], default_root_dir=str(OUT))
+trainer.fit(module, datamodule=data)
+loss_plot.figure().savefig(OUT / "loss.png", dpi=120)
+final = {k: float(v) for k, v in trainer.callback_metrics.items()}
+print(f"ln(V) = {math.log(profile.vocab_size):.2f}; after {trainer.global_step} steps: "
+      f"train loss {final.get('train_loss', float('nan')):.2f}, validation loss {final.get('val_loss', float('nan')):.2f}")
+
+if task == "causal_lm":
+    module.eval()
+    for prompt_text in ("The ", "def "):
+        prompt = torch.tensor([tokenizer.encode(prompt_text, add_special_tokens=False)], device=module.device)
+        out = module.generate(prompt, max_new_tokens=40, temperature=0.8, top_k=50,
+                              generator=torch.Generator(device=module.device).manual_seed(0))
+        print(repr(tokenizer.decode(out[0].tolist(), skip_special_tokens=True)))

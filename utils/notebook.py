@@ -268,3 +268,72 @@ def deliver(folder: str | Path) -> Path:
 
         google.colab.files.download(str(target))
     return target
+
+
+# -- live loss plot -------------------------------------------------------------------------
+
+
+def live_loss_plot(every_n_steps: int = 10, title: str = "loss") -> Any:
+    """A Lightning callback that draws training and validation loss as they come, in place
+    in a notebook (one figure updated, not one per step); outside a notebook it only records.
+    After training, `.steps`, `.train`, `.val` hold the curves and `.figure()` draws them."""
+    import pytorch_lightning as pl
+
+    class LiveLossPlot(pl.Callback):
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+            self.train: list[float] = []
+            self.val: list[tuple[int, float]] = []
+            self._handle: Any = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            loss = trainer.callback_metrics.get("train_loss")
+            step = trainer.global_step
+            if loss is None or (self.steps and step == self.steps[-1]):
+                return
+            self.steps.append(step)
+            self.train.append(float(loss))
+            if step % every_n_steps == 0:
+                self._draw()
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            loss = trainer.callback_metrics.get("val_loss")
+            if loss is not None and not trainer.sanity_checking:
+                self.val.append((trainer.global_step, float(loss)))
+                self._draw()
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self._draw()
+
+        def figure(self) -> Any:
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+            ax.plot(self.steps, self.train, label="train", lw=1)
+            if self.val:
+                ax.plot(*zip(*self.val), "o-", label="validation")
+            ax.set(xlabel="step", ylabel="loss", title=title)
+            ax.legend()
+            fig.tight_layout()
+            plt.close(fig)
+            return fig
+
+        def _draw(self) -> None:
+            if not self.steps or not _in_notebook():
+                return
+            from IPython.display import display
+
+            fig = self.figure()
+            if self._handle is None:
+                self._handle = display(fig, display_id=True)
+            else:
+                self._handle.update(fig)
+
+    return LiveLossPlot()
+
+
+def _in_notebook() -> bool:
+    """True under a Jupyter kernel (Colab's included), where figures can be shown in place."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
