@@ -55,7 +55,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     client.execute()
     assert not _errors(nb)
     outputs = _text(nb)
-    assert "installing transformer-builder-toolkit" not in outputs  # the toolkit is importable here: nothing is installed
+    assert "installing transformer-builder-toolkit" not in outputs  # importable here: nothing installed
     assert "device cpu: no GPU" in outputs or "device cuda:" in outputs
     assert "QUICK_MODE: tiny budgets" in outputs
     assert "GPTMini: task causal_lm" in outputs

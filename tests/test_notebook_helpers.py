@@ -207,9 +207,19 @@ def test_live_loss_plot_records_both_curves_of_a_real_trainer(tmp_path):
     rows = [{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in ids]
     batches = torch.utils.data.DataLoader(rows, batch_size=4)
     plot = live_loss_plot(every_n_steps=2)
-    trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[plot], val_check_interval=3, check_val_every_n_epoch=None,
-                         limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[plot],
+        val_check_interval=3,
+        check_val_every_n_epoch=None,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(UniversalModelAdapter(adapted, learning_rate=1e-3, max_steps=6), batches, batches)
     assert plot.steps == [1, 2, 3, 4, 5, 6] and len(plot.train) == 6
     assert [step for step, _ in plot.val] == [3, 6]
