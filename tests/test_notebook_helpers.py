@@ -225,3 +225,43 @@ def test_live_loss_plot_records_both_curves_of_a_real_trainer(tmp_path):
     assert [step for step, _ in plot.val] == [3, 6]
     fig = plot.figure()
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train", "validation"]
+
+
+def _report(**metrics_by_id):
+    from utils import CheckResult, TierReport
+
+    results = [CheckResult(cid, cid, "skip" if m is None else "pass", "s", m or {}) for cid, m in metrics_by_id.items()]
+    return TierReport("Tier 2", results)
+
+
+def _heads(*labels):
+    return {"heads": [{"layer": 0, "head": i, "labels": list(ls)} for i, ls in enumerate(labels)]}
+
+
+def _layers(*ranks):
+    return {"layers": [{"layer": i, "module": f"b.{i}", "effective_rank_centered": r} for i, r in enumerate(ranks)]}
+
+
+def test_tier2_changes_names_heads_that_specialised_and_rank_changes():
+    from utils.notebook import tier2_changes
+
+    before = _report(attention_patterns=_heads(["uniform"], ["uniform"], []), representation_health=_layers(70.0, 71.0))
+    after = _report(
+        attention_patterns=_heads(["previous_token"], ["uniform"], ["dead"]), representation_health=_layers(40.5, 20.25)
+    )
+    lines = tier2_changes(before, after)
+    assert lines[0] == "heads: 1 of 3 specialised"
+    assert lines[1] == "  layer 0 head 0: uniform -> previous_token"
+    assert "  layer 1 (b.1): effective rank 71.0 -> 20.2" in lines
+    same = tier2_changes(before, before)
+    assert same[0] == "heads: none of the 3 heads took on a new pattern"
+
+
+def test_tier2_changes_says_when_an_analysis_did_not_run_in_both():
+    from utils.notebook import tier2_changes
+
+    lines = tier2_changes(_report(attention_patterns=None), _report(representation_health=None))
+    assert lines == [
+        "heads: attention_patterns did not run in both reports, so head changes are unknown",
+        "rank: representation_health did not run in both reports, so rank changes are unknown",
+    ]

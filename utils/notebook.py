@@ -337,3 +337,56 @@ def _in_notebook() -> bool:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     return shell is not None and hasattr(shell, "kernel")
+
+
+# -- Tier 2 before and after training -------------------------------------------------------
+
+
+def tier2_changes(before: Any, after: Any) -> list[str]:
+    """What training changed inside, from two Tier 2 reports of the same model: the heads
+    whose pattern labels changed (those that specialised), and each layer's effective rank.
+    An analysis that did not run in both reports is named as such, never guessed."""
+    lines = _head_changes(_metrics(before, "attention_patterns"), _metrics(after, "attention_patterns"))
+    lines += _rank_changes(_metrics(before, "representation_health"), _metrics(after, "representation_health"))
+    return lines
+
+
+def _metrics(report: Any, check_id: str) -> dict[str, Any] | None:
+    result = next((r for r in getattr(report, "results", []) if r.id == check_id), None)
+    return result.metrics if result is not None and result.status != "skip" else None
+
+
+def _head_changes(before: dict | None, after: dict | None) -> list[str]:
+    if not before or not after or "heads" not in before or "heads" not in after:
+        return ["heads: attention_patterns did not run in both reports, so head changes are unknown"]
+    was = {(h["layer"], h["head"]): set(h["labels"]) for h in before["heads"]}
+    changed = []
+    for h in after["heads"]:
+        key, now = (h["layer"], h["head"]), set(h["labels"])
+        old = was.get(key, set())
+        if now != old and now - {"uniform", "dead"}:
+            changed.append(
+                f"layer {key[0]} head {key[1]}: {', '.join(sorted(old)) or 'no pattern'} -> {', '.join(sorted(now))}"
+            )
+    total = len(after["heads"])
+    if not changed:
+        return [f"heads: none of the {total} heads took on a new pattern"]
+    return [f"heads: {len(changed)} of {total} specialised"] + [f"  {line}" for line in changed]
+
+
+def _rank_changes(before: dict | None, after: dict | None) -> list[str]:
+    if not before or not after or "layers" not in before or "layers" not in after:
+        return ["rank: representation_health did not run in both reports, so rank changes are unknown"]
+    was = {row["layer"]: row for row in before["layers"]}
+    lines = []
+    for row in after["layers"]:
+        old = was.get(row["layer"])
+        if old is None or old.get("effective_rank_centered") is None or row.get("effective_rank_centered") is None:
+            continue
+        lines.append(
+            f"  layer {row['layer']} ({row.get('module', '?')}): effective rank "
+            f"{old['effective_rank_centered']:.1f} -> {row['effective_rank_centered']:.1f}"
+        )
+    if not lines:
+        return ["rank: no layer was measured in both reports"]
+    return ["rank (centred effective rank of each block's output):", *lines]
