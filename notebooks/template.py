@@ -90,6 +90,7 @@ def install_toolkit(source: str) -> None:
     if done.returncode != 0:
         raise SystemExit(f"pip could not install {requirement} (exit {done.returncode}); its messages are above")
     importlib.invalidate_caches()
+    sys.modules.pop("utils", None)  # a different `utils` imported before must not shadow the toolkit
 
 
 if not toolkit_importable():
@@ -153,6 +154,10 @@ OUTPUT_DIR = "tbuilder_results"  #@param {type:"string"}
 SAVE_TO_DRIVE = False  #@param {type:"boolean"}
 QUICK_MODE = False  #@param {type:"boolean"}
 
+import os  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 from utils.notebook import DATA_KINDS, MODEL_KINDS, output_folder, require  # noqa: E402
 
 require(globals(), HAS_GPU="1. Set-up")
@@ -189,7 +194,7 @@ print(f"{TRAIN_STEPS} steps of {BATCH_SIZE} x {SEQ_LEN} tokens on {DEVICE}, {SEA
 
 # %%
 from utils import adapt, load_model  # noqa: E402
-from utils.notebook import resolve_model_source  # noqa: E402
+from utils.notebook import require, resolve_model_source  # noqa: E402
 
 require(globals(), MODEL_KIND="2. Parameters", WORK="2. Parameters")
 model_source = resolve_model_source(MODEL_KIND, MODEL_SOURCE, WORK)
@@ -220,12 +225,15 @@ for note in profile.notes:
 from IPython.display import display  # noqa: E402
 
 from utils import run_tier1  # noqa: E402
+from utils.notebook import require, tier1_caveat  # noqa: E402
 
 require(globals(), adapted="3. Load and adapt", OUT="2. Parameters")
 tier1 = run_tier1(adapted, device=DEVICE, time_budget=TIER1_SECONDS)
 tier1.save(OUT / "tier1")
 display(tier1)
 print(f"Tier 1: {tier1.status}; report and figures in {OUT / 'tier1'}")
+if caveat := tier1_caveat(globals()):
+    print(caveat)
 
 # %% [markdown]
 # ## 5. Tokenizer and data
@@ -235,7 +243,9 @@ print(f"Tier 1: {tier1.status}; report and figures in {OUT / 'tier1'}")
 # past the embedding table is a device-side assert on a GPU).
 
 # %%
-from utils.notebook import resolve_data_source, tier1_caveat  # noqa: E402
+from IPython.display import display  # noqa: E402
+
+from utils.notebook import require, resolve_data_source, tier1_caveat  # noqa: E402
 from utils.tokenization import AdaptiveTokenizer, AdaptiveTokenizerDataModule, TokenizerValidator  # noqa: E402
 from utils.tokenization.data_module import load_corpus  # noqa: E402
 
@@ -270,9 +280,10 @@ print(f"{len(data.train_dataloader())} training batches of {BATCH_SIZE} x {seq_l
 import math  # noqa: E402
 
 import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
 
 from utils.adapters import UniversalModelAdapter  # noqa: E402
-from utils.notebook import live_loss_plot  # noqa: E402
+from utils.notebook import live_loss_plot, require, tier1_caveat  # noqa: E402
 
 require(globals(), data="5. Tokenizer and data", adapted="3. Load and adapt")
 if caveat := tier1_caveat(globals()):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,17 @@ def test_notebook_is_generated_from_its_source():
     built = nbformat.read(ROOT / "template.ipynb", as_version=4)
     assert _cells(built) == _cells(source), "template.ipynb is stale: run `make notebook`"
     assert not _errors(built), "template.ipynb stores error outputs: run `make notebook`"
+
+
+def test_each_cell_run_alone_names_the_cell_to_run_first():
+    """No hidden state: a cell run before the ones it builds on says which to run, instead
+    of failing on a name it never defined."""
+    from utils.notebook import CellOrderError
+
+    code = [c.source for c in jupytext.read(ROOT / "notebooks" / "template.py").cells if c.cell_type == "code"]
+    for source in code[1:]:  # the set-up cell needs nothing before it
+        with pytest.raises(CellOrderError, match=r"run the cell\(s\) \d\. "):
+            exec(compile(source, "<cell>", "exec"), {})
 
 
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
