@@ -193,7 +193,18 @@ def test_tier1_caveat_only_after_a_failed_tier1():
     assert tier1_caveat({}) is None
 
 
-def test_live_loss_plot_records_both_curves_of_a_real_trainer(tmp_path):
+@pytest.fixture()
+def one_thread():
+    """Two intra-op threads on shared cores wait on each other: training steps ~20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_live_loss_plot_records_both_curves_of_a_real_trainer(tmp_path, one_thread):
     import pytorch_lightning as pl
     import torch
 
