@@ -16,7 +16,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._bench import paired_medians  # noqa: E402
 from utils.adapters import ComputationalGraphExecutor  # noqa: E402
-from utils.adapters.graph_executor import ATTENTION_TYPES  # noqa: E402
+from utils.adapters.graph import ATTENTION_TYPES  # noqa: E402
 from utils.loading import load_model  # noqa: E402
 
 GOAL = 1.05

@@ -261,3 +261,15 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"tbuilder {__version__}"
+
+
+def test_checks_lists_the_catalogue_and_explains_one(capsys):
+    code, out, _ = run(capsys, "checks")
+    assert code == 0
+    assert "causality" in out and "No position sees later tokens" in out
+    assert "tokenizer.id_range" in out and len([line for line in out.splitlines() if line.startswith("  ")]) == 21
+    code, out, _ = run(capsys, "checks", "--explain", "label_leakage")
+    assert code == 0 and out.startswith("label_leakage: Training on random tokens cannot beat chance")
+    assert "Known false alarms:" in out and "How to fix:" in out
+    code, _, err = run(capsys, "checks", "--explain", "nope")
+    assert code == 2 and err.startswith("error: --explain nope: no check has that id")

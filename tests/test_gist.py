@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.gist import GistClient, GistError, GistRef, parse_gist_source
 from utils.loading import LoadError, load_model
+from utils.loading.gist import GistClient, GistError, GistRef, parse_gist_source
 
 GIST_ID = "aa5a315d61ae9438b18d"
 REV_OLD = "1" * 40

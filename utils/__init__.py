@@ -23,8 +23,8 @@ _EXPORTS = {
     "AdaptedModel": "utils.adapters",
     "ModelProfile": "utils.adapters",
     "run_tier1": "utils.tiers.tier1",
-    "CheckResult": "utils.tiers.report",
-    "TierReport": "utils.tiers.report",
+    "CheckResult": "utils.checks.report",
+    "TierReport": "utils.checks.report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from utils._io import atomic_write_text
+from utils.errors import CommandError, ToolkitError
 from utils.examples import DEFAULT_EXAMPLE, default_corpus, list_examples
+from utils.vocabulary import TASKS
 
 log = logging.getLogger("utils.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 DEFAULT_SOURCE = f"example:{DEFAULT_EXAMPLE}"
-TASKS = ("causal_lm", "masked_lm", "classification", "encoder")
 
 _DESCRIPTION = """\
 Check, understand and train a transformer you designed.
@@ -39,10 +40,6 @@ examples:
 
 embedded examples: {examples}
 exit status: 0 done, 1 a check failed, 2 bad input or tier not available"""
-
-
-class CommandError(Exception):
-    """Bad command-line input or a command this version cannot run."""
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -183,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     source(run)
     _add_tier_options(run)
     _add_check_options(run)
+    catalogue = command(
+        "checks", _cmd_checks, "List every check with its purpose, or explain one."
+    )
+    catalogue.add_argument(
+        "--explain",
+        metavar="ID",
+        help="what the check does, why it matters, false alarms, a broken example, the fix",
+    )
     tok = command(
         "tokenizer", _cmd_tokenizer, "Pick (or train) the tokenizer for a vocabulary size."
     )
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except Exception as exc:  # the command line reports errors, it does not crash
         log.debug("Traceback:", exc_info=True)
-        if isinstance(exc, (CommandError, _load_error_types())):
+        if isinstance(exc, ToolkitError):
             log.error("error: %s", exc)
         else:
             hint = "" if args.verbose else " (run with -v for the traceback)"
@@ -235,13 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         root.removeHandler(handler)
         root.setLevel(previous_level)
-
-
-def _load_error_types() -> tuple[type[Exception], ...]:
-    """Errors whose message is already the whole story (no exception type needed)."""
-    from utils.loading import LoadError
-
-    return (LoadError,)
 
 
 def _emit(text: str) -> None:
@@ -292,6 +290,41 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from utils.tiers.tier1 import run_tier1
 
     return _finish(args, run_tier1(_load(args), **_tier_options(args)))
+
+
+def _catalogue() -> list[tuple[str, list[Any]]]:
+    """The checks, grouped as they run: each tier in its order, then the tokenizer's."""
+    from utils.tiers.tier1 import CHECKS, TIER1_NAME
+    from utils.tokenization.validator import CHECKS as TOKENIZER_CHECKS
+
+    return [(TIER1_NAME, list(CHECKS)), ("Tokenizer validation", list(TOKENIZER_CHECKS))]
+
+
+def format_catalogue(groups: list[tuple[str, list[Any]]]) -> str:
+    """One line per check: its id and title, under its group's name."""
+    width = max(len(c.id) for _, checks in groups for c in checks)
+    lines = []
+    for name, checks in groups:
+        lines += ["", name] if lines else [name]
+        lines += [f"  {c.id:<{width}}  {c.title}" for c in checks]
+    lines.append("")
+    lines.append("tbuilder checks --explain ID   what a check does, why, and how to fix it")
+    return "\n".join(lines)
+
+
+def _cmd_checks(args: argparse.Namespace) -> int:
+    groups = _catalogue()
+    if args.explain is None:
+        _emit(format_catalogue(groups))
+        return EXIT_OK
+    by_id = {c.id: c for _, checks in groups for c in checks}
+    if args.explain not in by_id:
+        raise CommandError(
+            f"--explain {args.explain}: no check has that id; `tbuilder checks` lists them "
+            f"({', '.join(by_id)})"
+        )
+    _emit(by_id[args.explain].explain())
+    return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -215,3 +215,22 @@ def test_hugging_face_models(name, task, vocab, max_len, shape):
     out = a(ids, mask)
     assert out.shape == shape
     torch.testing.assert_close(out, model(input_ids=ids, attention_mask=mask).logits)
+
+
+def test_adapted_model_owns_copies_and_its_loss():
+    """The tiers call a reloaded copy, an overridden profile and the loss through the
+    adapted model, never by rebuilding its calling convention."""
+    torch.manual_seed(0)
+    model = zoo.TinyGPT()
+    adapted = adapt(model)
+    ids = torch.randint(0, adapted.profile.vocab_size, (2, 6))
+    twin = copy.deepcopy(model)
+    other = adapted.with_model(twin)
+    assert other.model is twin and other.profile is adapted.profile
+    assert torch.equal(other(ids), adapted(ids))
+    overridden = adapted.with_overrides(max_seq_len=8)
+    assert overridden.profile.max_seq_len == 8 and overridden.profile.max_seq_len_source == "override"
+    assert adapted.profile.max_seq_len_source != "override" and overridden.model is model
+    logits = adapted(ids)
+    shifted = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    assert torch.allclose(adapted.loss(logits, ids), shifted)

@@ -14,8 +14,8 @@ from utils.tokenization import (
     SimpleDataModule,
     mask_tokens,
 )
-from utils.tokenization import data_module as dm_module
-from utils.tokenization.data_module import encode_ragged, encode_stream
+from utils.tokenization import encoding as encoding_module
+from utils.tokenization.encoding import encode_ragged, encode_stream
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_causal_lm_packs_documents_joined_with_eos_into_full_blocks(char_tok) ->
 
 
 def test_chunked_stream_equals_encoding_each_document(bpe_tokenizer, char_tok, corpus, monkeypatch) -> None:
-    monkeypatch.setattr(dm_module, "CHUNK_CHARS", 300)  # force many chunks and cut long documents
+    monkeypatch.setattr(encoding_module, "CHUNK_CHARS", 300)  # force many chunks and cut long documents
     docs = corpus[:60] + ["line one\nline two\n" * 40, "x" * 700]
     for tok in (bpe_tokenizer, char_tok):
         flat, lengths = encode_ragged(tok, docs)
@@ -62,10 +62,10 @@ def test_chunked_stream_equals_encoding_each_document(bpe_tokenizer, char_tok, c
 
 
 def test_long_texts_are_cut_between_words() -> None:
-    assert dm_module._cut("aaa bbb ccc", 0, 9) == 7
-    assert dm_module._cut("aaa  bbb", 0, 7) == 3  # never between two spaces
-    assert dm_module._cut("aaa\nbbbbbbb", 0, 8) == 4
-    assert dm_module._cut("abcdefghij", 2, 5) == 7
+    assert encoding_module._cut("aaa bbb ccc", 0, 9) == 7
+    assert encoding_module._cut("aaa  bbb", 0, 7) == 3  # never between two spaces
+    assert encoding_module._cut("aaa\nbbbbbbb", 0, 8) == 4
+    assert encoding_module._cut("abcdefghij", 2, 5) == 7
 
 
 def test_ragged_encoding_matches_the_tokenizer_call(bpe_tokenizer) -> None:

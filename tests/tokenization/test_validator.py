@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from utils.tiers.report import TierReport
+from utils.checks.report import TierReport
 from utils.tokenization import (
     CharacterLevelTokenizer,
     TokenizerValidationError,

@@ -1,8 +1,11 @@
 """The `adapt` step: after it, nothing downstream guesses how to call a user's model."""
 
-from utils.adapters.adapted_model import AdaptedModel, AdaptError, ModelProfile, adapt
-from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
+from utils.adapters.adapt import adapt
+from utils.adapters.adapted_model import AdaptedModel
+from utils.adapters.graph_executor import ComputationalGraphExecutor
+from utils.adapters.profile import ModelProfile
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
+from utils.errors import AdaptError, GraphError
 
 __all__ = [
     "AdaptError",

@@ -15,8 +15,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
-from utils.adapters.adapted_model import AdaptedModel, adapt
-from utils.adapters.losses import IGNORE_INDEX, lm_loss
+from utils.adapters.adapt import adapt
+from utils.adapters.adapted_model import AdaptedModel
+from utils.adapters.losses import lm_loss
+from utils.vocabulary import IGNORE_INDEX
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

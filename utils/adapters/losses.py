@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from utils.vocabulary import IGNORE_INDEX
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: str = "logits"
@@ -18,12 +18,12 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: 
     classification: logits (B, C), labels (B,).
     """
     if task == "causal_lm":
-        logits, labels = logits[:, :-1], labels[:, 1:]
+        logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V), (B, T-1): t predicts t+1
     elif task not in ("masked_lm", "classification"):
         raise ValueError(f"no training loss for task {task!r}; use causal_lm, masked_lm or "
                          "classification (adapt(..., task=...))")
-    flat = logits.reshape(-1, logits.shape[-1]).float()
-    target = labels.reshape(-1)
+    flat = logits.reshape(-1, logits.shape[-1]).float()  # (N, V) or (B, C)
+    target = labels.reshape(-1)  # (N,) or (B,)
     if output_kind == "probs":
         flat = flat.clamp_min(1e-12).log()  # log-probs, which cross_entropy leaves unchanged
     n = int((target != IGNORE_INDEX).sum())

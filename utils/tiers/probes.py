@@ -21,7 +21,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from utils.tiers.report import figure_to_png
+from utils.checks.report import figure_to_png
 
 # Outputs whose largest element moves by less than this, relative to max(1, |output|), count
 # as unchanged. Real leaks at initialisation move outputs by 1e-3 or more; float32 reordering
@@ -53,7 +53,7 @@ def as_bt(t: torch.Tensor, B: int, T: int) -> torch.Tensor | None:
     if t.dim() >= 2 and tuple(t.shape[:2]) == (B, T):
         return t
     if t.dim() >= 2 and tuple(t.shape[:2]) == (T, B):
-        return t.transpose(0, 1)
+        return t.transpose(0, 1)  # (T, B, ...) -> (B, T, ...)
     return None
 
 

@@ -13,11 +13,8 @@ from utils.tokenization.adaptive_tokenizer import (
 )
 from utils.tokenization.bpe_trainer import BPETrainingResult, FastBPETrainer
 from utils.tokenization.character_tokenizer import CharacterLevelTokenizer
-from utils.tokenization.data_module import (
-    AdaptiveTokenizerDataModule,
-    SimpleDataModule,
-    mask_tokens,
-)
+from utils.tokenization.collation import mask_tokens
+from utils.tokenization.data_module import AdaptiveTokenizerDataModule, SimpleDataModule
 from utils.tokenization.known_tokenizers import (
     KNOWN_TOKENIZERS,
     KnownTokenizer,

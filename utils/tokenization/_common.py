@@ -1,4 +1,4 @@
-"""Pieces every tokenizer tier shares: default special tokens, the cache folder, atomic
+"""Pieces every tokenizer strategy shares: default special tokens, the cache folder, atomic
 saving of a Hugging Face tokenizer folder, content fingerprints for caching, and a quick
 answer to "can the Hugging Face Hub be used?" (so nothing hangs offline)."""
 

@@ -4,7 +4,7 @@ The decision, in order (the first that works wins):
 
 1. the user's own tokenizer, when one is given: it always wins (and must fit the model);
 2. a known pretrained tokenizer for this vocabulary size (`KNOWN_TOKENIZERS`), from the local
-   cache or the hub; offline, one log line and on to the next tier;
+   cache or the hub; offline, one log line and on to the next strategy;
 3. byte-level BPE trained on the user's text, when there is text and the vocabulary has room
    for merges beyond the 256 byte tokens (`MIN_BPE_VOCAB`);
 4. a character-level tokenizer, which fits any size and needs no training.
@@ -45,7 +45,7 @@ CHOICE_FILE = "tokenizer_choice.json"
 
 @dataclass
 class Attempt:
-    """One option considered: which tier, what exactly, and what happened."""
+    """One option considered: which strategy, what exactly, and what happened."""
 
     strategy: str
     source: str
@@ -112,7 +112,7 @@ class AdaptiveTokenizer:
     ) -> TokenizerChoice:
         """`tokenizer`: the user's own (object or path), which always wins. `known`: the
         size -> pretrained table (default `KNOWN_TOKENIZERS`). `bpe_trainer`: settings for
-        tier 3 (special tokens, cache folder)."""
+        the BPE strategy (special tokens, cache folder)."""
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
             raise ValueError(f"vocab_size must be a positive integer (the model's rows), got {vocab_size!r}")
         if isinstance(texts, str):
@@ -156,7 +156,7 @@ class AdaptiveTokenizer:
             notes=record["notes"],
         )
 
-    # -- tiers --------------------------------------------------------------------------
+    # -- strategies ----------------------------------------------------------------------
 
     @staticmethod
     def _user(vocab_size: int, source: Any) -> TokenizerChoice:
@@ -236,7 +236,7 @@ class _HubStatus:
             if self.reason:
                 log.warning(
                     "Hugging Face Hub unavailable (%s): pretrained tokenizers come only from "
-                    "the local cache, else the next tier is used", self.reason,
+                    "the local cache, else the next strategy is used", self.reason,
                 )
         return self.reason
 
@@ -244,7 +244,7 @@ class _HubStatus:
 def _try_pretrained(match: KnownMatch, hub: _HubStatus) -> tuple[str, Any]:
     try:
         tok = load_pretrained(match.tokenizer.repo, hub)
-    except Exception as exc:  # noqa: BLE001 - recorded in `tried`; the next tier is used
+    except Exception as exc:  # noqa: BLE001 - recorded in `tried`; the next strategy is used
         return f"failed: {type(exc).__name__}: {exc}", None
     mismatch = check_loaded_length(match, tok)
     if mismatch:

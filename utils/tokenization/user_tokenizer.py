@@ -1,4 +1,4 @@
-"""Tier 4: the user's own tokenizer, from whatever file they have.
+"""The user-tokenizer strategy: the user's own tokenizer, from whatever file they have.
 
 Accepted: a tokenizer object, a `tokenizer.json`, a Hugging Face tokenizer folder (including
 folders saved by this package), a sentencepiece `.model`, a BERT-style `vocab.txt`, or a

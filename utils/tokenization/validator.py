@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from utils.tiers.report import CheckResult, TierReport
-from utils.tiers.runner import check, run_checks
+from utils.checks import CheckResult, CheckSet, TierReport, Verdict, run_checks
+from utils.errors import TokenizerValidationError
 
 ROUND_TRIP_TEXTS = (
     "",
@@ -39,20 +39,22 @@ ROUND_TRIP_TEXTS = (
     "Ελληνικά και русский текст",
     "line one\nline two\r\nTabs\tand  double  spaces",
 )
-UNK_FAIL_RATE = 0.05
-UNK_WARN_RATE = 0.001
 # Roles that may share one id, provided end-of-text is among them: GPT-2's single
 # <|endoftext|> serves as bos, eos and unk, and padding commonly reuses it.
 _END_OF_TEXT_FAMILY = frozenset({"bos_token", "eos_token", "unk_token", "pad_token"})
 
 
-class TokenizerValidationError(ValueError):
-    """Raised by `validate(..., strict=True)`, listing every failed check."""
+TOKENIZER_CHECKS = CheckSet("tokenizer")
 
-    def __init__(self, report: TierReport) -> None:
-        self.report = report
-        lines = [f"- {r.id}: {r.summary} What to do: {r.advice}" for r in report.failed]
-        super().__init__("the tokenizer does not fit the model:\n" + "\n".join(lines))
+
+@dataclass(frozen=True)
+class CoverageThresholds:
+    # More than 1 token in 20 unknown: the model would miss whole words of the user's text.
+    unk_fail_rate: float = 0.05
+    # Above 1 in 1000: rare characters are lost; worth saying, not worth refusing.
+    unk_warn_rate: float = 0.001
+    # Fewer characters than tokens: text spelled out byte by byte (long sequences, weak model).
+    min_chars_per_token: float = 1.0
 
 
 @dataclass
@@ -108,8 +110,19 @@ def is_lossless(tokenizer: Any) -> bool:
     return "ByteLevel" in kinds or bool(spec["model"].get("byte_fallback"))
 
 
-@check("tokenizer.id_range", "Every token id is below the model's vocabulary size")
-def check_id_range(ctx: _Context) -> CheckResult:
+@TOKENIZER_CHECKS.check("tokenizer.id_range")
+def check_id_range(ctx: _Context, v: Verdict) -> CheckResult:
+    """Every token id is below the model's vocabulary size
+
+    What it checks: the largest id among the vocabulary, the special tokens and the encoded
+    multilingual probe texts, against the model's number of embedding rows.
+    Why it matters: an id past the embedding table is a device-side assert on a GPU, an
+    opaque crash far from its cause that leaves the runtime unusable until it restarts.
+    Known false alarms: none; unused rows (a vocabulary padded to a multiple of 64) pass.
+    Broken example: a 1000-token tokenizer feeding a model built with vocab_size=800.
+    How to fix: give the model vocab_size >= the largest id + 1, or use a tokenizer built
+    for the model's size (AdaptiveTokenizer.load_or_create(vocab_size=...)).
+    """
     tok = ctx.tokenizer
     vocab_ids = list(tok.get_vocab().values())
     special_ids = [i for i in tok.all_special_ids if i is not None]
@@ -121,24 +134,34 @@ def check_id_range(ctx: _Context) -> CheckResult:
                "unused_rows": ctx.vocab_size - (max_id + 1)}
     if max_id >= ctx.vocab_size:
         too_big = sum(i >= ctx.vocab_size for i in set(emitted))
-        return CheckResult(
-            "tokenizer.id_range", check_id_range.title, "fail",
+        return v.fail(
             f"The tokenizer emits ids up to {max_id} but the model has {ctx.vocab_size} rows: "
             f"{too_big} ids are out of range (on a GPU: a device-side assert).",
             metrics,
             advice=f"Give the model vocab_size >= {max_id + 1}, or use a tokenizer built for "
             f"{ctx.vocab_size} tokens (AdaptiveTokenizer.load_or_create(vocab_size={ctx.vocab_size})).",
         )
-    return CheckResult(
-        "tokenizer.id_range", check_id_range.title, "pass",
+    return v.pass_(
         f"All ids are below {ctx.vocab_size} (largest {max_id}); "
         f"{metrics['unused_rows']} embedding rows are never used.",
         metrics,
     )
 
 
-@check("tokenizer.special_tokens", "Padding and end-of-text tokens exist and do not collide")
-def check_special_tokens(ctx: _Context) -> CheckResult:
+@TOKENIZER_CHECKS.check("tokenizer.special_tokens")
+def check_special_tokens(ctx: _Context, v: Verdict) -> CheckResult:
+    """Padding and end-of-text tokens exist and do not collide
+
+    What it checks: every special token is in the vocabulary and has an id of its own;
+    padding and end-of-text exist (their absence is a warning).
+    Why it matters: a missing or shared special token silently corrupts padding, labels and
+    document boundaries when packing.
+    Known false alarms: GPT-2's single <|endoftext|> serving as bos, eos, unk and padding is
+    accepted, since end-of-text is among the roles sharing it.
+    Broken example: a tokenizer whose pad token and unk token share one id.
+    How to fix: give each role its own token (tokenizer.add_special_tokens(...), growing the
+    model's vocab_size to len(tokenizer)), or reuse eos for padding.
+    """
     tok = ctx.tokenizer
     vocab = tok.get_vocab()
     roles = {role: str(value) for role, value in tok.special_tokens_map.items()
@@ -149,52 +172,58 @@ def check_special_tokens(ctx: _Context) -> CheckResult:
     problems += _collisions(ids)
     missing = [r for r in ("pad_token", "eos_token") if r not in roles]
     if problems:
-        return CheckResult(
-            "tokenizer.special_tokens", check_special_tokens.title, "fail",
+        return v.fail(
             "; ".join(problems) + ".", metrics,
             advice="Give each role its own token in the vocabulary, e.g. "
             "tokenizer.add_special_tokens({'pad_token': '<pad>'}) (and grow the model's "
             "vocab_size to len(tokenizer)), or reuse eos for padding: tokenizer.pad_token = tokenizer.eos_token.",
         )
     if missing:
-        return CheckResult(
-            "tokenizer.special_tokens", check_special_tokens.title, "warn",
+        return v.warn(
             f"No {' and no '.join(missing)}: batches cannot be padded and documents cannot be "
             "separated when packing.", metrics,
             advice="Set them, e.g. tokenizer.pad_token = tokenizer.eos_token, or "
             "tokenizer.add_special_tokens({'eos_token': '</s>'}).",
         )
-    return CheckResult(
-        "tokenizer.special_tokens", check_special_tokens.title, "pass",
+    return v.pass_(
         "Special tokens: " + ", ".join(f"{r}={roles[r]!r} ({ids[r]})" for r in roles) + ".",
         metrics,
     )
 
 
-@check("tokenizer.round_trip", "decode(encode(text)) gives the text back")
-def check_round_trip(ctx: _Context) -> CheckResult:
+@TOKENIZER_CHECKS.check("tokenizer.round_trip")
+def check_round_trip(ctx: _Context, v: Verdict) -> CheckResult:
+    """decode(encode(text)) gives the text back
+
+    What it checks: decode(encode(s)) == s on a multilingual set (emoji, CJK, Arabic,
+    Hebrew, combining marks, whitespace).
+    Why it matters: a tokenizer that alters text hides part of it from the model, and
+    generated text cannot match the input.
+    Known false alarms: tokenizers lossy by design (normalising, with an unknown token) only
+    warn; they fail only when they should be lossless (byte-level, byte fallback).
+    Broken example: a byte-level BPE tokenizer with a lowercasing normalizer.
+    How to fix: rebuild the tokenizer without the normalizer (FastBPETrainer,
+    CharacterLevelTokenizer), or pass lossless=False if the loss is intended.
+    """
     tok = ctx.tokenizer
     decoded = [tok.decode(ids, skip_special_tokens=True) for ids in _encode_all(tok, ROUND_TRIP_TEXTS)]
     broken = [(t, d) for t, d in zip(ROUND_TRIP_TEXTS, decoded, strict=True) if t != d]
     metrics = {"texts": len(ROUND_TRIP_TEXTS), "mismatches": len(broken), "lossless_expected": ctx.lossless,
                "examples": [{"text": t, "decoded": d} for t, d in broken[:3]]}
     if not broken:
-        return CheckResult(
-            "tokenizer.round_trip", check_round_trip.title, "pass",
+        return v.pass_(
             f"All {len(ROUND_TRIP_TEXTS)} multilingual texts (emoji, CJK, Arabic, Hebrew, "
             "combining marks, whitespace) come back exactly.", metrics,
         )
     first = f"{broken[0][0]!r} -> {broken[0][1]!r}"
     if ctx.lossless:
-        return CheckResult(
-            "tokenizer.round_trip", check_round_trip.title, "fail",
+        return v.fail(
             f"{len(broken)} of {len(ROUND_TRIP_TEXTS)} texts change on a round trip although "
             f"this tokenizer should be lossless, e.g. {first}.", metrics,
             advice="The tokenizer's normalizer or decoder alters text; rebuild it "
             "(FastBPETrainer, CharacterLevelTokenizer) or pass lossless=False if this is intended.",
         )
-    return CheckResult(
-        "tokenizer.round_trip", check_round_trip.title, "warn",
+    return v.warn(
         f"Lossy by design: {len(broken)} of {len(ROUND_TRIP_TEXTS)} texts change, e.g. {first}.",
         metrics,
         advice="Generated text will not match the input exactly (normalisation, unknown "
@@ -202,11 +231,24 @@ def check_round_trip(ctx: _Context) -> CheckResult:
     )
 
 
-@check("tokenizer.coverage", "Unknown-token rate and characters per token on your text")
-def check_coverage(ctx: _Context) -> CheckResult:
+@TOKENIZER_CHECKS.check("tokenizer.coverage", thresholds=CoverageThresholds())
+def check_coverage(ctx: _Context, v: Verdict) -> CheckResult:
+    """Unknown-token rate and characters per token on your text
+
+    What it checks: the share of unknown tokens and the characters per token on the user's
+    text (skipped when no text is given).
+    Why it matters: unknown tokens are text the model never sees; fewer than one character
+    per token means text spelled out byte by byte, long sequences and a weaker model.
+    Known false alarms: a character tokenizer on a script it was not built for warns, which
+    is the point; byte-fallback tokenizers never produce unknown tokens.
+    Broken example: a word-level vocabulary without byte fallback on text in another
+    language.
+    How to fix: use a tokenizer with byte fallback (CharacterLevelTokenizer with vocab_size
+    >= 400, byte-level BPE) or one trained on this text.
+    """
+    t = v.thresholds
     if not ctx.texts:
-        return CheckResult(
-            "tokenizer.coverage", check_coverage.title, "skip",
+        return v.skip(
             "No text given: pass texts=... to measure the unknown-token rate.",
         )
     tok = ctx.tokenizer
@@ -220,21 +262,21 @@ def check_coverage(ctx: _Context) -> CheckResult:
                "unknown_rate": rate, "chars_per_token": per_token}
     summary = (f"{rate:.2%} of {len(ids)} tokens are unknown; {per_token:.2f} characters "
                "per token.")
-    if rate > UNK_FAIL_RATE:
+    if rate > t.unk_fail_rate:
         status, advice = "fail", (
             "The model would not see much of your text. Use a tokenizer with byte fallback "
             "(CharacterLevelTokenizer with vocab_size >= 400, or byte-level BPE) or one "
             "trained on this text.")
-    elif rate > UNK_WARN_RATE or per_token < 1.0:
+    elif rate > t.unk_warn_rate or per_token < t.min_chars_per_token:
         status, advice = "warn", (
             "Some characters are unknown or spelled out byte by byte; a larger vocabulary or "
             "a tokenizer trained on this text would represent it better.")
     else:
         status, advice = "pass", ""
-    return CheckResult("tokenizer.coverage", check_coverage.title, status, summary, metrics, advice)
+    return v.result(status, summary, metrics, advice)
 
 
-CHECKS = [check_id_range, check_special_tokens, check_round_trip, check_coverage]
+CHECKS = list(TOKENIZER_CHECKS)
 
 
 def _collisions(ids: dict[str, int | None]) -> list[str]:

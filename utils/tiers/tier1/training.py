@@ -9,15 +9,16 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from utils.adapters.losses import lm_loss
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_behaviour import causal_advice, locate_future_leak
-from utils.tiers.tier1_context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
+from utils.checks import CheckResult, Verdict
+from utils.tiers.tier1.behaviour import causal_advice, locate_future_leak
+from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
 # Learning rates of the short runs, AdamW: models up to ~20M parameters take 1e-2 for the
 # leak run (a leak is learnt in tens of steps) but only 3e-3 for memorising a batch, where
@@ -26,30 +27,40 @@ from utils.tiers.tier1_context import LOSS_TASKS, Needs, Tier1Context, eval_mode
 SMALL_MODEL_PARAMS = 20_000_000
 LR_SMALL, LR_LARGE = 1e-2, 1e-3
 OVERFIT_LR_SMALL = 3e-3
-# overfit_batch: 4 sequences of up to 16 tokens; pass when the loss falls by more than 90%
-# within 200 steps. Correct models (GPT-2, Llama, BERT, nanoGPT, the designer's exports) get
-# there in 5-75 steps; a model that ignores its input tokens plateaus at ln(4) (~70% drop).
-OVERFIT_BATCH = 4
-OVERFIT_MAX_T = 16
-OVERFIT_MAX_STEPS = 200
-OVERFIT_DROP = 0.9
-OVERFIT_PLATEAU = 50  # stop early when the best loss has not improved by 1% for this many steps
-# label_leakage: fresh random tokens every step, drawn from 8 tokens so the chance level is
-# ln(8) = 2.08, in pairs (T = 2) so that a position that sees the next token gives it half
-# its attention and a leak is learnt fast: a model that sees it, even through one attention
-# layer of several or an off-by-one mask, copies it within ~60 steps and its loss heads to 0
-# (at T = 8 the leaked token is diluted among 8 and such leaks go unlearnt in 300 steps). A
-# causal model stays at chance: its lowest 5-step mean is ln(8) - 0.04 at worst. Fail when
-# the mean loss over 5 steps goes below half of ln(8).
-LEAK_VOCAB = 8
-LEAK_T = 2
-LEAK_BATCH = 32
-LEAK_MAX_STEPS = 150
-LEAK_FRACTION = 0.5
-LEAK_WINDOW = 5
-# The model's own loss matches one of ours when they agree to this relative tolerance (the
-# same cross-entropy, summed in another order, differs by ~1e-7).
-OWN_LOSS_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class OverfitThresholds:
+    # 4 sequences of up to 16 tokens; pass when the loss falls by more than 90% within 200
+    # steps. Correct models (GPT-2, Llama, BERT, nanoGPT, the designer's exports) get there
+    # in 5-75 steps; a model that ignores its input tokens plateaus at ln(4) (~70% drop).
+    batch: int = 4
+    max_len: int = 16
+    max_steps: int = 200
+    drop: float = 0.9
+    plateau: int = 50  # stop early when the best loss has not improved by 1% for this many steps
+
+
+@dataclass(frozen=True)
+class LeakageThresholds:
+    # Fresh random tokens every step, drawn from 8 tokens so the chance level is ln(8) =
+    # 2.08, in pairs (T = 2) so that a position that sees the next token gives it half its
+    # attention and a leak is learnt fast: a model that sees it, even through one attention
+    # layer of several or an off-by-one mask, copies it within ~60 steps and its loss heads
+    # to 0 (at T = 8 the leaked token is diluted among 8 and such leaks go unlearnt in 300
+    # steps). A causal model stays at chance: its lowest 5-step mean is ln(8) - 0.04 at
+    # worst. Fail when the mean loss over 5 steps goes below half of ln(8).
+    vocab: int = 8
+    seq_len: int = 2
+    batch: int = 32
+    max_steps: int = 150
+    fraction: float = 0.5
+    window: int = 5
+    # The model's own loss matches one of ours when they agree to this relative tolerance
+    # (the same cross-entropy, summed in another order, differs by ~1e-7).
+    own_loss_rtol: float = 1e-4
+
+
 # Each of the two runs may use this share of the tier's time budget.
 TRAIN_TIME_SHARE = 0.3
 
@@ -100,22 +111,34 @@ def _curve(history: list[float]) -> list[float]:
 # -- overfit_batch ---------------------------------------------------------------------------
 
 
-@tier1_check("overfit_batch", "The model can memorise one small batch", Needs(tasks=LOSS_TASKS))
-def overfit_batch(ctx: Tier1Context) -> CheckResult:
-    title = "The model can memorise one small batch"
+@check("overfit_batch", thresholds=OverfitThresholds(), needs=Needs(tasks=LOSS_TASKS))
+def overfit_batch(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """The model can memorise one small batch
+
+    What it checks: a few hundred AdamW steps on one small batch bring the loss down by more
+    than 90%.
+    Why it matters: a model that cannot memorise four sequences cannot learn anything; it
+    usually ignores its input tokens or has a broken loss path.
+    Known false alarms: very large models on a small time budget skip when the time runs out,
+    never fail.
+    Broken example: PositionOnlyLM, whose output depends on positions only.
+    How to fix: make the logits depend on the input tokens (the token embedding must reach
+    the output), and check the loss path the other checks name.
+    """
+    t = v.thresholds
     trainee = copy.deepcopy(ctx.adapted).eval()  # eval: dropout would only add noise here
-    ids = ctx.ids(OVERFIT_BATCH, min(ctx.seq_len, OVERFIT_MAX_T), offset=51)
-    labels = ctx.labels_for(ids, 51)
+    ids = ctx.ids(t.batch, min(ctx.seq_len, t.max_len), offset=v.stream("tokens"))
+    labels = ctx.labels_for(ids, v.stream("labels"))
 
     def stop(h: list[float]) -> bool:
-        if h[-1] < (1 - OVERFIT_DROP) * h[0]:
+        if h[-1] < (1 - t.drop) * h[0]:
             return True
-        recent, before = h[-OVERFIT_PLATEAU:], h[:-OVERFIT_PLATEAU]
+        recent, before = h[-t.plateau:], h[:-t.plateau]
         return bool(before) and min(recent) > 0.99 * min(before)  # plateau
 
     cap = _time_cap(ctx)
     lr = _learning_rate(trainee, OVERFIT_LR_SMALL)
-    history, why = _train(trainee, lambda s: ctx.loss(trainee(ids), labels), OVERFIT_MAX_STEPS,
+    history, why = _train(trainee, lambda s: ctx.loss(trainee(ids), labels), t.max_steps,
                           cap, stop, lr)
     drop = 1 - min(history) / history[0] if history and history[0] > 0 else 0.0
     metrics = {"steps": len(history), "start_loss": history[0] if history else None,
@@ -123,28 +146,22 @@ def overfit_batch(ctx: Tier1Context) -> CheckResult:
                "batch": list(ids.shape), "ended_by": why, "time_cap_s": cap,
                "curve": _curve(history)}
     if why == "nograd":
-        return CheckResult("overfit_batch", title, "fail",
-                           "Nothing to train: no parameter requires grad or the loss has no "
+        return v.fail("Nothing to train: no parameter requires grad or the loss has no "
                            "gradient.", metrics, "See gradient_flow.")
     if why == "nonfinite":
-        return CheckResult("overfit_batch", title, "fail",
-                           f"The loss became {history[-1]} after {len(history)} steps at lr "
+        return v.fail(f"The loss became {history[-1]} after {len(history)} steps at lr "
                            f"{lr}.", metrics,
                            "Training diverges on a single batch: look for missing "
                            "normalisation, an unscaled attention score, or a huge init.")
-    if drop > OVERFIT_DROP:
-        return CheckResult("overfit_batch", title, "pass",
-                           f"Loss fell {drop:.0%} ({history[0]:.3f} -> {min(history):.3f}) in "
+    if drop > t.drop:
+        return v.pass_(f"Loss fell {drop:.0%} ({history[0]:.3f} -> {min(history):.3f}) in "
                            f"{len(history)} steps.", metrics)
     if why == "time":
-        return CheckResult("overfit_batch", title, "skip",
-                           f"Stopped by the time cap after {len(history)} steps "
+        return v.skip(f"Stopped by the time cap after {len(history)} steps "
                            f"({cap:.1f} s); the loss had fallen {drop:.0%}. Too slow "
                            "here to conclude.", metrics,
                            "Run on a GPU (device='cuda') or raise time_budget.")
-    return CheckResult(
-        "overfit_batch", title, "fail",
-        f"Could not memorise {OVERFIT_BATCH} sequences: the loss fell only {drop:.0%} "
+    return v.fail(f"Could not memorise {t.batch} sequences: the loss fell only {drop:.0%} "
         f"({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps.", metrics,
         "A working model memorises a tiny batch quickly. Check that the output depends on the "
         "input tokens (token embedding used and added), that nothing detaches the hidden state "
@@ -189,7 +206,7 @@ def own_loss(ctx: Tier1Context) -> Callable[[nn.Module, torch.Tensor], torch.Ten
     return call
 
 
-def _own_convention(ctx: Tier1Context, call, ids: torch.Tensor) -> str:
+def _own_convention(ctx: Tier1Context, call, ids: torch.Tensor, rtol: float) -> str:
     """Whether the model's own loss is the shifted next-token loss ('shifted'), the loss
     against the same position ('unshifted'), or something else ('other')."""
     hf = ctx.profile.signature.label_param in ("labels", "label")
@@ -205,28 +222,39 @@ def _own_convention(ctx: Tier1Context, call, ids: torch.Tensor) -> str:
         same = lm_loss(logits, x, "masked_lm", kind)[0]
 
     def close(a: torch.Tensor, b: torch.Tensor) -> bool:
-        return abs(float(a) - float(b)) <= OWN_LOSS_RTOL * max(1.0, abs(float(b)))
+        return abs(float(a) - float(b)) <= rtol * max(1.0, abs(float(b)))
 
     if close(own, shifted):
         return "shifted"
     return "unshifted" if hf and close(own, same) else "other"
 
 
-@tier1_check("label_leakage", "Training on random tokens cannot beat chance",
-             Needs(tasks=("causal_lm",), min_len=2))
-def label_leakage(ctx: Tier1Context) -> CheckResult:
-    title = "Training on random tokens cannot beat chance"
-    K = min(LEAK_VOCAB, ctx.id_high)
-    g = ctx.generator(53)
+@check("label_leakage", thresholds=LeakageThresholds(), needs=Needs(tasks=("causal_lm",), min_len=2))
+def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Training on random tokens cannot beat chance
+
+    What it checks: training on fresh random tokens, whose next token cannot be predicted,
+    never brings the loss far below chance (ln of the token pool); the model's own loss, if
+    it computes one, is the shifted one.
+    Why it matters: a loss below chance on unpredictable data means the model sees its
+    targets: an unshifted loss or a mask leak.
+    Known false alarms: bidirectional models skip; a run out of time skips, never fails.
+    Broken example: UnshiftedLossLM (loss without the shift) and NoCausalMaskGPT.
+    How to fix: shift the targets (logits[:, :-1] against labels[:, 1:]) and mask attention
+    causally in every layer.
+    """
+    t = v.thresholds
+    K = min(t.vocab, ctx.id_high)
+    g = ctx.generator(v.stream("tokens"))
     pool = torch.randperm(ctx.id_high, generator=g)[:K].to(ctx.device)
-    batches = [pool[torch.randint(0, K, (LEAK_BATCH, LEAK_T), generator=g)].to(ctx.device)
-               for _ in range(LEAK_MAX_STEPS)]
+    batches = [pool[torch.randint(0, K, (t.batch, t.seq_len), generator=g)].to(ctx.device)
+               for _ in range(t.max_steps)]
     call = own_loss(ctx)
     convention = None
     if call is not None:
         with torch.no_grad(), eval_mode(ctx.adapted):
             has_loss = call(ctx.model, batches[0]) is not None
-        convention = _own_convention(ctx, call, batches[0]) if has_loss else None
+        convention = _own_convention(ctx, call, batches[0], t.own_loss_rtol) if has_loss else None
         call = call if has_loss else None
     trainee = copy.deepcopy(ctx.adapted).eval()
 
@@ -236,15 +264,15 @@ def label_leakage(ctx: Tier1Context) -> CheckResult:
         return ctx.loss(trainee(batches[s]), batches[s])
 
     chance = math.log(K)
-    floor = LEAK_FRACTION * chance
+    floor = t.fraction * chance
 
     def leaked(h: list[float]) -> bool:
-        return len(h) >= LEAK_WINDOW and sum(h[-LEAK_WINDOW:]) / LEAK_WINDOW < floor
+        return len(h) >= t.window and sum(h[-t.window:]) / t.window < floor
 
     cap = _time_cap(ctx)
-    history, why = _train(trainee, step_loss, LEAK_MAX_STEPS, cap, leaked, _learning_rate(trainee))
-    window = [sum(history[i:i + LEAK_WINDOW]) / LEAK_WINDOW
-              for i in range(max(0, len(history) - LEAK_WINDOW + 1))]
+    history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
+    window = [sum(history[i:i + t.window]) / t.window
+              for i in range(max(0, len(history) - t.window + 1))]
     metrics = {"loss_used": "model's own (labels)" if call else "shifted next-token loss",
                "own_loss_convention": convention, "tokens_in_use": K, "chance_loss": chance,
                "fail_below": floor, "steps": len(history),
@@ -253,35 +281,28 @@ def label_leakage(ctx: Tier1Context) -> CheckResult:
                "curve": _curve(history)}
     if why == "stop":
         if convention == "unshifted":
-            return CheckResult(
-                "label_leakage", title, "fail",
-                f"The model's own loss compares the logits at t with the label at t (no shift): "
+            return v.fail(f"The model's own loss compares the logits at t with the label at t (no shift): "
                 f"on random tokens it fell to {window[-1]:.3f}, far below chance "
                 f"ln({K}) = {chance:.3f}.", metrics,
                 f"With Hugging Face's convention (labels = input_ids) forward must shift: "
                 "`loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), "
                 f"{ctx.profile.signature.label_param}[:, 1:].reshape(-1))`.")
-        where = locate_future_leak(ctx, ctx.ids(offset=55), 0)
+        where = locate_future_leak(ctx, ctx.ids(offset=v.stream("locate")), 0)
         metrics["first_leaking_module"] = where
-        return CheckResult(
-            "label_leakage", title, "fail",
-            f"On random tokens the loss fell to {window[-1]:.3f}, far below chance ln({K}) = "
+        return v.fail(f"On random tokens the loss fell to {window[-1]:.3f}, far below chance ln({K}) = "
             f"{chance:.3f}: the model reads the token it must predict"
             + (f" (through `{where}`)." if where else "."), metrics, causal_advice(ctx, where))
     if why in ("nograd", "nonfinite"):
         trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
-        return CheckResult("label_leakage", title, "skip",
-                           f"Could not train ({trouble}).", metrics,
+        return v.skip(f"Could not train ({trouble}).", metrics,
                            "Fix what gradient_flow and overfit_batch report, then run again.")
     if why == "time":
-        return CheckResult("label_leakage", title, "skip",
-                           f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
-                           f"{LEAK_MAX_STEPS} steps with no leak so far; too slow here to "
+        return v.skip(f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
+                           f"{t.max_steps} steps with no leak so far; too slow here to "
                            "conclude.", metrics,
                            "Run on a GPU (device='cuda') or raise time_budget; causality checks "
                            "the model's logits for the same leak exactly.")
     lowest = min(window) if window else float("nan")
-    return CheckResult("label_leakage", title, "pass",
-                       f"After {len(history)} steps on random tokens the loss stays near chance "
+    return v.pass_(f"After {len(history)} steps on random tokens the loss stays near chance "
                        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
                        metrics)

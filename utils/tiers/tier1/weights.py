@@ -16,24 +16,29 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from utils.adapters import AdaptedModel
+from utils.checks import CheckResult, Verdict, stream_offset
 from utils.tiers.probes import owner_of, plain_tensor_attributes
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import Needs, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import Needs, Tier1Context, check, eval_mode
 
 log = logging.getLogger(__name__)
 
-# parameter_initialization judges a weight matrix by its gain, std * sqrt(fan_in): 1 keeps the
-# signal's scale through the layer. PyTorch's default Linear init gives 0.58, Kaiming 1.41,
-# GPT-2's std 0.02 gives 0.1 to 0.6. Above 4 every layer amplifies its input; above 10 the
-# activations explode within a few layers. Below 1e-3 the layer's output is ~zero.
-INIT_GAIN_WARN = 4.0
-INIT_GAIN_FAIL = 10.0
-INIT_GAIN_LOW_WARN = 1e-3
-# Embedding tables are looked up, not multiplied, so their std is judged directly: PyTorch's
-# default is N(0, 1), GPT-2's N(0, 0.02). Warn from 3x and fail from 10x the default.
-EMB_STD_WARN = 3.0
-EMB_STD_FAIL = 10.0
+
+
+@dataclass(frozen=True)
+class InitializationThresholds:
+    # A weight matrix is judged by its gain, std * sqrt(fan_in): 1 keeps the signal's scale
+    # through the layer. PyTorch's default Linear init gives 0.58, Kaiming 1.41, GPT-2's std
+    # 0.02 gives 0.1 to 0.6. Above 4 every layer amplifies its input; above 10 the
+    # activations explode within a few layers. Below 1e-3 the layer's output is ~zero.
+    gain_warn: float = 4.0
+    gain_fail: float = 10.0
+    gain_low_warn: float = 1e-3
+    # Embedding tables are looked up, not multiplied, so their std is judged directly:
+    # PyTorch's default is N(0, 1), GPT-2's N(0, 0.02). Warn from 3x and fail from 10x.
+    emb_std_warn: float = 3.0
+    emb_std_fail: float = 10.0
+
+
 _MATMUL_OWNERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 _EMB_HINTS = ("emb", "wte", "wpe", "pos", "token")
 
@@ -63,7 +68,8 @@ def _fan_in(p: torch.Tensor, owner: nn.Module) -> int:
     return int(math.prod(p.shape[1:]))
 
 
-def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> dict[str, Any]:
+def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module,
+           t: InitializationThresholds) -> dict[str, Any]:
     """One tensor's statistics, its kind and a verdict: ok | warn | fail, with the reason."""
     x = p.detach().float()
     kind = _kind(ctx, name, p, owner)
@@ -82,16 +88,16 @@ def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> d
         return {**row, "verdict": "warn",
                 "why": "all zero (fine only if deliberate, e.g. a zero-initialised projection)"}
     if kind == "embedding":
-        verdict = "fail" if std > EMB_STD_FAIL else "warn" if std > EMB_STD_WARN else "ok"
+        verdict = "fail" if std > t.emb_std_fail else "warn" if std > t.emb_std_warn else "ok"
         return {**row, "verdict": verdict,
                 "why": f"std {std:.3g} for an embedding table (PyTorch default 1, GPT-2 0.02)"
                 if verdict != "ok" else ""}
     gain = std * math.sqrt(_fan_in(p, owner))
     row["gain"] = gain
-    if gain > INIT_GAIN_FAIL:
+    if gain > t.gain_fail:
         return {**row, "verdict": "fail", "why": f"gain std*sqrt(fan_in) = {gain:.3g}: outputs "
                 f"are {gain:.3g}x larger than inputs"}
-    if gain > INIT_GAIN_WARN or gain < INIT_GAIN_LOW_WARN:
+    if gain > t.gain_warn or gain < t.gain_low_warn:
         return {**row, "verdict": "warn", "why": f"gain std*sqrt(fan_in) = {gain:.3g}"}
     return {**row, "verdict": "ok"}
 
@@ -116,12 +122,23 @@ def _identical_copies(named: list[tuple[str, torch.Tensor]]) -> list[list[str]]:
     return groups
 
 
-@tier1_check("parameter_initialization", "Weights are finite, non-zero and sanely scaled",
-             Needs(forward=False))
-def parameter_initialization(ctx: Tier1Context) -> CheckResult:
-    title = "Weights are finite, non-zero and sanely scaled"
+@check("parameter_initialization", thresholds=InitializationThresholds(), needs=Needs(forward=False))
+def parameter_initialization(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Weights are finite, non-zero and sanely scaled
+
+    What it checks: weights are finite and non-zero, weight matrices have a gain
+    std * sqrt(fan_in) near 1, embeddings a std near PyTorch's default, and norms and biases
+    follow their own rules.
+    Why it matters: a large gain makes activations explode within a few layers, a tiny one
+    makes outputs vanish; both waste the start of training.
+    Known false alarms: an all-zero weight matrix (a deliberately zero-initialised
+    projection) only warns; norms and biases are never judged by gain.
+    Broken example: HugeInitLM, whose `head.weight` has a gain far above 10.
+    How to fix: use nn.init.normal_(w, std=0.02) or PyTorch's default init; initialise norm
+    weights to 1 and biases to 0.
+    """
     named = list(ctx.model.named_parameters())
-    rows = [_judge(ctx, n, p, owner_of(ctx.model, n)) for n, p in named]
+    rows = [_judge(ctx, n, p, owner_of(ctx.model, n), v.thresholds) for n, p in named]
     failed = [r for r in rows if r["verdict"] == "fail"]
     warned = [r for r in rows if r["verdict"] == "warn"]
     copies = _identical_copies(named)
@@ -134,19 +151,15 @@ def parameter_initialization(ctx: Tier1Context) -> CheckResult:
             if copies else "")
     listing = "; ".join(f"`{r['name']}` {r['why']}" for r in (failed + warned)[:4])
     if failed:
-        return CheckResult(
-            "parameter_initialization", title, "fail",
-            f"{len(failed)} tensor(s) badly initialised: {listing}.{note}", metrics,
+        return v.fail(f"{len(failed)} tensor(s) badly initialised: {listing}.{note}", metrics,
             "Re-initialise these tensors: nn.init.normal_(w, std=0.02) (or the module's own "
             "reset_parameters()); remove any manual scaling of weights in __init__. NaN/Inf "
             "weights usually come from dividing by a zero norm.")
     if warned:
-        return CheckResult("parameter_initialization", title, "warn",
-                           f"{len(warned)} tensor(s) look unusual: {listing}.{note}", metrics,
+        return v.warn(f"{len(warned)} tensor(s) look unusual: {listing}.{note}", metrics,
                            "Check that these scales are intended; a variance-preserving init "
                            "has std about 1/sqrt(fan_in).")
-    return CheckResult("parameter_initialization", title, "pass",
-                       f"All {len(rows)} tensors finite and sanely scaled "
+    return v.pass_(f"All {len(rows)} tensors finite and sanely scaled "
                        f"({kinds['matrix']} matrices, {kinds['embedding']} embeddings, "
                        f"{kinds['norm']} norm, {kinds['bias']} bias).{note}", metrics)
 
@@ -227,7 +240,7 @@ def scrambled_copy(ctx: Tier1Context) -> Instance:
     """A faithful copy whose saved tensors are all replaced by noise: loading must restore
     them."""
     clone = faithful_copy(ctx.model)
-    g = ctx.generator(31)
+    g = ctx.generator(stream_offset("scrambled_copy"))
     with torch.no_grad():
         for t in clone.state_dict().values():
             if t.is_floating_point():
@@ -249,17 +262,24 @@ def safetensors_round_trip(ctx: Tier1Context, target: nn.Module) -> None:
         load_model(target, str(path), strict=True, device=str(ctx.device))
 
 
-@tier1_check("weight_sharing", "Tied weights stay tied through .to() and a state-dict round trip",
-             Needs(forward=False))
-def weight_sharing(ctx: Tier1Context) -> CheckResult:
-    title = "Tied weights stay tied through .to() and a state-dict round trip"
+@check("weight_sharing", needs=Needs(forward=False))
+def weight_sharing(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Tied weights stay tied through .to() and a state-dict round trip
+
+    What it checks: weights meant to be tied (the token embedding and the output layer) stay
+    the same tensor through .to() and a state-dict round trip.
+    Why it matters: ties made by copying `.data` break silently on the first move or reload,
+    doubling the parameters and training the two copies apart.
+    Known false alarms: models without tied weights pass.
+    Broken example: DataTiedLM, tying with head.weight.data = tok.weight.data.
+    How to fix: tie the parameters themselves: head.weight = tok.weight.
+    """
     groups = share_groups(ctx.model)
     metrics: dict = {"groups": groups, "executor_tied_output": ctx.profile.tied_output}
     if not groups:
         tail = (" The graph executor ties the output to the token embedding." if
                 ctx.profile.tied_output else "")
-        return CheckResult("weight_sharing", title, "pass",
-                           "No parameters share storage (no weight tying)." + tail, metrics)
+        return v.pass_("No parameters share storage (no weight tying)." + tail, metrics)
     moved = faithful_copy(ctx.model).to(torch.float64)
     lost_to = _kept(groups, share_groups(moved))
     rebuilt = rebuilt_instance(ctx)
@@ -275,27 +295,15 @@ def weight_sharing(ctx: Tier1Context) -> CheckResult:
     if lost_to or lost_rt:
         where = ".to()" if lost_to else "a safetensors round trip"
         g = (lost_to or lost_rt)[0]
-        return CheckResult(
-            "weight_sharing", title, "fail",
-            f"Tied tensors {' = '.join(g)} are separate after {where}.", metrics,
+        return v.fail(f"Tied tensors {' = '.join(g)} are separate after {where}.", metrics,
             "Tie by sharing the Parameter object, `self.head.weight = self.tok.weight`, not by "
             "assigning `.data` (each Parameter is then converted on its own by .to() and the "
             "tie silently breaks); re-tie in __init__ so a fresh instance is tied too.")
-    return CheckResult("weight_sharing", title, "pass",
-                       f"{len(groups)} tied group(s) ({shown}) survive .to() and a safetensors "
+    return v.pass_(f"{len(groups)} tied group(s) ({shown}) survive .to() and a safetensors "
                        "round trip.", metrics)
 
 
 # -- state_dict_roundtrip ------------------------------------------------------------------------
-
-
-def rewrap(adapted: AdaptedModel, model: nn.Module) -> AdaptedModel:
-    """The same adapter (profile, graph) around another instance of the user's class."""
-    executor = None
-    if adapted.executor is not None:
-        executor = copy.copy(adapted.executor)
-        executor.model = model
-    return AdaptedModel(model, adapted.profile, executor)
 
 
 def _outside_state(a: nn.Module, b: nn.Module) -> list[str]:
@@ -317,7 +325,7 @@ def _outside_state(a: nn.Module, b: nn.Module) -> list[str]:
 def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor) -> float:
     """Save the model, load it into `target`, and return the largest output difference."""
     safetensors_round_trip(ctx, target.model)
-    other = rewrap(ctx.adapted, target.model)
+    other = ctx.adapted.with_model(target.model)
     with torch.no_grad(), eval_mode(ctx.adapted), eval_mode(other):
         a, b = ctx.adapted(ids), other(ids)
     if torch.allclose(a, b, rtol=0, atol=0, equal_nan=True):
@@ -325,11 +333,21 @@ def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor) -
     return float((a - b).abs().max()) if a.shape == b.shape else float("inf")
 
 
-@tier1_check("state_dict_roundtrip", "Save and reload (safetensors) gives identical outputs",
-             Needs(comparable=True))
-def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
-    title = "Save and reload (safetensors) gives identical outputs"
-    ids = ctx.ids(offset=33)
+@check("state_dict_roundtrip", needs=Needs(comparable=True))
+def state_dict_roundtrip(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Save and reload (safetensors) gives identical outputs
+
+    What it checks: saving the state dict through safetensors and loading it into a
+    scrambled copy (and into a freshly built instance, when the model can be rebuilt) gives
+    identical outputs.
+    Why it matters: state that is not saved (a random tensor kept as a plain attribute) makes
+    a reloaded checkpoint a different model.
+    Known false alarms: none for deterministic models; a model that cannot be rebuilt is
+    reloaded into a scrambled copy of itself only.
+    Broken example: UnsavedRandomLM, mixing in a random tensor not registered as a buffer.
+    How to fix: register constant tensors with self.register_buffer(...) so they are saved.
+    """
+    ids = ctx.ids(offset=v.stream("tokens"))
     targets = [scrambled_copy(ctx)]
     rebuilt = rebuilt_instance(ctx)
     if rebuilt is not None:
@@ -341,9 +359,7 @@ def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
             diff = _reload_difference(ctx, target, ids)
         except Exception as exc:  # noqa: BLE001 - a failed save/load is the finding
             metrics["error"] = f"{type(exc).__name__}: {exc}"
-            return CheckResult(
-                "state_dict_roundtrip", title, "fail",
-                f"Saving, or loading into {target.how}, with safetensors failed: "
+            return v.fail(f"Saving, or loading into {target.how}, with safetensors failed: "
                 f"{metrics['error'][:300]}", metrics,
                 "Make every tensor the model needs a parameter or a buffer, with the same "
                 "names and shapes in every instance built from the same config.")
@@ -354,9 +370,7 @@ def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
         suspects = _outside_state(ctx.model, target.model)
         metrics["state_outside_state_dict"] = suspects
         if target.exact or suspects:
-            return CheckResult(
-                "state_dict_roundtrip", title, "fail",
-                f"After save + load into {target.how} the outputs differ (max {diff:.3g})"
+            return v.fail(f"After save + load into {target.how} the outputs differ (max {diff:.3g})"
                 + (f"; tensors outside the state dict differ: {', '.join(suspects[:5])}."
                    if suspects else "."), metrics,
                 "Everything that shapes the output must be saved: register random or learned "
@@ -364,7 +378,6 @@ def state_dict_roundtrip(ctx: Tier1Context) -> CheckResult:
                 "nn.Parameter, not as plain attributes or persistent=False buffers.")
         notes.append(f" {target.how} computes differently even after loading, with nothing "
                      "unsaved to blame: the original was probably built with other arguments.")
-    return CheckResult("state_dict_roundtrip", title, "pass",
-                       "Outputs after a safetensors save + load into "
+    return v.pass_("Outputs after a safetensors save + load into "
                        f"{' and into '.join(equal)} equal the original's exactly."
                        + "".join(notes), metrics)

@@ -6,33 +6,15 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from utils.tiers.report import CheckResult, TierReport
+from utils.checks.catalogue import Check
+from utils.checks.report import CheckResult, TierReport
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Check:
-    """A check: a stable id, a one-line purpose, and the function that runs it."""
-
-    id: str
-    title: str
-    fn: Callable[[Any], CheckResult]
-
-
-def check(check_id: str, title: str) -> Callable[[Callable[[Any], CheckResult]], Check]:
-    """Decorator turning `fn(ctx) -> CheckResult` into a `Check` with a stable id."""
-
-    def wrap(fn: Callable[[Any], CheckResult]) -> Check:
-        return Check(check_id, title, fn)
-
-    return wrap
 
 
 def run_checks(
@@ -42,6 +24,7 @@ def run_checks(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> TierReport:
+    """Run `checks` on `ctx` in order and collect their results in a report named `name`."""
     report = TierReport(name, meta=dict(meta or {}))
     # disable=None: a bar on terminals, none in logs and pipes
     bar = tqdm(checks, desc=name, unit="check", disable=None if progress else True, leave=False)
@@ -49,7 +32,7 @@ def run_checks(
         bar.set_postfix_str(c.id)
         start = time.perf_counter()
         try:
-            result = c.fn(ctx)
+            result = c.run(ctx)
         except Exception as exc:  # noqa: BLE001 - isolation is the point
             log.debug("check %s crashed", c.id, exc_info=True)
             result = CheckResult(

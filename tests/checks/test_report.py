@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from utils.tiers.report import CheckResult, TierReport, figure_to_png, merge_reports
-from utils.tiers.runner import Check, check, run_checks
+from utils.checks import Check, CheckSet, run_checks
+from utils.checks.report import CheckResult, TierReport, figure_to_png, merge_reports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -142,23 +142,28 @@ def test_merge_reports_keeps_order_and_meta():
 
 
 def test_runner_isolates_a_crashing_check():
-    @check("first", "works")
-    def first(ctx):
-        return CheckResult("first", "works", "pass", f"saw {ctx}")
+    checks = CheckSet("test-runner")
 
-    @check("boom", "crashes")
-    def boom(ctx):
+    @checks.check("runner.first")
+    def first(ctx, v):
+        """works"""
+        return v.pass_(f"saw {ctx}")
+
+    @checks.check("runner.boom")
+    def boom(ctx, v):
+        """crashes"""
         raise RuntimeError("shape mismatch in block 2")
 
-    @check("last", "still runs")
-    def last(ctx):
-        return CheckResult("last", "still runs", "pass", "ok")
+    @checks.check("runner.last")
+    def last(ctx, v):
+        """still runs"""
+        return v.pass_("ok")
 
-    assert isinstance(first, Check) and first.id == "first"
+    assert isinstance(first, Check) and first.id == "runner.first" and first.title == "works"
     report = run_checks("Tier 1", [first, boom, last], ctx="context", meta={"m": 1}, progress=False)
-    assert [r.id for r in report] == ["first", "boom", "last"]
-    assert report["first"].summary == "saw context"
-    crashed = report["boom"]
+    assert [r.id for r in report] == ["runner.first", "runner.boom", "runner.last"]
+    assert report["runner.first"].summary == "saw context"
+    crashed = report["runner.boom"]
     assert crashed.status == "fail" and crashed.title == "crashes"
     assert crashed.summary == "The check could not run: RuntimeError: shape mismatch in block 2"
     assert "RuntimeError" in crashed.metrics["traceback"] and crashed.advice

@@ -4,11 +4,13 @@ never mixes rows, ignores padding, and repeats itself in eval mode."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from utils.checks import CheckResult, Verdict, stream_offset
 from utils.tiers.probes import (
     DIFF_RTOL,
     EmbeddingTap,
@@ -18,42 +20,72 @@ from utils.tiers.probes import (
     first_divergent,
     token_embedding,
 )
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import (
+from utils.tiers.tier1.context import (
     LM_TASKS,
     Needs,
     Tier1Context,
+    check,
     eval_mode,
     other_task,
-    tier1_check,
 )
+from utils.vocabulary import KEEP_ONE_MASK_NAMES, PAD_TRUE_MASK_NAMES
 
-# output_shape runs the full max_seq_len only up to this length; longer contexts (131072 for
-# some Llama configs) are probed at this length instead, which still exceeds any learned
-# position table a quick check could miss.
-OUTPUT_SHAPE_MAX_T = 4096
-# The gradient checks take one backward pass per position / row; beyond these counts they
-# test an evenly spread sample (first and last included).
-MAX_GRAD_POSITIONS = 64
-MAX_GRAD_ROWS = 8
+
+@dataclass(frozen=True)
+class OutputShapeThresholds:
+    # The full max_seq_len is run only up to this length; longer contexts (131072 for some
+    # Llama configs) are probed at this length instead, which still exceeds any learned
+    # position table a quick check could miss.
+    max_len: int = 4096
+
+
+@dataclass(frozen=True)
+class CausalityThresholds:
+    # One backward pass per position; beyond this count an evenly spread sample is tested
+    # (first and last included).
+    max_grad_positions: int = 64
+    # Relative output change that counts as a leak (see probes.DIFF_RTOL: real leaks move
+    # outputs by 1e-3 or more, float32 noise stays near 1e-7).
+    max_change: float = DIFF_RTOL
+
+
+@dataclass(frozen=True)
+class BatchIndependenceThresholds:
+    # One backward pass per row; beyond this count an evenly spread sample is tested.
+    max_grad_rows: int = 8
+    max_change: float = DIFF_RTOL  # relative change of other rows that counts as mixing
+
+
+@dataclass(frozen=True)
+class PaddingThresholds:
+    max_change: float = DIFF_RTOL  # relative change of real positions that counts as a leak
+
+
 # Error messages that say nothing a beginner can act on (and on a GPU are a device-side
 # assert that leaves CUDA unusable until the runtime restarts).
 _OPAQUE = ("index out of range", "device-side assert", "out of bounds", "indexselect")
-# Padding-mask parameter names whose convention is fixed by the ecosystem they come from.
-_KEEP_ONE_NAMES = ("attention_mask", "input_mask")
-_PAD_TRUE_NAMES = ("key_padding_mask", "src_key_padding_mask", "padding_mask", "pad_mask")
 
 
 # -- forward_signature ----------------------------------------------------------------------
 
 
-@tier1_check("forward_signature", "The model can be called and adapted",
-             Needs(adapted=False, forward=False))
-def forward_signature(ctx: Tier1Context) -> CheckResult:
-    title = "The model can be called and adapted"
+@check("forward_signature", needs=Needs(adapted=False, forward=False))
+def forward_signature(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """The model can be called and adapted
+
+    What it checks: the adapter can call the model with token ids (and a padding mask when
+    forward takes one) and find its logits, task, vocabulary size and maximum length.
+    Why it matters: every other check, and training, calls the model through the adapter; a
+    model it cannot call cannot be checked or trained.
+    Known false alarms: a classifier without vocab_size or max_seq_len is not warned about; a
+    model whose sizes live only in its code warns until they are passed or put in config.json.
+    Broken example: NeedsUnknownArgs, whose forward requires an `alpha` argument besides
+    input_ids.
+    How to fix: make forward take token ids (B, T) and return logits, or pass task=,
+    vocab_size= and max_seq_len= to run_tier1.
+    """
     if ctx.adapted is None:
-        return CheckResult(
-            "forward_signature", title, "fail", "The model could not be adapted.",
+        return v.fail("The model could not be adapted.",
             metrics={"error": ctx.adapt_error},
             advice=f"{ctx.adapt_error}\nMake forward take token ids (B, T) and return logits, "
                    "or pass task=, vocab_size= and max_seq_len= to run_tier1.",
@@ -71,21 +103,19 @@ def forward_signature(ctx: Tier1Context) -> CheckResult:
     missing = [name for name, value in (("vocab_size", p.vocab_size),
                                         ("max_seq_len", p.max_seq_len)) if value is None]
     if missing and p.task != "classification":
-        return CheckResult(
-            "forward_signature", title, "warn",
-            f"Adapted, but {' and '.join(missing)} could not be found: {p.summary()}",
+        return v.warn(f"Adapted, but {' and '.join(missing)} could not be found: {p.summary()}",
             metrics, advice=f"Pass {', '.join(m + '=...' for m in missing)} to run_tier1 (or put "
                             "them in config.json) so shapes and lengths can be checked.")
-    return CheckResult("forward_signature", title, "pass", p.summary(), metrics)
+    return v.pass_(p.summary(), metrics)
 
 
 # -- output_shape ---------------------------------------------------------------------------
 
 
-def _lengths(ctx: Tier1Context) -> list[int]:
+def _lengths(ctx: Tier1Context, max_len_tested: int) -> list[int]:
     """T in {1, an odd length, max_seq_len}, all within the model's limit."""
     max_len = ctx.profile.max_seq_len
-    cap = min(max_len, OUTPUT_SHAPE_MAX_T) if max_len else None
+    cap = min(max_len, max_len_tested) if max_len else None
     odd = [t for t in (ctx.seq_len, ctx.seq_len - 1, 5, 7, 3)
            if t > 1 and t % 2 == 1 and (cap is None or t <= cap)]
     preferred = [t for t in odd if t not in (3, ctx.vocab_size)]
@@ -125,12 +155,12 @@ def _is_opaque(exc: Exception) -> bool:
     return not msg or isinstance(exc, IndexError) or any(k in msg for k in _OPAQUE)
 
 
-def _over_length(ctx: Tier1Context) -> tuple[str, str]:
+def _over_length(ctx: Tier1Context, offset: int) -> tuple[str, str]:
     """Call with max_seq_len + 1 tokens, on a CPU copy (an index error on a GPU is a
     device-side assert that breaks every later check). Returns (outcome, message)."""
     T = ctx.profile.max_seq_len + 1
     model = ctx.adapted if ctx.device.type == "cpu" else copy.deepcopy(ctx.adapted).cpu()
-    ids = ctx.ids(1, T, offset=3).cpu()
+    ids = ctx.ids(1, T, offset=offset).cpu()
     try:
         with torch.no_grad(), eval_mode(model):
             model(ids)
@@ -140,17 +170,27 @@ def _over_length(ctx: Tier1Context) -> tuple[str, str]:
     return "accepted", ""
 
 
-@tier1_check("output_shape", "Logits are (B, T, V) or (B, C) for every batch size and length",
-             Needs(forward=False))
-def output_shape(ctx: Tier1Context) -> CheckResult:
-    title = "Logits are (B, T, V) or (B, C) for every batch size and length"
+@check("output_shape", thresholds=OutputShapeThresholds(), needs=Needs(forward=False))
+def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Logits are (B, T, V) or (B, C) for every batch size and length
+
+    What it checks: logits are (B, T, V) (or (B, C) for a classifier) for B in {1, 3} and T in
+    {1, an odd length, max_seq_len}, and max_seq_len + 1 tokens give a clear error.
+    Why it matters: a wrong shape breaks the loss or silently trains the wrong axis; an
+    opaque index error past the position table is a device-side assert on a GPU.
+    Known false alarms: models without a fixed-size position table accept max_seq_len + 1
+    tokens and pass; contexts longer than 4096 are tested at 4096 only.
+    Broken example: ShortPositionLM, whose position table has 8 rows for max_seq_len 16.
+    How to fix: return (B, T, vocab_size) logits for every B and T up to max_seq_len, size
+    position tables max_seq_len rows, and check the length at the top of forward.
+    """
     p = ctx.profile
     rows, bad, width = [], [], []
     for B in (1, 3):
-        for T in _lengths(ctx):
+        for T in _lengths(ctx, v.thresholds.max_len):
             try:
                 with torch.no_grad(), eval_mode(ctx.adapted):
-                    out = ctx.adapted(ctx.ids(B, T, offset=B * 1000 + T))
+                    out = ctx.adapted(ctx.ids(B, T, offset=v.stream(f"B={B},T={T}")))
                 got = str(tuple(out.shape))
                 ok = _shape_ok(ctx, out, B, T, width)
             except Exception as exc:  # noqa: BLE001 - a failing size is the finding
@@ -168,24 +208,18 @@ def output_shape(ctx: Tier1Context) -> CheckResult:
                   "Make forward return logits of shape (B, T, vocab_size) for every B and T up to "
                   "max_seq_len (or (B, num_classes) for a classifier); the calls above show "
                   "which sizes break.")
-        return CheckResult(
-            "output_shape", title, "fail",
-            f"{len(bad)} of {len(rows)} calls failed; e.g. B={worst['B']}, T={worst['T']}: "
+        return v.fail(f"{len(bad)} of {len(rows)} calls failed; e.g. B={worst['B']}, T={worst['T']}: "
             f"expected {worst['expected']}, got {worst['got']}", metrics, advice)
     summary = f"Shapes right for B in (1, 3) and T in {tuple(sorted({r['T'] for r in rows}))}."
     if not p.max_seq_len:
-        return CheckResult("output_shape", title, "pass",
-                           summary + " max_seq_len unknown: the limit was not tested.", metrics)
-    if p.max_seq_len > OUTPUT_SHAPE_MAX_T:
-        return CheckResult("output_shape", title, "pass",
-                           summary + f" max_seq_len {p.max_seq_len} is tested at "
-                           f"{OUTPUT_SHAPE_MAX_T} only.", metrics)
-    outcome, message = _over_length(ctx)
+        return v.pass_(summary + " max_seq_len unknown: the limit was not tested.", metrics)
+    if p.max_seq_len > v.thresholds.max_len:
+        return v.pass_(summary + f" max_seq_len {p.max_seq_len} is tested at "
+                           f"{v.thresholds.max_len} only.", metrics)
+    outcome, message = _over_length(ctx, v.stream("over_length"))
     metrics.update(over_length=outcome, over_length_error=message)
     if outcome == "opaque":
-        return CheckResult(
-            "output_shape", title, "warn",
-            summary + f" But max_seq_len + 1 = {p.max_seq_len + 1} tokens gives an opaque error: "
+        return v.warn(summary + f" But max_seq_len + 1 = {p.max_seq_len + 1} tokens gives an opaque error: "
             f"{message}", metrics,
             advice="Check the length at the top of forward: `if T > self.max_seq_len: raise "
                    "ValueError(f'sequence of {T} tokens; this model takes at most "
@@ -193,7 +227,7 @@ def output_shape(ctx: Tier1Context) -> CheckResult:
                    "runtime must be restarted.")
     tail = (f" {p.max_seq_len + 1} tokens give a clear error." if outcome == "clear" else
             f" {p.max_seq_len + 1} tokens are accepted (no fixed-size position table).")
-    return CheckResult("output_shape", title, "pass", summary + tail, metrics)
+    return v.pass_(summary + tail, metrics)
 
 
 # -- causality ------------------------------------------------------------------------------
@@ -239,7 +273,7 @@ def locate_future_leak(ctx: Tier1Context, ids: torch.Tensor, cut: int) -> str | 
     B, T = ids.shape
     later = torch.zeros_like(ids, dtype=torch.bool)
     later[:, cut + 1:] = True
-    alt = _changed_ids(ctx, ids, later, offset=41)
+    alt = _changed_ids(ctx, ids, later, offset=stream_offset("locate_future_leak"))
 
     def region(o):
         bt = as_bt(o, B, T)
@@ -287,18 +321,17 @@ def causal_advice(ctx: Tier1Context, name: str | None) -> str:
             "sequence...). Make it use positions <= t only.")
 
 
-def _not_causal(ctx: Tier1Context, title: str) -> CheckResult:
+def _not_causal(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Other tasks skip, except a masked LM that the adapter only guessed from behaviour: it
     guessed so because positions see later tokens, which in a model meant to be a GPT is the
     very leak this check exists for, so that one warns instead."""
     p = ctx.profile
     if p.task != "masked_lm" or not p.task_source.startswith("behaviour"):
         why, todo = other_task(p, ("causal_lm",))
-        return CheckResult("causality", title, "skip", why, advice=todo)
-    where = locate_future_leak(ctx, ctx.ids(offset=11), 0)
+        return v.skip(why, advice=todo)
+    where = locate_future_leak(ctx, ctx.ids(offset=v.stream("tokens")), 0)
     metrics = {"task_source": p.task_source, "first_leaking_module": where}
-    return CheckResult(
-        "causality", title, "warn",
+    return v.warn(
         "Positions see later tokens" + (f" (first in `{where}`)" if where else "")
         + ", so the model was taken for a masked LM: neither config.json (\"task\") nor the "
         "class name says what it is.", metrics,
@@ -308,15 +341,27 @@ def _not_causal(ctx: Tier1Context, title: str) -> CheckResult:
         "away.")
 
 
-@tier1_check("causality", "No position sees later tokens", Needs(min_len=2, comparable=True))
-def causality(ctx: Tier1Context) -> CheckResult:
-    title = "No position sees later tokens"
+@check("causality", thresholds=CausalityThresholds(), needs=Needs(min_len=2, comparable=True))
+def causality(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """No position sees later tokens
+
+    What it checks: for a causal LM, the gradient of each position's logits with respect to
+    later token embeddings is exactly zero, and resampling later tokens leaves earlier logits
+    unchanged; a leak names the first module where it appears.
+    Why it matters: a model that sees the next token learns to copy it; its training loss
+    looks excellent and it cannot generate.
+    Known false alarms: bidirectional models (masked LM, encoders) skip; a model the adapter
+    only guessed to be a masked LM from this very behaviour warns instead of skipping.
+    Broken example: NoCausalMaskGPT (no causal mask) and LateLeakGPT (only block 2 unmasked).
+    How to fix: mask the attention scores before the softmax with torch.triu(..., 1) filled
+    with -inf, or use F.scaled_dot_product_attention(q, k, v, is_causal=True).
+    """
     if ctx.task != "causal_lm":
-        return _not_causal(ctx, title)
-    ids = ctx.ids(offset=11)
+        return _not_causal(ctx, v)
+    ids = ctx.ids(offset=v.stream("tokens"))
     T = ids.shape[1]
-    positions = _spread(T - 1, MAX_GRAD_POSITIONS)
-    grads = _embedding_grads(ctx, ids, positions, lambda o, t: o[:, t], offset=12)
+    positions = _spread(T - 1, v.thresholds.max_grad_positions)
+    grads = _embedding_grads(ctx, ids, positions, lambda o, t: o[:, t], offset=v.stream("gradient"))
     metrics: dict = {"method": "gradient + resampling" if grads else "resampling"}
     leaks = []
     if grads:
@@ -331,23 +376,21 @@ def causality(ctx: Tier1Context) -> CheckResult:
         for cut in sorted({0, T // 2 - 1, T - 2} - {-1}):
             later = torch.zeros_like(ids, dtype=torch.bool)
             later[:, cut + 1:] = True
-            alt = ctx.adapted(_changed_ids(ctx, ids, later, offset=20 + cut))
+            alt = ctx.adapted(_changed_ids(ctx, ids, later, offset=v.stream(f"resample@{cut}")))
             diffs[cut] = changed(base[:, : cut + 1], alt[:, : cut + 1])
     metrics["resample_change"] = {str(c): d for c, d in diffs.items()}
-    moved = [c for c, d in diffs.items() if d > DIFF_RTOL]
+    moved = [c for c, d in diffs.items() if d > v.thresholds.max_change]
     if not leaks and not moved:
         how = ("the gradient of every tested position's logits with respect to later token "
                "embeddings is exactly 0, and " if grads else "")
-        return CheckResult("causality", title, "pass",
-                           f"No leak: {how}resampling later tokens leaves earlier logits "
+        return v.pass_(f"No leak: {how}resampling later tokens leaves earlier logits "
                            "unchanged.", metrics)
     cut = min(leaks + moved)
     where = locate_future_leak(ctx, ids, cut)
     metrics["first_leaking_module"] = where
     first = (f"logits at position {cut} depend on later tokens" +
              (f"; first leaking module: `{where}`" if where else ""))
-    return CheckResult("causality", title, "fail",
-                       f"Future-token leak: {first} ({len(leaks)} of {len(positions)} positions "
+    return v.fail(f"Future-token leak: {first} ({len(leaks)} of {len(positions)} positions "
                        "by gradient).", metrics, causal_advice(ctx, where))
 
 
@@ -370,17 +413,27 @@ def _batch_advice(ctx: Tier1Context, name: str | None) -> str:
             "without batch_first=True.")
 
 
-@tier1_check("batch_independence", "Rows of a batch never mix", Needs(comparable=True))
-def batch_independence(ctx: Tier1Context) -> CheckResult:
-    title = "Rows of a batch never mix"
+@check("batch_independence", thresholds=BatchIndependenceThresholds(), needs=Needs(comparable=True))
+def batch_independence(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Rows of a batch never mix
+
+    What it checks: each row's output depends on that row only, by exact cross-row gradients
+    and by changing one row and comparing the others.
+    Why it matters: rows that mix train on each other's tokens and generate differently
+    depending on what else is in the batch.
+    Known false alarms: BatchNorm in train mode mixes rows by design (the check runs in eval
+    mode, where it does not); a batch of one row skips.
+    Broken example: BatchMixingLM, an nn.MultiheadAttention built without batch_first=True.
+    How to fix: construct nn.MultiheadAttention(..., batch_first=True) (or transpose to
+    (T, B, D) around it); avoid reductions over dim 0 and reshapes that swap batch and time.
+    """
     if ctx.batch_size < 2:
-        return CheckResult("batch_independence", title, "skip",
-                           "Needs a batch of at least 2 rows; batch_size is 1.",
+        return v.skip("Needs a batch of at least 2 rows; batch_size is 1.",
                            advice="Pass batch_size=2 or more to run_tier1.")
-    ids = ctx.ids(offset=13)
+    ids = ctx.ids(offset=v.stream("tokens"))
     B, T = ids.shape
-    rows = _spread(B, MAX_GRAD_ROWS)
-    grads = _embedding_grads(ctx, ids, rows, lambda o, i: o[i], offset=14)
+    rows = _spread(B, v.thresholds.max_grad_rows)
+    grads = _embedding_grads(ctx, ids, rows, lambda o, i: o[i], offset=v.stream("gradient"))
     metrics: dict = {"method": "gradient + perturbation" if grads else "perturbation"}
     cross = 0.0
     if grads:
@@ -391,13 +444,12 @@ def batch_independence(ctx: Tier1Context) -> CheckResult:
         metrics["max_cross_row_gradient"] = cross
     row0 = torch.zeros_like(ids, dtype=torch.bool)
     row0[0] = True
-    alt = _changed_ids(ctx, ids, row0, offset=15)
+    alt = _changed_ids(ctx, ids, row0, offset=v.stream("other_row"))
     with torch.no_grad(), eval_mode(ctx.adapted):
         moved = changed(ctx.adapted(ids)[1:], ctx.adapted(alt)[1:])
     metrics["other_rows_change"] = moved
-    if cross == 0 and moved <= DIFF_RTOL:
-        return CheckResult("batch_independence", title, "pass",
-                           f"Rows are independent (B={B}): changing one row leaves the others "
+    if cross == 0 and moved <= v.thresholds.max_change:
+        return v.pass_(f"Rows are independent (B={B}): changing one row leaves the others "
                            "exactly as they were.", metrics)
 
     def region(o):
@@ -409,8 +461,7 @@ def batch_independence(ctx: Tier1Context) -> CheckResult:
                                 block_candidates(ctx.model, ctx.profile.attention_modules),
                                 region)
     metrics["first_mixing_module"] = where
-    return CheckResult("batch_independence", title, "fail",
-                       "Rows mix: the output of one row depends on other rows"
+    return v.fail("Rows mix: the output of one row depends on other rows"
                        + (f"; first mixing module: `{where}`." if where else "."),
                        metrics, _batch_advice(ctx, where))
 
@@ -419,26 +470,37 @@ def batch_independence(ctx: Tier1Context) -> CheckResult:
 
 
 def _name_convention(name: str | None) -> str | None:
-    if name in _KEEP_ONE_NAMES:
+    if name in KEEP_ONE_MASK_NAMES:
         return "keep_one"
-    if name in _PAD_TRUE_NAMES:
+    if name in PAD_TRUE_MASK_NAMES:
         return "pad_true"
     return None
 
 
-@tier1_check("padding_invariance", "Real positions ignore what is in pad positions",
-             Needs(mask=True, min_len=2, comparable=True))
-def padding_invariance(ctx: Tier1Context) -> CheckResult:
-    title = "Real positions ignore what is in pad positions"
+@check("padding_invariance", thresholds=PaddingThresholds(), needs=Needs(mask=True, min_len=2, comparable=True))
+def padding_invariance(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Real positions ignore what is in pad positions
+
+    What it checks: with left- and right-padded rows, changing only the pad tokens leaves
+    every real position unchanged, the mask is read the right way round, and no real position
+    turns NaN, with gradients on and under no_grad.
+    Why it matters: a padded batch that leaks pad content trains on garbage, and an inverted
+    mask attends only to padding.
+    Known false alarms: models that take no mask skip; nn.MultiheadAttention's inference fast
+    path with a left pad under a causal mask warns (NaN under no_grad only).
+    Broken example: IgnoresMaskLM (mask never used) and InvertedMaskLM (`== 1` for padding).
+    How to fix: pass the mask to every attention (key_padding_mask=attention_mask == 0 for
+    nn.MultiheadAttention) and keep pads out of anything that pools over positions.
+    """
     p = ctx.profile
-    ids = ctx.ids(offset=16)
+    ids = ctx.ids(offset=v.stream("tokens"))
     B, T = ids.shape
     n_pad = max(1, T // 3)
     mask = torch.ones_like(ids)
     mask[0, :n_pad] = 0  # row 0 left-padded: a causal LM's real tokens come after the pads
     if B > 1:
         mask[1, T - n_pad:] = 0  # row 1 right-padded
-    alt = _changed_ids(ctx, ids, mask == 0, offset=18)
+    alt = _changed_ids(ctx, ids, mask == 0, offset=v.stream("pads"))
     real = mask.bool()
 
     def at_real(out: torch.Tensor) -> torch.Tensor:
@@ -460,16 +522,13 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
                "convention": p.mask_convention, "verified": p.mask_verified,
                "convention_by_name": expected, "finite_under_no_grad": finite_inference}
     if not finite:
-        return CheckResult("padding_invariance", title, "fail",
-                           "Real positions become NaN/Inf when a mask is given.", metrics,
+        return v.fail("Real positions become NaN/Inf when a mask is given.", metrics,
                            "A row of attention scores is all -inf somewhere (e.g. a causal mask "
                            "and a padding mask together block every key of a pad query). Use a "
                            "large negative number instead of -inf, or torch.nan_to_num after "
                            "the softmax.")
     if expected and p.mask_verified and p.mask_convention != expected:
-        return CheckResult(
-            "padding_invariance", title, "fail",
-            f"The mask is inverted: `{p.mask_name}` should mean "
+        return v.fail(f"The mask is inverted: `{p.mask_name}` should mean "
             f"{'1 = real token' if expected == 'keep_one' else 'True = pad'}, but the model "
             f"only ignores pads when given the opposite.", metrics,
             f"Tokenizers send `{p.mask_name}` with 1 for real tokens and 0 for pads; the model "
@@ -478,28 +537,23 @@ def padding_invariance(ctx: Tier1Context) -> CheckResult:
             f"By PyTorch's convention `{p.mask_name}` is True at pads (the keys to ignore); the "
             "model treats True as real tokens. Pass it to the attention as it is (drop the `~` "
             "or `== 0`), or rename the parameter attention_mask if you mean 1 = real token.")
-    if drift > DIFF_RTOL:
-        ignored = changed(a, unmasked) <= DIFF_RTOL
+    if drift > v.thresholds.max_change:
+        ignored = changed(a, unmasked) <= v.thresholds.max_change
         why = ("the model's output does not depend on the mask at all" if ignored else
                "the mask does not reach every place positions are mixed")
-        return CheckResult(
-            "padding_invariance", title, "fail",
-            f"Real positions change (by {drift:.3g}) when only pad content changes: {why}.",
+        return v.fail(f"Real positions change (by {drift:.3g}) when only pad content changes: {why}.",
             metrics,
             f"Pass `{p.mask_name or 'attention_mask'}` on to every attention "
             "(e.g. `key_padding_mask=attention_mask == 0` for nn.MultiheadAttention) and keep "
             "pads out of anything that pools over positions.")
     if not finite_inference:
-        return CheckResult(
-            "padding_invariance", title, "warn",
-            "Padding is ignored correctly in training, but under torch.no_grad (inference) "
+        return v.warn("Padding is ignored correctly in training, but under torch.no_grad (inference) "
             "real positions of the left-padded row become NaN.", metrics,
             "nn.MultiheadAttention's inference fast path returns NaN for a query whose keys are "
             "all masked (a left pad under a causal mask), and the NaN then spreads. Pass float "
             "masks (0 / a large negative number such as torch.finfo(x.dtype).min / 2) instead "
             "of boolean ones, or let pad queries attend to themselves.")
-    return CheckResult("padding_invariance", title, "pass",
-                       f"Changing the {metrics['pad_positions']} pad tokens (left and right "
+    return v.pass_(f"Changing the {metrics['pad_positions']} pad tokens (left and right "
                        "padding) leaves every real position unchanged.", metrics)
 
 
@@ -519,10 +573,21 @@ def dropout_sources(model: nn.Module) -> list[str]:
     return found
 
 
-@tier1_check("determinism", "Eval mode is deterministic; train mode applies dropout")
-def determinism(ctx: Tier1Context) -> CheckResult:
-    title = "Eval mode is deterministic; train mode applies dropout"
-    ids = ctx.ids(offset=19)
+@check("determinism")
+def determinism(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Eval mode is deterministic; train mode applies dropout
+
+    What it checks: two eval-mode calls on the same input are identical, and train mode
+    differs between calls when dropout is configured.
+    Why it matters: randomness at inference makes evaluation and generation unrepeatable;
+    dropout that never runs regularises nothing.
+    Known false alarms: a model without dropout is deterministic in train mode too and
+    passes.
+    Broken example: EvalDropoutLM, calling F.dropout without training=self.training.
+    How to fix: write F.dropout(x, p, training=self.training) or use nn.Dropout modules, and
+    keep torch.rand/randn out of forward at inference.
+    """
+    ids = ctx.ids(offset=v.stream("tokens"))
     with torch.no_grad(), eval_mode(ctx.adapted):
         first, second = ctx.adapted(ids), ctx.adapted(ids)
     same_eval = torch.allclose(first, second, rtol=0, atol=0, equal_nan=True)
@@ -534,9 +599,7 @@ def determinism(ctx: Tier1Context) -> CheckResult:
             where = first_divergent(ctx.model, lambda: ctx.adapted(ids), lambda: ctx.adapted(ids),
                                     names, lambda o: o)
         metrics["first_random_module"] = where
-        return CheckResult(
-            "determinism", title, "fail",
-            "Two eval-mode calls on the same input give different outputs"
+        return v.fail("Two eval-mode calls on the same input give different outputs"
             + (f"; first differing module: `{where}`." if where else "."), metrics,
             "Something random runs in eval mode"
             + (f" in or just before `{where}`" if where else "")
@@ -548,12 +611,9 @@ def determinism(ctx: Tier1Context) -> CheckResult:
         differs = not torch.equal(trainee(ids), trainee(ids))
     metrics["train_differs"] = differs
     if drops and not differs:
-        return CheckResult(
-            "determinism", title, "warn",
-            f"Dropout is configured ({', '.join(drops[:3])}) but two train-mode calls give "
+        return v.warn(f"Dropout is configured ({', '.join(drops[:3])}) but two train-mode calls give "
             "identical outputs: dropout never runs.", metrics,
             "Call the dropout modules in forward, or pass training=self.training to F.dropout.")
     tail = ("train mode differs between calls (dropout active)." if differs else
             "no dropout, so train mode is deterministic too.")
-    return CheckResult("determinism", title, "pass",
-                       f"Eval mode gives identical outputs on repeated calls; {tail}", metrics)
+    return v.pass_(f"Eval mode gives identical outputs on repeated calls; {tail}", metrics)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from utils._io import atomic_write_text, default_cache_dir
-from utils.loading import LoadError
+from utils.errors import GistError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ TOKEN_ENV = "GITHUB_TOKEN"
 _GIST_ID = re.compile(r"^(?:[0-9a-f]{20,32}|[0-9]{1,12})$")
 _REVISION = re.compile(r"^[0-9a-f]{40}$")
 _FORBIDDEN_IN_NAME = re.compile(r"[/\\:\x00]")
-
-
-class GistError(LoadError):
-    """A gist that cannot be fetched; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -4,26 +4,37 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from utils.checks import CheckResult, Verdict
 from utils.tiers.probes import ActivationStats, bar_figure, max_abs, thin_out
-from utils.tiers.report import CheckResult
-from utils.tiers.tier1_context import LOSS_TASKS, Needs, Tier1Context, eval_mode, tier1_check
+from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
 FP16_MAX = 65504.0  # largest finite float16: any activation above it overflows under fp16
-# initial_loss: with logits of standard deviation s, the expected loss on random targets is
-# about ln(V) + s^2/2. A correct init keeps s below ~1 (excess < 0.5 nat); warn from s ~ 1.4
-# (excess 1 nat) and fail from s ~ 2.5 (excess 3 nats), where training starts saturated.
-INIT_LOSS_WARN_EXCESS = 1.0
-INIT_LOSS_FAIL_EXCESS = 3.0
-# A loss this far *below* ln(V) on random targets means the targets are visible to the model.
-INIT_LOSS_LOW_WARN = 0.5
-# gradient_flow: largest / smallest per-layer gradient norm above which the update sizes of
-# layers are so different that one learning rate cannot suit them all. Correct models at
-# init stay below 1e5 (BERT's attention keys, whose gradient is small while attention is
-# near uniform, give 4e4; GPT-2, Llama, nanoGPT and the designer's exports stay below 2e3).
-GRAD_RATIO_WARN = 1e6
+
+
+@dataclass(frozen=True)
+class InitialLossThresholds:
+    # With logits of standard deviation s, the expected loss on random targets is about
+    # ln(V) + s^2/2. A correct init keeps s below ~1 (excess < 0.5 nat); warn from s ~ 1.4
+    # (excess 1 nat) and fail from s ~ 2.5 (excess 3 nats), where training starts saturated.
+    warn_excess: float = 1.0
+    fail_excess: float = 3.0
+    # A loss this far *below* ln(V) on random targets means the targets are visible.
+    low_warn: float = 0.5
+
+
+@dataclass(frozen=True)
+class GradientFlowThresholds:
+    # Largest / smallest per-layer gradient norm above which the update sizes of layers are
+    # so different that one learning rate cannot suit them all. Correct models at init stay
+    # below 1e5 (BERT's attention keys, whose gradient is small while attention is near
+    # uniform, give 4e4; GPT-2, Llama, nanoGPT and the designer's exports stay below 2e3).
+    max_norm_ratio: float = 1e6
+
+
 FIGURE_MAX_BARS = 40  # figures show at most this many bars, spread evenly
 
 
@@ -89,11 +100,23 @@ def _activation_figure(stats: dict[str, dict]) -> bytes:
                       bad=[not s["finite_out"] for _, s in items])
 
 
-@tier1_check("numerical_stability", "Finite outputs and gradients; activations fit float16")
-def numerical_stability(ctx: Tier1Context) -> CheckResult:
-    title = "Finite outputs and gradients; activations fit float16"
-    ids = ctx.ids(offset=21)
-    labels = ctx.labels_for(ids, 21)
+@check("numerical_stability")
+def numerical_stability(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Finite outputs and gradients; activations fit float16
+
+    What it checks: no NaN or Inf in outputs or gradients, every activation fits float16's
+    range, and the forward also runs under autocast; a problem names the first module.
+    Why it matters: NaN ends training at once, and activations past 65504 overflow as soon as
+    the model trains in mixed precision.
+    Known false alarms: a -inf used as a mask value is fine as long as no output or gradient
+    becomes NaN; activations past 65504 only warn (float32 training is unaffected).
+    Broken example: NaNLM (a NaN from `head`) and Fp16OverflowLM (`scale` multiplies
+    activations past 65504).
+    How to fix: normalise before large matmuls, scale attention scores by 1/sqrt(d), and keep
+    intermediate values within float16's range.
+    """
+    ids = ctx.ids(offset=v.stream("tokens"))
+    labels = ctx.labels_for(ids, v.stream("labels"))
     named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
     with ActivationStats(ctx.model) as rec, eval_mode(ctx.adapted), torch.enable_grad():
         out = ctx.adapted(ids)
@@ -115,7 +138,7 @@ def numerical_stability(ctx: Tier1Context) -> CheckResult:
     figures = {"activation_ranges": _activation_figure(stats)} if stats else {}
 
     def result(status: str, summary: str, advice: str = "") -> CheckResult:
-        return CheckResult("numerical_stability", title, status, summary, metrics, advice,
+        return v.result(status, summary, metrics, advice,
                            figures)
 
     if not out_ok or name:
@@ -148,12 +171,22 @@ def numerical_stability(ctx: Tier1Context) -> CheckResult:
 # -- initial_loss ---------------------------------------------------------------------------
 
 
-@tier1_check("initial_loss", "Loss at initialisation is close to ln(V)",
-             Needs(tasks=LOSS_TASKS))
-def initial_loss(ctx: Tier1Context) -> CheckResult:
-    title = "Loss at initialisation is close to ln(V)"
-    ids = ctx.ids(B=max(ctx.batch_size, 8), offset=23)
-    labels = ctx.labels_for(ids, 23)
+@check("initial_loss", thresholds=InitialLossThresholds(), needs=Needs(tasks=LOSS_TASKS))
+def initial_loss(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Loss at initialisation is close to ln(V)
+
+    What it checks: the loss at initialisation on random targets is close to ln(V) (ln(C) for
+    a classifier), the loss of a uniform prediction.
+    Why it matters: a loss far above ln(V) means saturated logits from a bad init; far below
+    means the targets are visible to the model.
+    Known false alarms: models whose init deliberately sharpens the output (a large output
+    scale) warn.
+    Broken example: HugeInitLM, whose output layer starts with weights of std 5.
+    How to fix: initialise the output layer with a small std (0.02) or zeros, and keep logits
+    of standard deviation about 1 at init.
+    """
+    ids = ctx.ids(B=max(ctx.batch_size, 8), offset=v.stream("tokens"))
+    labels = ctx.labels_for(ids, v.stream("labels"))
     with torch.no_grad(), eval_mode(ctx.adapted):
         out = ctx.adapted(ids)
         loss = float(ctx.loss(out, labels))
@@ -163,24 +196,22 @@ def initial_loss(ctx: Tier1Context) -> CheckResult:
     metrics = {"loss": loss, "expected": expected, "excess": excess, "logit_std": spread}
     what = "ln(num_classes)" if ctx.task == "classification" else "ln(V)"
     if not math.isfinite(loss):
-        return CheckResult("initial_loss", title, "fail",
-                           f"The loss at init is {loss} (not finite).", metrics,
+        return v.fail(f"The loss at init is {loss} (not finite).", metrics,
                            "See numerical_stability: the forward pass makes NaN/Inf.")
     summary = f"Loss {loss:.3f} vs {what} = {expected:.3f} (excess {excess:+.3f})."
     high = ("The logits at init are too large" + (f" (std {spread:.3g})" if spread else "") +
             ": initialise the output layer with a small std (e.g. 0.02), tie it to the token "
             "embedding, or scale the final hidden state (a final LayerNorm before the head).")
-    if excess > INIT_LOSS_FAIL_EXCESS:
-        return CheckResult("initial_loss", title, "fail", summary + " Far too high.", metrics,
+    if excess > v.thresholds.fail_excess:
+        return v.fail(summary + " Far too high.", metrics,
                            high)
-    if excess > INIT_LOSS_WARN_EXCESS:
-        return CheckResult("initial_loss", title, "warn", summary + " Higher than a uniform "
+    if excess > v.thresholds.warn_excess:
+        return v.warn(summary + " Higher than a uniform "
                            "prediction.", metrics, high)
-    if excess < -INIT_LOSS_LOW_WARN:
-        return CheckResult("initial_loss", title, "warn",
-                           summary + " Below chance on random targets: the model sees them.",
+    if excess < -v.thresholds.low_warn:
+        return v.warn(summary + " Below chance on random targets: the model sees them.",
                            metrics, "See causality and label_leakage.")
-    return CheckResult("initial_loss", title, "pass", summary, metrics)
+    return v.pass_(summary, metrics)
 
 
 # -- gradient_flow ---------------------------------------------------------------------------
@@ -208,22 +239,33 @@ def _gradient_figure(norms: dict[str, float], bad: set[str]) -> bytes:
                       "||grad||", bad=[n in bad for n, _ in items])
 
 
-@tier1_check("gradient_flow", "Every trainable parameter gets a finite, non-zero gradient")
-def gradient_flow(ctx: Tier1Context) -> CheckResult:
-    title = "Every trainable parameter gets a finite, non-zero gradient"
+@check("gradient_flow", thresholds=GradientFlowThresholds())
+def gradient_flow(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """Every trainable parameter gets a finite, non-zero gradient
+
+    What it checks: one backward pass gives every trainable parameter a finite, non-zero
+    gradient, and per-layer gradient norms stay within a factor that one learning rate can
+    serve; unused parameters are named.
+    Why it matters: a parameter without gradient never trains; norms spanning many orders of
+    magnitude leave some layers frozen and others unstable.
+    Known false alarms: a gate initialised to exactly zero (ReZero-style) warns rather than
+    fails.
+    Broken example: UnusedLayerLM (a `decoder` layer never called) and VanishingBranchLM.
+    How to fix: call every module in forward or delete it, and avoid multiplying branches by
+    near-zero factors at init.
+    """
     named = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
     frozen = [n for n, p in ctx.model.named_parameters() if not p.requires_grad]
     if not named:
-        return CheckResult("gradient_flow", title, "fail", "No parameter requires grad.",
+        return v.fail("No parameter requires grad.",
                            {"frozen": len(frozen)},
                            "Nothing can train: set requires_grad=True on the parameters you "
                            "mean to train.")
-    ids = ctx.ids(offset=25)
+    ids = ctx.ids(offset=v.stream("tokens"))
     with eval_mode(ctx.adapted), torch.enable_grad():
-        loss = objective(ctx, ctx.adapted(ids), ctx.labels_for(ids, 25))
+        loss = objective(ctx, ctx.adapted(ids), ctx.labels_for(ids, v.stream("labels")))
     if not loss.requires_grad:
-        return CheckResult("gradient_flow", title, "fail",
-                           "The output has no gradient at all.", {"frozen": len(frozen)},
+        return v.fail("The output has no gradient at all.", {"frozen": len(frozen)},
                            "forward cuts the graph: remove torch.no_grad(), .detach(), .item() "
                            "or .numpy() from the path between the input and the logits.")
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
@@ -242,7 +284,7 @@ def gradient_flow(ctx: Tier1Context) -> CheckResult:
         _layer(n) for n in broken + unused})}
 
     def result(status: str, summary: str, advice: str = "") -> CheckResult:
-        return CheckResult("gradient_flow", title, status, summary, metrics, advice, figures)
+        return v.result(status, summary, metrics, advice, figures)
 
     if unused:
         modules = sorted({n.rpartition(".")[0] or n for n in unused})
@@ -261,7 +303,7 @@ def gradient_flow(ctx: Tier1Context) -> CheckResult:
                       "Fine for a deliberately zero-initialised gate; otherwise something "
                       "multiplies their contribution by zero (a zero weight downstream, a "
                       "saturated activation, a mask that blocks everything).")
-    if ratio > GRAD_RATIO_WARN:
+    if ratio > v.thresholds.max_norm_ratio:
         return result("warn", f"Gradient norms span a factor {ratio:.3g} between layers.",
                       "Layers will learn at very different speeds: check the init scale of the "
                       "layers with the smallest gradients, and residual/normalisation paths.")

@@ -10,7 +10,6 @@ train/eval flags, hooks and random-number state are exactly as before when the t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -21,9 +20,9 @@ import torch
 from torch import nn
 
 from utils.adapters import AdaptedModel, AdaptError, adapt
-from utils.tiers.report import TierReport
-from utils.tiers.runner import Check, run_checks
-from utils.tiers.tier1_behaviour import (
+from utils.checks.report import TierReport
+from utils.checks.runner import Check, run_checks
+from utils.tiers.tier1.behaviour import (
     batch_independence,
     causality,
     determinism,
@@ -31,11 +30,11 @@ from utils.tiers.tier1_behaviour import (
     output_shape,
     padding_invariance,
 )
-from utils.tiers.tier1_context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
-from utils.tiers.tier1_numerics import gradient_flow, initial_loss, numerical_stability
-from utils.tiers.tier1_resources import device_portability, inference_speed, memory_footprint
-from utils.tiers.tier1_training import label_leakage, overfit_batch
-from utils.tiers.tier1_weights import parameter_initialization, state_dict_roundtrip, weight_sharing
+from utils.tiers.tier1.context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
+from utils.tiers.tier1.numerics import gradient_flow, initial_loss, numerical_stability
+from utils.tiers.tier1.resources import device_portability, inference_speed, memory_footprint
+from utils.tiers.tier1.training import label_leakage, overfit_batch
+from utils.tiers.tier1.weights import parameter_initialization, state_dict_roundtrip, weight_sharing
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,6 @@ CHECKS: tuple[Check, ...] = (
     memory_footprint, inference_speed,
 )
 CHECK_IDS: tuple[str, ...] = tuple(c.id for c in CHECKS)
-_SOURCE_FIELD = {"task": "task_source", "vocab_size": "vocab_source",
-                 "max_seq_len": "max_seq_len_source"}
 
 
 def run_tier1(
@@ -135,9 +132,7 @@ def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
     if isinstance(obj, AdaptedModel):
         if not overrides:
             return obj, None
-        sources = {_SOURCE_FIELD[k]: "override" for k in overrides}
-        profile = dataclasses.replace(obj.profile, **overrides, **sources)
-        return AdaptedModel(obj.model, profile, obj.executor), None
+        return obj.with_overrides(**overrides), None
     if not isinstance(obj, nn.Module) and hasattr(obj, "model"):
         config = config if config is not None else getattr(obj, "config", None)
         obj = obj.model

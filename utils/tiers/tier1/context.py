@@ -17,12 +17,9 @@ import torch
 from torch import nn
 
 from utils.adapters import AdaptedModel, ModelProfile
-from utils.adapters.losses import lm_loss
-from utils.tiers.report import CheckResult
-from utils.tiers.runner import Check, check
+from utils.checks import Check, CheckResult, CheckSet, Verdict
+from utils.vocabulary import LM_TASKS, LOSS_TASKS  # noqa: F401 - re-exported to the checks
 
-LM_TASKS = ("causal_lm", "masked_lm")
-LOSS_TASKS = ("causal_lm", "masked_lm", "classification")
 DEFAULT_BATCH = 3  # probe batch: small, odd, and different from every default length
 MAX_PROBE_BATCH = 8  # a larger batch_size sets the training shape only, not the probes
 DEFAULT_MAX_T = 16  # probe length cap: long enough to see leaks, short enough to be quick
@@ -98,7 +95,7 @@ class Tier1Context:
 
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss the toolkit uses for this task (shifted for a causal LM)."""
-        return lm_loss(out, labels, self.task, self.profile.output_kind)[0]
+        return self.adapted.loss(out, labels)
 
     def expected_initial_loss(self) -> float:
         """ln(number of classes): the loss of a uniform prediction."""
@@ -144,24 +141,21 @@ class Needs:
     comparable: bool = False  # outputs finite and repeatable in eval mode
 
 
-def tier1_check(check_id: str, title: str, needs: Needs = Needs()
-                ) -> Callable[[Callable[[Tier1Context], CheckResult]], Check]:
-    """`@check` plus what every Tier 1 check needs around it: skips for unmet preconditions,
-    a fixed seed, and the model's train/eval flags restored afterwards whatever happens."""
+def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], CheckResult]
+           ) -> CheckResult:
+    """What every Tier 1 check needs around it: skips for unmet preconditions, a fixed seed,
+    and the model's train/eval flags restored afterwards whatever happens."""
+    unmet = _unmet(ctx, check.needs or Needs())
+    if unmet:
+        return v.skip(unmet[0], advice=unmet[1])
+    torch.manual_seed(ctx.seed)
+    with keep_modes(ctx.adapted):
+        return call()
 
-    def wrap(fn: Callable[[Tier1Context], CheckResult]) -> Check:
-        @functools.wraps(fn)
-        def run(ctx: Tier1Context) -> CheckResult:
-            unmet = _unmet(ctx, needs)
-            if unmet:
-                return CheckResult(check_id, title, "skip", unmet[0], advice=unmet[1])
-            torch.manual_seed(ctx.seed)
-            with keep_modes(ctx.adapted):
-                return fn(ctx)
 
-        return check(check_id, title)(run)
-
-    return wrap
+TIER1_CHECKS = CheckSet("tier1", guard=_guard)
+# @check(id, thresholds=..., needs=Needs(...)) declares a Tier 1 check `fn(ctx, v)`.
+check = TIER1_CHECKS.check
 
 
 def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:

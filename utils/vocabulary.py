@@ -1,0 +1,68 @@
+"""The toolkit's domain vocabulary, spelled once: what a model does, how its padding mask
+reads, what its output holds, the label that is never trained on, and the many names one
+size goes by in configs and constructors.
+
+The types are `Literal`s over plain strings, so profiles, reports and JSON carry the same
+text a user writes (`task="causal_lm"`), and the tuples beside them are what code validates
+and iterates over.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, get_args
+
+from torch import nn
+
+# -- what a model does --------------------------------------------------------------------
+
+Task = Literal["causal_lm", "masked_lm", "classification", "encoder"]
+TASKS: tuple[str, ...] = get_args(Task)
+LM_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm")  # logits over the vocabulary per position
+LOSS_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification")  # trainable with a loss
+
+# -- how a padding mask reads -------------------------------------------------------------
+
+# "keep_one": 1 = attend, 0 = pad (Hugging Face's attention_mask);
+# "pad_true": True = pad (PyTorch's key_padding_mask).
+MaskConvention = Literal["keep_one", "pad_true"]
+MASK_CONVENTIONS: tuple[str, ...] = get_args(MaskConvention)
+# Mask parameter names whose convention is fixed by the ecosystem they come from.
+KEEP_ONE_MASK_NAMES: tuple[str, ...] = ("attention_mask", "input_mask")
+PAD_TRUE_MASK_NAMES: tuple[str, ...] = ("key_padding_mask", "src_key_padding_mask", "padding_mask", "pad_mask")
+
+# -- what the output holds ----------------------------------------------------------------
+
+OutputKind = Literal["logits", "log_probs", "probs"]
+OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
+
+# -- labels -------------------------------------------------------------------------------
+
+IGNORE_INDEX = -100  # a label position no loss is taken on (padding, unmasked MLM tokens)
+
+# -- names of sizes -----------------------------------------------------------------------
+
+# Keys config.json is read under for the two sizes every check needs.
+CONFIG_VOCAB_KEYS: tuple[str, ...] = ("vocab_size", "n_vocab")
+CONFIG_SEQ_LEN_KEYS: tuple[str, ...] = (
+    "max_seq_len",
+    "seq_length",
+    "block_size",
+    "n_positions",
+    "max_position_embeddings",
+)
+# Every name the two sizes go by as a model attribute or a constructor parameter.
+VOCAB_SIZE_NAMES: tuple[str, ...] = ("vocab_size", "n_vocab", "ntoken", "num_tokens")
+SEQ_LEN_NAMES: tuple[str, ...] = CONFIG_SEQ_LEN_KEYS + ("max_len", "context_length", "n_ctx")
+
+# -- names of embedding tables ------------------------------------------------------------
+
+_POSITION_TABLE = re.compile(r"pos|wpe", re.IGNORECASE)
+
+
+def position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
+    """The first nn.Embedding named like a position table (`pos`, `wpe`)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and _POSITION_TABLE.search(name):
+            return name, module
+    return None
