@@ -247,7 +247,7 @@ from IPython.display import display  # noqa: E402
 
 from utils.notebook import require, resolve_data_source, tier1_caveat  # noqa: E402
 from utils.tokenization import AdaptiveTokenizer, AdaptiveTokenizerDataModule, TokenizerValidator  # noqa: E402
-from utils.tokenization.data_module import load_corpus  # noqa: E402
+from utils.tokenization.sources import load_corpus  # noqa: E402
 
 require(globals(), profile="3. Load and adapt", DATA_KIND="2. Parameters")
 if caveat := tier1_caveat(globals()):

@@ -19,16 +19,18 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
+from utils.errors import ToolkitError
+
 MODEL_KINDS = ("example", "gist", "path", "upload")
 DATA_KINDS = ("offline corpus", "file", "upload", "datasets")
 DRIVE_ROOT = Path("/content/drive")
 
 
-class NotebookInputError(ValueError):
+class NotebookInputError(ToolkitError, ValueError):
     """A form field the notebook cannot use; the message names the field and what to put."""
 
 
-class CellOrderError(RuntimeError):
+class CellOrderError(ToolkitError, RuntimeError):
     """A cell ran before the cell that makes what it needs; the message names that cell."""
 
 
