@@ -124,9 +124,7 @@ def test_verbose_shows_the_traceback(capsys):
     assert code == 2 and "Traceback" in err
 
 
-@pytest.mark.parametrize(
-    ("command", "tier"), [("analyze", "Tier 2 (analyze)"), ("train", "Tier 3 (train)")]
-)
+@pytest.mark.parametrize(("command", "tier"), [("train", "Tier 3 (train)")])
 def test_tiers_not_in_this_version(capsys, command, tier):
     code, out, err = run(capsys, command)
     assert code == 2 and out == ""
@@ -231,8 +229,10 @@ def test_check_fails_a_leaky_model_with_exit_1(capsys):
     )
     assert code == 1
     assert "FAIL  causality" in out and out.rstrip().splitlines()[-1].startswith("FAIL:")
-    code, out, err = run(capsys, "run", source, "--task", "causal_lm", "--checks", "causality")
-    assert code == 1 and "Tier 2 (analyze) and Tier 3 (train) are not available" in err
+    code, out, err = run(
+        capsys, "run", source, "--task", "causal_lm", "--checks", "causality", "--analyses", "weight_spectrum"
+    )
+    assert code == 1 and "FAIL  causality" in out and "Tier 3 (train) is not available" in err
 
 
 def test_check_with_an_unknown_check_id(capsys):
@@ -267,7 +267,8 @@ def test_checks_lists_the_catalogue_and_explains_one(capsys):
     code, out, _ = run(capsys, "checks")
     assert code == 0
     assert "causality" in out and "No position sees later tokens" in out
-    assert "tokenizer.id_range" in out and len([line for line in out.splitlines() if line.startswith("  ")]) == 21
+    listed = [line for line in out.splitlines() if line.startswith("  ")]
+    assert "tokenizer.id_range" in out and len(listed) == 27  # 17 Tier 1, 6 Tier 2, 4 tokenizer
     code, out, _ = run(capsys, "checks", "--explain", "label_leakage")
     assert code == 0 and out.startswith("label_leakage: Training on random tokens cannot beat chance")
     assert "Known false alarms:" in out and "How to fix:" in out

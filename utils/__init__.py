@@ -23,6 +23,9 @@ _EXPORTS = {
     "AdaptedModel": "utils.adapters",
     "ModelProfile": "utils.adapters",
     "run_tier1": "utils.tiers.tier1",
+    "run_tier2": "utils.tiers.tier2",
+    "capture_attention": "utils.analysis.attention",
+    "AttentionMap": "utils.analysis.attention",
     "CheckResult": "utils.checks.report",
     "TierReport": "utils.checks.report",
 }

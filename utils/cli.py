@@ -123,6 +123,20 @@ def _add_check_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_analysis_options(parser: argparse.ArgumentParser, time_budget: bool) -> None:
+    group = parser.add_argument_group("analysis options (Tier 2)")
+    group.add_argument("--data", metavar="PATH", help="text to analyse: a file or a folder of .txt files")
+    group.add_argument("--tokenizer", metavar="PATH", help="the model's tokenizer (needed with --data)")
+    group.add_argument(
+        "--analyses",
+        metavar="IDS",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        help="only these analyses, comma-separated (e.g. attribution,weight_spectrum)",
+    )
+    if time_budget:
+        group.add_argument("--time-budget", type=float, metavar="SECONDS", help="time cap for the tier")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; global options are accepted before and after the command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -170,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = command("analyze", _cmd_analyze, "Tier 2: what is the model doing inside?")
     source(analyze)
     _add_tier_options(analyze)
+    _add_analysis_options(analyze, time_budget=True)
     train = command("train", _cmd_train, "Tier 3: how well does it learn, against a baseline?")
     source(train)
     train.add_argument(
@@ -180,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     source(run)
     _add_tier_options(run)
     _add_check_options(run)
+    _add_analysis_options(run, time_budget=False)
     catalogue = command(
         "checks", _cmd_checks, "List every check with its purpose, or explain one."
     )
@@ -295,9 +311,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _catalogue() -> list[tuple[str, list[Any]]]:
     """The checks, grouped as they run: each tier in its order, then the tokenizer's."""
     from utils.tiers.tier1 import CHECKS, TIER1_NAME
+    from utils.tiers.tier2 import ANALYSES, TIER2_NAME
     from utils.tokenization.validator import CHECKS as TOKENIZER_CHECKS
 
-    return [(TIER1_NAME, list(CHECKS)), ("Tokenizer validation", list(TOKENIZER_CHECKS))]
+    return [
+        (TIER1_NAME, list(CHECKS)),
+        (TIER2_NAME, list(ANALYSES)),
+        ("Tokenizer validation", list(TOKENIZER_CHECKS)),
+    ]
 
 
 def format_catalogue(groups: list[tuple[str, list[Any]]]) -> str:
@@ -328,15 +349,46 @@ def _cmd_checks(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    status = _cmd_check(args)
-    log.info("Tier 2 (analyze) and Tier 3 (train) are not available in this version; ran Tier 1.")
-    return status
+    from utils.checks import merge_reports
+    from utils.tiers.tier1 import run_tier1
+    from utils.tiers.tier2 import run_tier2
+
+    loaded = _load(args)
+    tier1 = run_tier1(loaded, **_tier_options(args))
+    tier2 = run_tier2(loaded, **_analysis_options(args))
+    log.info("Tier 3 (train) is not available in this version; ran Tiers 1 and 2.")
+    return _finish(args, merge_reports("Tiers 1 and 2", [tier1, tier2]))
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    raise CommandError(
-        "Tier 2 (analyze) is not available in this version; `tbuilder check` runs Tier 1."
-    )
+    from utils.tiers.tier2 import run_tier2
+
+    return _finish(args, run_tier2(_load(args), **_analysis_options(args)))
+
+
+def _analysis_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Tier 2's options: the model overrides, the analyses, and real text when given."""
+    import torch
+
+    names = ("task", "vocab_size", "max_seq_len", "seed")
+    options: dict[str, Any] = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    options["device"] = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options["progress"] = not args.quiet
+    if args.command == "analyze" and args.time_budget is not None:
+        options["time_budget"] = args.time_budget
+    if args.analyses:
+        options["analyses"] = args.analyses
+    if args.data and not args.tokenizer:
+        raise CommandError(
+            f"--data {args.data} needs --tokenizer PATH (the tokenizer the model was trained with) to "
+            "turn the text into its token ids; without --data, Tier 2 analyses random tokens."
+        )
+    if args.tokenizer:
+        options["tokenizer"] = args.tokenizer
+        options["texts"] = read_texts(args.data) if args.data else paragraphs(default_corpus())
+    log.info("Tier 2 analyses %s.", "your text" if args.data else "the embedded corpus" if args.tokenizer
+             else "seeded random tokens (pass --data and --tokenizer for real text)")
+    return options
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

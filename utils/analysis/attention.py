@@ -1,0 +1,618 @@
+"""Attention capture for any model the adapter accepts, verified, never guessed.
+
+    maps = capture_attention(adapted, input_ids)      # [AttentionMap], one per attention call
+    maps[0].weights                                    # (B, H, T, S) float32 on CPU
+
+One forward runs under a `TorchFunctionMode` that sees every torch call the model makes:
+
+- `nn.MultiheadAttention` (alone, inside `nn.TransformerEncoderLayer`, seq-first or not)
+  reaches `F.multi_head_attention_forward`; the real call runs as the model asked, and a
+  second call with `need_weights=True, average_attn_weights=False` gives per-head weights.
+  The fused fast path is off for the capture (an active mode already disables it; the global
+  switch is turned off too and put back).
+- `F.scaled_dot_product_attention` (nanoGPT, Hugging Face SDPA, the designer's exports) runs
+  as asked; the weights are recomputed from q, k, the mask, `is_causal`, `scale` and grouped
+  query heads.
+- hand-written `softmax(q @ k^T / sqrt(d)) @ v` (and Hugging Face eager attention, which is
+  the same thing): a contraction of two activations is tagged as scores, the tag follows
+  every op that keeps the tensor's shape (scaling, masking, softmax, dropout, casts), and a
+  tagged tensor that was normalised (a softmax, or rows that sum to 1) and is then contracted
+  with another tensor is the attention: its weights are exactly what the model used.
+
+Each map is verified: rows sum to 1, masked entries are 0, and weights x V reproduce the
+attention's output. An attention module inside which nothing could be seen (an external
+fused kernel, a compiled graph) gets a map with `method="unavailable"` and no weights.
+The model's outputs, weights, train/eval flags, hooks and RNG state are left as they were.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from utils.adapters import AdaptedModel, adapt
+from utils.errors import ToolkitError
+from utils.loading import LoadedModel
+
+# An additive bias at or below this is a mask, not a score: -1e4 is the mildest mask constant
+# in common use (the original BERT); no trained model's q.k / sqrt(d) gets near it.
+MASKED_BELOW = -1e4
+# A tagged tensor whose rows sum to 1 within this (and are non-negative) is a probability
+# distribution even without a softmax call (a hand-written exp / sum): rounding each weight
+# to bfloat16 (2^-9 of itself) leaves a row off by under 4e-3.
+ROW_SUM_TOL = 1e-2
+
+UNAVAILABLE_NOTE = (
+    "no attention weights were seen inside this module: it computes attention with a kernel "
+    "capture cannot read (an external fused kernel or a compiled graph), so none are reported"
+)
+
+_MHA_PARAMS = tuple(inspect.signature(F.multi_head_attention_forward).parameters)
+_SDPA_PARAMS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+_SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
+_SCORE_ONLY = {torch.baddbmm, torch.Tensor.baddbmm}  # beta * M + q @ k: scores, never probs @ v
+_CONTRACTIONS = _SCORE_ONLY | {
+    torch.matmul,
+    torch.Tensor.matmul,
+    torch.Tensor.__matmul__,
+    torch.bmm,
+    torch.Tensor.bmm,
+    torch.einsum,
+}
+
+
+class CaptureError(ToolkitError, ValueError):
+    """Capture was asked for something this model's attention does not allow."""
+
+
+@dataclass
+class AttentionMap:
+    """One attention call: where (`module`, `layer` = order of execution), the weights
+    (B, H, T, S) float32 on CPU, how they were obtained (`method`) and how well they check
+    out (`max_error`, the largest of `errors`: row sums, masked entries, output)."""
+
+    module: str
+    layer: int
+    weights: torch.Tensor | None
+    method: str
+    max_error: float | None
+    errors: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.weights is not None
+
+    @property
+    def num_heads(self) -> int:
+        return 0 if self.weights is None else int(self.weights.shape[1])
+
+    def __repr__(self) -> str:
+        shape = tuple(self.weights.shape) if self.weights is not None else None
+        err = "n/a" if self.max_error is None else f"{self.max_error:.2e}"
+        return (
+            f"AttentionMap(module={self.module!r}, layer={self.layer}, weights={shape}, "
+            f"method={self.method!r}, max_error={err})"
+        )
+
+
+def capture_attention(
+    adapted: AdaptedModel | nn.Module | LoadedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> list[AttentionMap]:
+    """Every attention map of one eval-mode forward on `input_ids` (B, T) (`attention_mask`
+    (B, T), 1 = keep), in execution order, followed by an unavailable map for each attention
+    module nothing was seen in. A plain module or a loaded model is adapted first."""
+    maps, _ = run_with_capture(adapted, input_ids, attention_mask)
+    return maps
+
+
+def run_with_capture(
+    adapted: AdaptedModel | nn.Module | LoadedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    ablate: Mapping[int, Sequence[int]] | None = None,
+    measure: bool = True,
+) -> tuple[list[AttentionMap], torch.Tensor]:
+    """The maps and the logits of one forward; `ablate` ({layer: [heads]}) zeroes those
+    heads' outputs (before the output projection) in the calls numbered `layer`;
+    `measure=False` skips recomputing and verifying the maps (then none are returned)."""
+    adapted = _adapted(adapted)
+    ids, mask = _checked_inputs(adapted, input_ids, attention_mask)
+    ablate = {int(k): set(v) for k, v in (ablate or {}).items()}
+    mode = _AttentionMode(int(ids.shape[0]), ablate, measure)
+    with _untouched(adapted.model), _module_stack(adapted.model, mode.stack), mode:
+        logits = adapted(ids, mask)
+    missed = sorted(set(mode.ablate) - mode.ablated)
+    if missed:
+        raise CaptureError(
+            f"could not zero the heads of attention call(s) {missed} (of {mode.calls} "
+            f"seen): {', '.join(mode.unablated) or 'no such call'} keeps heads in an output "
+            "layout capture cannot split; ablation needs (B, H, T, d)-shaped head outputs"
+        )
+    if not measure:
+        return [], logits
+    return mode.maps + _unavailable(adapted, mode.maps), logits
+
+
+def run_with_heads_ablated(
+    adapted: AdaptedModel | nn.Module | LoadedModel,
+    input_ids: torch.Tensor,
+    heads: Mapping[int, Sequence[int]],
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits (eval mode) with the given heads' outputs zeroed: {layer: [head, ...]}, layers
+    numbered as `capture_attention` numbers them."""
+    return run_with_capture(adapted, input_ids, attention_mask, ablate=heads, measure=False)[1]
+
+
+def _adapted(obj: Any) -> AdaptedModel:
+    """An AdaptedModel as it is; an nn.Module or a loaded model (`.model`, `.config`) adapted."""
+    if isinstance(obj, AdaptedModel):
+        return obj
+    if not isinstance(obj, nn.Module) and isinstance(getattr(obj, "model", None), nn.Module):
+        return adapt(obj.model, getattr(obj, "config", None))
+    return adapt(obj)
+
+
+# -- keeping the model as it was --------------------------------------------------------------
+
+
+def _checked_inputs(
+    adapted: AdaptedModel, input_ids: Any, attention_mask: Any
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids)
+        raise CaptureError(f"capture_attention(input_ids=...): give a (B, T) tensor of token ids; got {got}")
+    if attention_mask is not None and (
+        not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape
+    ):
+        got = getattr(attention_mask, "shape", type(attention_mask))
+        raise CaptureError(
+            f"capture_attention(attention_mask=...): give a (B, T) tensor shaped "
+            f"like input_ids {tuple(input_ids.shape)} (1 = keep); got {got}"
+        )
+    device = next((t.device for t in adapted.model.parameters()), input_ids.device)
+    mask = None if attention_mask is None else attention_mask.to(device)
+    return input_ids.to(device), mask
+
+
+@contextmanager
+def _untouched(model: nn.Module) -> Iterator[None]:
+    """Eval mode, no autograd, no fused MHA fast path and a forked RNG for the capture; every
+    module's train/eval flag and the fast-path switch are put back afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    devices = [d.index or 0 for d in {p.device for p in model.parameters()} if d.type == "cuda"]
+    model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextmanager
+def _module_stack(model: nn.Module, stack: list[str]) -> Iterator[None]:
+    """Keep `stack` holding the qualified names of the modules running right now, so each
+    attention call is attributed to the innermost one. The hooks are removed afterwards."""
+    root = type(model).__name__
+    handles = []
+    for name, module in model.named_modules():
+        label = name or root
+
+        def push(_m: nn.Module, _args: Any, label: str = label) -> None:
+            stack.append(label)
+
+        def pop(_m: nn.Module, _args: Any, _out: Any) -> None:
+            stack.pop()
+
+        handles.append(module.register_forward_pre_hook(push))
+        handles.append(module.register_forward_hook(pop, always_call=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _unavailable(adapted: AdaptedModel, maps: list[AttentionMap]) -> list[AttentionMap]:
+    """The adapter's attention modules with no map inside them."""
+    seen = [m.module for m in maps]
+    return [
+        AttentionMap(name, -1, None, "unavailable", None, note=UNAVAILABLE_NOTE)
+        for name in adapted.profile.attention_modules
+        if not any(s == name or s.startswith(name + ".") for s in seen)
+    ]
+
+
+# -- the mode ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scores:
+    """A tensor derived from a contraction of two activations; `logits` is the softmax input
+    when the chain went through one (for the masked-entry check), `normalised` whether it did."""
+
+    logits: torch.Tensor | None = None
+    normalised: bool = False
+
+
+class _AttentionMode(TorchFunctionMode):
+    """Sees every torch call of the forward; records attention maps, optionally ablating."""
+
+    def __init__(self, batch: int, ablate: dict[int, set[int]], measure: bool = True):
+        super().__init__()
+        self.batch = batch
+        self.ablate = ablate
+        self.measure = measure  # False: only number the calls and zero the asked heads
+        self.calls = 0
+        self.stack: list[str] = []
+        self.maps: list[AttentionMap] = []
+        self._tags: dict[int, tuple[weakref.ref, _Scores]] = {}
+        self._causal_masks: dict[tuple[int, int, str], torch.Tensor] = {}
+        self.ablated: set[int] = set()  # layers whose heads were zeroed as asked
+        self.unablated: list[str] = []  # modules whose output layout hides the heads
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.multi_head_attention_forward:
+            return self._mha(args, kwargs)
+        if func is F.scaled_dot_product_attention:
+            return self._sdpa(args, kwargs)
+        out = func(*args, **kwargs)
+        if func in _CONTRACTIONS:
+            return self._contraction(func, args, out)
+        if self._tags and isinstance(out, torch.Tensor):
+            self._propagate(func, args, kwargs, out)
+        return out
+
+    # -- bookkeeping --
+
+    @property
+    def _where(self) -> str:
+        return self.stack[-1] if self.stack else "(functional)"
+
+    def _begin(self) -> tuple[int, set[int]]:
+        """Number this attention call (execution order) and say which heads to zero in it."""
+        layer = self.calls
+        self.calls += 1
+        return layer, self.ablate.get(layer, set())
+
+    def _tag(self, t: torch.Tensor, scores: _Scores) -> None:
+        key = id(t)
+        self._tags[key] = (weakref.ref(t, lambda _r, k=key: self._tags.pop(k, None)), scores)
+
+    def _tag_of(self, t: Any) -> _Scores | None:
+        if not isinstance(t, torch.Tensor):
+            return None
+        entry = self._tags.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def _record(self, layer: int, method: str, weights: torch.Tensor, errors: dict[str, float], note: str = "") -> None:
+        finite = [e for e in errors.values() if e is not None]
+        self.maps.append(
+            AttentionMap(
+                module=self._where,
+                layer=layer,
+                weights=weights.detach().to("cpu", torch.float32).contiguous(),
+                method=method,
+                max_error=max(finite) if finite else None,
+                errors=errors,
+                note=note,
+            )
+        )
+
+    def _causal(self, L: int, S: int, device: torch.device) -> torch.Tensor:
+        """(L, S) True above the diagonal, as SDPA's is_causal masks (top-left aligned)."""
+        key = (L, S, str(device))
+        if key not in self._causal_masks:
+            ones = torch.ones(L, S, dtype=torch.bool, device=device)
+            self._causal_masks[key] = ~ones.tril()
+        return self._causal_masks[key]
+
+    def _ablated_output(self, layer: int, out: torch.Tensor, zeroed: torch.Tensor | None) -> torch.Tensor:
+        """The output with the asked heads zeroed, or, where its layout hides the heads, the
+        output as it was and a note (run_with_capture then refuses to return a result)."""
+        if zeroed is None:
+            self.unablated.append(self._where)
+            return out
+        self.ablated.add(layer)
+        return zeroed
+
+    # -- hand-written attention --
+
+    def _propagate(self, func, args, kwargs, out: torch.Tensor) -> None:
+        """A shape-keeping op on a tagged tensor gives a tagged tensor; a softmax marks it
+        normalised and keeps its input as the logits. Any axis counts: a softmax over the
+        wrong one is still the model's attention, and the row check then shows the bug."""
+        for a in _tensors(args, kwargs):
+            tag = self._tag_of(a)
+            if tag is None:
+                continue
+            if out.numel() == a.numel() and out.dim() >= 2 and out.shape[-1] == a.shape[-1]:
+                if func in _SOFTMAX:
+                    tag = _Scores(logits=a, normalised=True)
+                if out is not a:
+                    self._tag(out, tag)
+            return
+
+    def _contraction(self, func, args, out: Any) -> Any:
+        operands = _operands(func, args)
+        if operands is None or not isinstance(out, torch.Tensor):
+            return out
+        a, b = operands
+        tag = self._tag_of(a)
+        if tag is not None and func not in _SCORE_ONLY and (tag.normalised or _row_stochastic(a)):
+            return self._confirmed(func, args, a, b, out, tag)
+        if not (_is_weight(a) or _is_weight(b)) and a.dim() >= 2 and b.dim() >= 2 and out.dim() >= 2:
+            self._tag(out, _Scores())
+        return out
+
+    def _confirmed(
+        self, func, args, probs: torch.Tensor, v: torch.Tensor, out: torch.Tensor, tag: _Scores
+    ) -> torch.Tensor:
+        """`probs @ v` of a tagged, normalised tensor: a hand-written attention call."""
+        w = _to_bhts(probs, self.batch)
+        if w is None:
+            return out
+        layer, heads = self._begin()
+        if self.measure:
+            masked = None
+            if tag.logits is not None and tag.logits.shape == probs.shape:
+                masked = _to_bhts(tag.logits <= MASKED_BELOW, self.batch)
+            rebuilt = (
+                torch.einsum(args[0], probs.float(), v.float())
+                if func is torch.einsum
+                else func(probs.float(), v.float())
+            )
+            self._record(layer, "softmax", w, _verify(w, masked, rebuilt, out.float()))
+        if not heads:
+            return out
+        zeroed = _zero_heads(out, self.batch, w.shape[1], heads) if out.shape[:-1] == probs.shape[:-1] else None
+        return self._ablated_output(layer, out, zeroed)
+
+    # -- F.scaled_dot_product_attention --
+
+    def _sdpa(self, args, kwargs) -> torch.Tensor:
+        out = F.scaled_dot_product_attention(*args, **kwargs)
+        layer, heads = self._begin()
+        if self.measure:
+            self._measure_sdpa(layer, dict(zip(_SDPA_PARAMS, args)) | kwargs, out)
+        if not heads:
+            return out
+        n_heads = out.shape[-3] if out.dim() >= 4 else out.shape[0] // self.batch
+        return self._ablated_output(layer, out, _zero_heads(out, self.batch, n_heads, heads))
+
+    def _measure_sdpa(self, layer: int, p: dict[str, Any], out: torch.Tensor) -> None:
+        """Recompute SDPA's weights as it computes them, verify and record them."""
+        q, k, v = p["query"], p["key"], p["value"]
+        k, v = _repeat_kv(q, k), _repeat_kv(q, v)
+        scale = p.get("scale") or 1.0 / math.sqrt(q.shape[-1])
+        scores = (q.float() @ k.float().transpose(-2, -1)) * scale  # (..., L, S)
+        L, S = scores.shape[-2:]
+        mask = p.get("attn_mask")
+        hard = self._causal(L, S, q.device) if p.get("is_causal") else None  # (L, S)
+        masked = hard
+        if mask is not None and mask.dtype == torch.bool:
+            hard = masked = ~mask if hard is None else hard | ~mask
+        elif mask is not None:
+            scores = scores + mask.float()
+            soft = mask <= MASKED_BELOW
+            masked = soft if masked is None else masked | soft
+        if hard is not None:
+            scores.masked_fill_(hard, -math.inf)
+        probs = torch.softmax(scores, dim=-1)
+        if masked is not None and bool(masked.all(-1).any()):
+            probs = probs.nan_to_num(0.0)  # a row with every key masked attends nowhere
+        note = ""
+        if p.get("dropout_p", 0.0):
+            note = (
+                f"dropout_p={p['dropout_p']} in eval mode: the output is random, so the "
+                "weights are the distribution before dropout and the output is not compared"
+            )
+        if probs.dim() == 4 and probs.shape[0] == self.batch:
+            w = probs  # masks broadcast against it as they are
+        else:
+            w = _to_bhts(probs, self.batch)
+            masked = None if masked is None else _to_bhts(masked.expand(probs.shape), self.batch)
+        if w is not None:
+            errors = _verify(w, masked, None if note else probs @ v.float(), out.float())
+            self._record(layer, "sdpa", w, errors, note)
+
+    # -- nn.MultiheadAttention --
+
+    def _mha(self, args, kwargs) -> Any:
+        out = F.multi_head_attention_forward(*args, **kwargs)
+        layer, heads = self._begin()
+        if not (self.measure or heads):
+            return out
+        p = dict(zip(_MHA_PARAMS, args)) | kwargs
+        side = p | {"need_weights": True, "average_attn_weights": False}
+        _, weights = F.multi_head_attention_forward(**side)  # (N, H, L, S) or (H, L, S)
+        batched = p["query"].dim() == 3
+        w = weights if batched else weights.unsqueeze(0)
+        heads_out = _mha_heads(p, w, batched)  # (N, H, L, d)
+        actual = out[0] if batched else out[0].unsqueeze(1)  # (L, N, E)
+        if self.measure:
+            note = ""
+            if p.get("training") and p.get("dropout_p", 0.0):
+                note = "dropout in training mode: the output is random and is not compared"
+            rebuilt = None if note else _mha_project(p, heads_out)
+            errors = _verify(w.float(), _mha_masked(p, w), rebuilt, actual.float(), projected=True)
+            self._record(layer, "mha", w, errors, note)
+        if not heads:
+            return out
+        only = torch.zeros_like(heads_out)  # what the zeroed heads add, taken away exactly
+        only[:, sorted(heads)] = heads_out[:, sorted(heads)]
+        ablated = (actual.float() - _mha_project(p, only, bias=False)).to(actual.dtype)
+        self.ablated.add(layer)
+        return (ablated if batched else ablated.squeeze(1)), out[1]
+
+
+# -- pieces of the mode ------------------------------------------------------------------------
+
+
+def _tensors(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Iterator[torch.Tensor]:
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            yield from (x for x in a if isinstance(x, torch.Tensor))
+
+
+def _operands(func, args: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (left, right) operands of a two-tensor contraction; for einsum only when the left
+    operand's last index is the one summed over (the `probs @ v` shape)."""
+    if func in _SCORE_ONLY:
+        return (args[1], args[2]) if len(args) >= 3 else None
+    if func is torch.einsum:
+        ops = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+        if not isinstance(args[0], str) or len(ops) != 2 or "->" not in args[0]:
+            return None
+        inputs, output = args[0].replace(" ", "").split("->")
+        left = inputs.split(",")[0]
+        if not left or left[-1] in output:
+            return None
+        a, b = ops
+    else:
+        if len(args) < 2:
+            return None
+        a, b = args[0], args[1]
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.is_floating_point():
+        return a, b
+    return None
+
+
+def _is_weight(t: torch.Tensor) -> bool:
+    """A parameter or a view of one (`W.t()`): `x @ W` is a projection, not attention."""
+    return isinstance(t, nn.Parameter) or isinstance(getattr(t, "_base", None), nn.Parameter)
+
+
+def _row_stochastic(t: torch.Tensor) -> bool:
+    if t.dim() < 2 or t.shape[-1] < 1 or not t.is_floating_point():
+        return False
+    x = t.float()
+    return bool((x >= 0).all() and ((x.sum(-1) - 1).abs() <= ROW_SUM_TOL).all())
+
+
+def _to_bhts(t: torch.Tensor, batch: int) -> torch.Tensor | None:
+    """(B, H, T, S) view of weights whose leading axes are batch and heads in any grouping:
+    (B, H, T, S), (B * H, T, S), (T, S) for one row, (B, G, H, T, S)."""
+    if t.dim() < 2 or t.numel() % (batch * t.shape[-2] * t.shape[-1]):
+        return None
+    if t.dim() >= 3 and t.shape[0] not in (batch,) and t.shape[0] % batch:
+        return None
+    return t.reshape(batch, -1, t.shape[-2], t.shape[-1])
+
+
+def _zero_heads(out: torch.Tensor, batch: int, n_heads: int, heads: set[int]) -> torch.Tensor | None:
+    """A copy of per-head outputs (B, H, T, d) or (B * H, T, d) with `heads` set to 0."""
+    if out.dim() >= 4 and out.shape[-3] == n_heads:
+        out = out.clone()
+        out[..., sorted(heads), :, :] = 0
+        return out
+    if out.dim() == 3 and out.shape[0] == batch * n_heads:
+        out = out.contiguous().clone()
+        out.view(batch, n_heads, -1)[:, sorted(heads)] = 0
+        return out
+    return None
+
+
+def _repeat_kv(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """Grouped-query attention: each key/value head serves H_q / H_kv query heads."""
+    if q.dim() < 3 or kv.dim() < 3 or q.shape[-3] == kv.shape[-3]:
+        return kv
+    return kv.repeat_interleave(q.shape[-3] // kv.shape[-3], dim=-3)
+
+
+def _verify(
+    w: torch.Tensor,
+    masked: torch.Tensor | None,
+    rebuilt: torch.Tensor | None,
+    actual: torch.Tensor,
+    projected: bool = False,
+) -> dict[str, float]:
+    """Rows sum to 1 (rows with a key left), masked entries are 0, and weights x V gives the
+    output (relative to its largest value), each as the largest error seen."""
+    w = w.float()
+    errors: dict[str, float] = {}
+    row_err = (w.sum(-1, keepdim=True) - 1).abs()
+    if masked is not None and bool(masked.any()):
+        full = masked.all(-1, keepdim=True)  # a row with every key masked has no right answer
+        errors["masked"] = float(w.masked_fill(~(masked & ~full), 0).abs().amax())
+        row_err = row_err.masked_fill(full, 0)
+    elif masked is not None:
+        errors["masked"] = 0.0
+    errors["row_sum"] = float(row_err.amax()) if row_err.numel() else 0.0
+    if rebuilt is not None:
+        diff = (rebuilt - actual).abs()
+        ok = torch.isfinite(diff)
+        if not bool(ok.all()):
+            diff, actual = diff[ok], actual[ok]
+        scale = float(actual.abs().amax()) if actual.numel() else 0.0
+        worst = float(diff.amax()) if diff.numel() else 0.0
+        errors["output_projected" if projected else "output"] = worst / max(scale, 1e-6)
+    return errors
+
+
+def _mha_heads(p: Mapping[str, Any], w: torch.Tensor, batched: bool) -> torch.Tensor:
+    """Per-head outputs weights x V (N, H, L, d), V rebuilt as F.multi_head_attention_forward
+    builds it (separate or packed projection, bias_v, static_v, add_zero_attn)."""
+    E, H = p["embed_dim_to_check"], p["num_heads"]
+    d = E // H
+    value = p["value"] if batched else p["value"].unsqueeze(1)  # (S, N, E)
+    N = value.shape[1]
+    bias = p.get("in_proj_bias")
+    bv = bias[2 * E :] if bias is not None else None
+    if p.get("static_v") is not None:
+        vh = p["static_v"]  # (N * H, S, d)
+    else:
+        wv = p["v_proj_weight"] if p.get("use_separate_proj_weight") else p["in_proj_weight"][2 * E :]
+        v = F.linear(value, wv, bv)  # (S, N, E)
+        if p.get("bias_v") is not None:
+            v = torch.cat([v, p["bias_v"].repeat(1, N, 1)])
+        vh = v.reshape(v.shape[0], N * H, d).transpose(0, 1)  # (N * H, S, d)
+    if p.get("add_zero_attn"):
+        vh = torch.cat([vh, vh.new_zeros(N * H, 1, d)], dim=1)
+    vh = vh.reshape(N, H, vh.shape[1], d)
+    return w.float() @ vh.float()  # (N, H, L, d)
+
+
+def _mha_project(p: Mapping[str, Any], heads: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    """(N, H, L, d) per-head outputs -> (L, N, E) through the output projection."""
+    N, H, L, d = heads.shape
+    concat = heads.permute(2, 0, 1, 3).reshape(L, N, H * d)
+    bias = p.get("out_proj_bias") if bias else None
+    return F.linear(concat, p["out_proj_weight"].float(), None if bias is None else bias.float())
+
+
+def _mha_masked(p: Mapping[str, Any], w: torch.Tensor) -> torch.Tensor:
+    """(N, H, L, S) True where MHA's masks forbid a key; extra key columns (bias_k,
+    add_zero_attn) are never masked."""
+    N, H, L, S = w.shape
+    masked = torch.zeros(N, H, L, S, dtype=torch.bool, device=w.device)
+    mask, kpm = p.get("attn_mask"), p.get("key_padding_mask")
+    if mask is not None:
+        m = mask if mask.dtype == torch.bool else mask <= MASKED_BELOW
+        m = m.reshape(N, H, L, -1) if m.dim() == 3 else m.reshape(1, 1, L, -1)
+        masked[..., : m.shape[-1]] |= m
+    if kpm is not None:
+        k = kpm if kpm.dtype == torch.bool else kpm <= MASKED_BELOW
+        k = k.reshape(N, 1, 1, -1)
+        masked[..., : k.shape[-1]] |= k
+    return masked
