@@ -27,7 +27,9 @@
 # | 3. Load and adapt | which class was built and how; how to call it, and where each fact came from |
 # | 4. Tier 1 | is the model correct and trainable? |
 # | 5. Tokenizer and data | which tokenizer fits the vocabulary, why, and does it fit the model? |
-# | 6. Training | does the loss fall, and what does the model write? |
+# | 6. Tier 2 | what does the untrained model do inside? |
+# | 7. Training | does the loss fall, and what does the model write? |
+# | 8. Tier 2 again | what did training change inside (heads that specialised, rank)? |
 
 # %% [markdown]
 # ## 1. Set-up
@@ -172,14 +174,17 @@ QUICK_MODE = QUICK_MODE or os.environ.get("TBUILDER_NOTEBOOK_QUICK") == "1"
 DEVICE = "cuda" if HAS_GPU else "cpu"
 if QUICK_MODE:
     TRAIN_STEPS, SEQ_LEN, BATCH_SIZE, SEARCH_TRIALS = min(TRAIN_STEPS, 30), min(SEQ_LEN, 32), 8, min(SEARCH_TRIALS, 2)
-    MAX_TEXTS, TIER1_SECONDS = 400, 15
+    MAX_TEXTS, TIER1_SECONDS, TIER2_SECONDS, EVAL_BATCHES = 400, 15, 20, 2
+    TIER2_ANALYSES, EXPORT_FORMATS = ["attention_patterns", "representation_health"], []
     print("QUICK_MODE: tiny budgets, a smoke test of the whole notebook; the numbers mean little")
 elif not HAS_GPU:
     TRAIN_STEPS, SEQ_LEN, SEARCH_TRIALS = min(TRAIN_STEPS, 300), min(SEQ_LEN, 128), min(SEARCH_TRIALS, 4)
-    MAX_TEXTS, TIER1_SECONDS = 5000, 60
+    MAX_TEXTS, TIER1_SECONDS, TIER2_SECONDS, EVAL_BATCHES = 5000, 60, 120, 10
+    TIER2_ANALYSES, EXPORT_FORMATS = None, ["torch.export", "onnx"]
     print("no GPU: budgets capped for a CPU (at most 300 steps of 128 tokens, 4 search trials)")
 else:
-    MAX_TEXTS, TIER1_SECONDS = None, 60
+    MAX_TEXTS, TIER1_SECONDS, TIER2_SECONDS, EVAL_BATCHES = None, 60, 240, 20
+    TIER2_ANALYSES, EXPORT_FORMATS = None, ["torch.export", "onnx"]
 OUT = output_folder(OUTPUT_DIR, on_drive=SAVE_TO_DRIVE)
 WORK = Path(tempfile.mkdtemp(prefix="tbuilder-"))  # uploads and unpacked zips
 print(f"{TRAIN_STEPS} steps of {BATCH_SIZE} x {SEQ_LEN} tokens on {DEVICE}, {SEARCH_TRIALS} search trials, "
@@ -271,7 +276,28 @@ data.setup()
 print(f"{len(data.train_dataloader())} training batches of {BATCH_SIZE} x {seq_len} tokens ({task})")
 
 # %% [markdown]
-# ## 6. Training
+# ## 6. Tier 2 on the untrained model
+# What the model does inside before any training: each attention head's pattern, which
+# input tokens its predictions rest on, how perturbations move them, the health of its
+# representations layer by layer and the spectra of its weights. At initialisation this
+# describes random weights; section 8 shows what training changed.
+
+# %%
+from IPython.display import display  # noqa: E402
+
+from utils import run_tier2  # noqa: E402
+from utils.notebook import require, tier1_caveat  # noqa: E402
+
+require(globals(), adapted="3. Load and adapt", tokenizer="5. Tokenizer and data", texts="5. Tokenizer and data")
+if caveat := tier1_caveat(globals()):
+    print(caveat)
+tier2_untrained = run_tier2(adapted, tokenizer=tokenizer, texts=texts[:200], device=DEVICE,
+                            time_budget=TIER2_SECONDS, analyses=TIER2_ANALYSES)
+tier2_untrained.save(OUT / "tier2_untrained")
+display(tier2_untrained)
+
+# %% [markdown]
+# ## 7. Training
 # A real Lightning Trainer with AdamW, warmup and cosine decay; the plot follows the
 # training and validation loss as they come. The loss should fall from about ln(vocabulary
 # size) at the start. Then a few samples from the trained model.
@@ -292,7 +318,7 @@ module = UniversalModelAdapter(adapted, learning_rate=1e-3, warmup_steps=min(100
                                max_steps=TRAIN_STEPS, task=task)
 loss_plot = live_loss_plot(every_n_steps=max(5, TRAIN_STEPS // 40))
 trainer = pl.Trainer(max_steps=TRAIN_STEPS, accelerator="auto", logger=False, enable_checkpointing=False,
-                     limit_val_batches=2 if QUICK_MODE else 16, val_check_interval=max(1, TRAIN_STEPS // 5),
+                     limit_val_batches=EVAL_BATCHES, val_check_interval=max(1, TRAIN_STEPS // 5),
                      check_val_every_n_epoch=None,
                      enable_model_summary=False, callbacks=[loss_plot], default_root_dir=str(OUT))
 trainer.fit(module, datamodule=data)
@@ -308,3 +334,21 @@ if task == "causal_lm":
         out = module.generate(prompt, max_new_tokens=40, temperature=0.8, top_k=50,
                               generator=torch.Generator(device=module.device).manual_seed(0))
         print(repr(tokenizer.decode(out[0].tolist(), skip_special_tokens=True)))
+
+# %% [markdown]
+# ## 8. Tier 2 on the trained model: what changed
+# The same analyses on the trained weights, then the difference: heads that took on a
+# pattern (previous token, induction, ...) and how each layer's effective rank moved.
+
+# %%
+from IPython.display import display  # noqa: E402
+
+from utils import run_tier2  # noqa: E402
+from utils.notebook import require, tier2_changes  # noqa: E402
+
+require(globals(), trainer="7. Training", tier2_untrained="6. Tier 2 on the untrained model")
+tier2_trained = run_tier2(adapted, tokenizer=tokenizer, texts=texts[:200], device=DEVICE,
+                          time_budget=TIER2_SECONDS, analyses=TIER2_ANALYSES)
+tier2_trained.save(OUT / "tier2_trained")
+display(tier2_trained)
+print("\n".join(tier2_changes(tier2_untrained, tier2_trained)))

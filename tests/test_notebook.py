@@ -72,4 +72,6 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert "QUICK_MODE: tiny budgets" in outputs
     assert "GPTMini: task causal_lm" in outputs
     assert "tokenizer: " in outputs and "after 30 steps" in outputs
-    assert (tmp_path / "tbuilder_results" / "tier1" / "report.json").exists()
+    assert "heads: " in outputs and "rank" in outputs  # what training changed inside
+    for report in ("tier1", "tier2_untrained", "tier2_trained"):
+        assert (tmp_path / "tbuilder_results" / report / "report.json").exists(), report
