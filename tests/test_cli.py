@@ -124,23 +124,16 @@ def test_verbose_shows_the_traceback(capsys):
     assert code == 2 and "Traceback" in err
 
 
-@pytest.mark.parametrize(("command", "tier"), [("train", "Tier 3 (train)")])
-def test_tiers_not_in_this_version(capsys, command, tier):
-    code, out, err = run(capsys, command)
-    assert code == 2 and out == ""
-    assert f"error: {tier} is not available in this version" in err
-
-
 def test_no_command_prints_help(capsys):
     code, _, err = run(capsys)
     assert code == 2 and "usage: tbuilder" in err and "tokenizer" in err
 
 
 def test_bad_option_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["check", "--task", "translation"])
-    assert exit_.value.code == 2
-    assert "invalid choice: 'translation'" in capsys.readouterr().err
+    code, _, err = run(capsys, "check", "--task", "translation")
+    assert code == 2
+    assert err.startswith("error: tbuilder check: argument --task: invalid choice: 'translation'")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_read_texts(tmp_path):
@@ -232,7 +225,7 @@ def test_check_fails_a_leaky_model_with_exit_1(capsys):
     code, out, err = run(
         capsys, "run", source, "--task", "causal_lm", "--checks", "causality", "--analyses", "weight_spectrum"
     )
-    assert code == 1 and "FAIL  causality" in out and "Tier 3 (train) is not available" in err
+    assert code == 1 and "FAIL  causality" in out and "Tier 3 (train) not run: Tier 1 failed" in err
 
 
 def test_check_with_an_unknown_check_id(capsys):
@@ -258,9 +251,15 @@ def test_python_dash_m_utils_help():
 def test_version(capsys):
     from utils import __version__
 
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
-    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"tbuilder {__version__}"
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"tbuilder {__version__}"
+
+
+@pytest.mark.parametrize(("flags", "message"), [(["--steps", "0"], "--steps 0"),
+                                                (["--search", "-1"], "--search -1")])
+def test_train_refuses_bad_numbers_before_training(capsys, tmp_path, flags, message):
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), *flags)
+    assert code == 2 and f"error: {message}" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_checks_lists_the_catalogue_and_explains_one(capsys):
@@ -268,7 +267,8 @@ def test_checks_lists_the_catalogue_and_explains_one(capsys):
     assert code == 0
     assert "causality" in out and "No position sees later tokens" in out
     listed = [line for line in out.splitlines() if line.startswith("  ")]
-    assert "tokenizer.id_range" in out and len(listed) == 27  # 17 Tier 1, 6 Tier 2, 4 tokenizer
+    assert "tokenizer.id_range" in out and len(listed) == 33  # 17 Tier 1, 6 Tier 2, 6 Tier 3, 4 tokenizer
+    assert "baseline_comparison" in out and "attention_patterns" in out
     code, out, _ = run(capsys, "checks", "--explain", "label_leakage")
     assert code == 0 and out.startswith("label_leakage: Training on random tokens cannot beat chance")
     assert "Known false alarms:" in out and "How to fix:" in out

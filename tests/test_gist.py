@@ -210,7 +210,7 @@ def test_fetching_does_not_run_the_code(github, tmp_path):
 
 
 def test_gists_can_be_turned_off(github, tmp_path):
-    with pytest.raises(LoadError, match=r"gist sources are turned off here \(allow_gist=False\)"):
+    with pytest.raises(LoadError, match=r"gist sources are turned off here \(allow_gist=False, tbuilder --no-gist\)"):
         load_model(f"gist:{GIST_ID}", allow_gist=False, cache_dir=tmp_path)
     assert github.requests == []
 

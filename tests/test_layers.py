@@ -9,7 +9,7 @@ from pathlib import Path
 
 UTILS = Path(__file__).resolve().parents[1] / "utils"
 LAYERS = {
-    "errors": 0, "vocabulary": 0, "checks": 0, "_io": 0,
+    "errors": 0, "vocabulary": 0, "checks": 0, "_io": 0, "_frames": 0,
     "loading": 1, "examples": 1,
     "adapters": 2,
     "tokenization": 3, "tiers": 3, "analysis": 3, "training": 3,

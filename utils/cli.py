@@ -1,7 +1,9 @@
 """`tbuilder` (also `python -m utils`): the toolkit's engine from a shell.
 
 Exit status: 0 when done, 1 when a check failed, 2 for bad input or a tier this version
-does not have. Errors are one line on stderr; `-v` adds the traceback.
+does not have, 130 when interrupted (Ctrl-C). Errors are one line on stderr; `-v` adds the
+traceback. Each command imports what it needs when it runs, so a bad argument is answered
+before torch, transformers or Lightning load.
 """
 
 from __future__ import annotations
@@ -9,19 +11,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from utils._io import atomic_write_text
-from utils.errors import CommandError, ToolkitError
+from utils._io import atomic_write_text, writable_folder, writable_target
+from utils.errors import CommandError, OptionError, ToolkitError
 from utils.examples import DEFAULT_EXAMPLE, default_corpus, list_examples
+from utils.tokenization.limits import LIMITS_HELP, MIN_VOCAB_SIZE
 from utils.vocabulary import TASKS
 
 log = logging.getLogger("utils.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_SOURCE = f"example:{DEFAULT_EXAMPLE}"
 
 _DESCRIPTION = """\
@@ -39,7 +44,48 @@ examples:
   tbuilder tokenizer --vocab-size 8000 --data corpus.txt --out tok
 
 embedded examples: {examples}
-exit status: 0 done, 1 a check failed, 2 bad input or tier not available"""
+exit status: 0 done, 1 a check failed, 2 bad input or tier not available, 130 interrupted
+
+Loading a model runs its code (model.py, or a gist's files); --no-gist refuses gists."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the toolkit's one line (no usage block above it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _whole(lowest: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= `lowest`, refused with the flag's name."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give {lowest} or more")
+        return value
+
+    return parse
+
+
+def _device_name(text: str) -> str:
+    """An argparse type: cpu, cuda or cuda:N (whether that device exists is checked later)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu, cuda or cuda:N")
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -79,6 +125,13 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         help="write the result (JSON, Markdown, figures) into DIR",
     )
     group.add_argument(
+        "--no-gist",
+        action="store_true",
+        default=default(False),
+        help="refuse gist sources (loading a model runs its code; this keeps code from the "
+        "internet out)",
+    )
+    group.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -97,14 +150,17 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
 def _add_tier_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options (override what is inferred)")
     group.add_argument("--task", choices=TASKS, help="what the model does")
-    group.add_argument("--vocab-size", type=int, metavar="N", help="vocabulary size")
-    group.add_argument("--max-seq-len", type=int, metavar="N", help="longest input")
+    group.add_argument("--vocab-size", type=_whole(2), metavar="N",
+                       help="vocabulary size (2 or more; at most the model's embedding rows)")
+    group.add_argument("--max-seq-len", type=_whole(1), metavar="N",
+                       help="longest input (at most the model's position table)")
     group.add_argument(
         "--device",
         metavar="DEV",
-        help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)",
+        type=_device_name,
+        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)",
     )
-    group.add_argument("--seed", type=int, metavar="N", help="random seed")
+    group.add_argument("--seed", type=_whole(0), metavar="N", help="random seed")
 
 
 def _add_check_options(parser: argparse.ArgumentParser) -> None:
@@ -117,15 +173,16 @@ def _add_check_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--time-budget",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
-        help="time cap, in seconds, for the training checks",
+        help="time for the whole tier (default 60); checks that cannot fit skip, saying so",
     )
 
 
-def _add_analysis_options(parser: argparse.ArgumentParser, time_budget: bool) -> None:
+def _add_analysis_options(parser: argparse.ArgumentParser, time_budget: bool, data: bool = True) -> None:
     group = parser.add_argument_group("analysis options (Tier 2)")
-    group.add_argument("--data", metavar="PATH", help="text to analyse: a file or a folder of .txt files")
+    if data:
+        group.add_argument("--data", metavar="PATH", help="text to analyse: a file or a folder of .txt files")
     group.add_argument("--tokenizer", metavar="PATH", help="the model's tokenizer (needed with --data)")
     group.add_argument(
         "--analyses",
@@ -137,11 +194,30 @@ def _add_analysis_options(parser: argparse.ArgumentParser, time_budget: bool) ->
         group.add_argument("--time-budget", type=float, metavar="SECONDS", help="time cap for the tier")
 
 
+CLI_TRAIN = {"max_steps": 200, "batch_size": 8, "seq_len": 128}
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training options (Tier 3)")
+    group.add_argument("--data", metavar="PATH",
+                       help="training text: a file or a folder of .txt files (default: the "
+                       "embedded corpus)")
+    group.add_argument("--steps", type=int, metavar="N",
+                       help=f"optimizer steps (default {CLI_TRAIN['max_steps']}, of "
+                       f"{CLI_TRAIN['batch_size']} rows of up to {CLI_TRAIN['seq_len']} tokens)")
+    group.add_argument("--search", type=int, default=0, metavar="N",
+                       help="hyperparameter-search trials before training (default 0: none)")
+    group.add_argument("--no-baseline", action="store_true",
+                       help="skip the size-matched GPT-2/BERT baseline run")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; global options are accepted before and after the command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _add_global_options(common, suppress=True)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tbuilder",
         description=_DESCRIPTION.format(default=DEFAULT_EXAMPLE),
         epilog=_EPILOG.format(examples=", ".join(list_examples())),
@@ -176,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     check = command(
-        "check", _cmd_check, "Tier 1: is the model correct and trainable? (about a minute)"
+        "check", _cmd_check, "Tier 1: is the model correct and trainable? (within --time-budget, "
+        "60 s by default)"
     )
     source(check)
     _add_tier_options(check)
@@ -187,15 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(analyze, time_budget=True)
     train = command("train", _cmd_train, "Tier 3: how well does it learn, against a baseline?")
     source(train)
-    train.add_argument(
-        "--data", metavar="PATH", help="training text: a file or a folder of .txt files"
-    )
+    _add_train_options(train)
     _add_tier_options(train)
     run = command("run", _cmd_run, "Every tier this version has, in order.")
     source(run)
+    _add_train_options(run)
     _add_tier_options(run)
     _add_check_options(run)
-    _add_analysis_options(run, time_budget=False)
+    _add_analysis_options(run, time_budget=False, data=False)
     catalogue = command(
         "checks", _cmd_checks, "List every check with its purpose, or explain one."
     )
@@ -208,7 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
         "tokenizer", _cmd_tokenizer, "Pick (or train) the tokenizer for a vocabulary size."
     )
     tok.add_argument(
-        "--vocab-size", type=int, required=True, metavar="N", help="the model's vocabulary size"
+        "--vocab-size",
+        type=_whole(MIN_VOCAB_SIZE),
+        required=True,
+        metavar="N",
+        help=f"the model's vocabulary size ({LIMITS_HELP})",
+    )
+    tok.add_argument(
+        "--min-frequency",
+        type=_whole(1),
+        default=2,
+        metavar="N",
+        help="BPE merges only pairs seen N times or more (default 2; 1 fills a large "
+        "vocabulary from little text)",
     )
     tok.add_argument(
         "--data",
@@ -231,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command and return the exit status: errors become one line on stderr, not a
     traceback, because the reader is a model designer, not the toolkit's developer."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argument errors end here
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     root = logging.getLogger("utils")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -244,10 +335,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_ERROR
+        _check_outputs(args)
         return args.run(args)
+    except KeyboardInterrupt:
+        log.debug("Traceback:", exc_info=True)
+        log.error("interrupted: nothing was written")
+        return EXIT_INTERRUPTED
     except Exception as exc:  # the command line reports errors, it does not crash
         log.debug("Traceback:", exc_info=True)
-        if isinstance(exc, ToolkitError):
+        if isinstance(exc, OptionError):
+            log.error("error: %s", _flag_words(exc))
+        elif isinstance(exc, ToolkitError):
             log.error("error: %s", exc)
         else:
             hint = "" if args.verbose else " (run with -v for the traceback)"
@@ -258,15 +356,42 @@ def main(argv: list[str] | None = None) -> int:
         root.setLevel(previous_level)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json and --out must be writable before minutes of work go into them."""
+    if getattr(args, "json", None):
+        writable_target(args.json)
+    if getattr(args, "out", None):
+        writable_folder(args.out)
+
+
+def _flag_words(exc: OptionError) -> str:
+    """An option error in the flags' words: `--max-seq-len 1000: ...`."""
+    return f"--{exc.option.replace('_', '-')} {exc.value}: {exc.why}"
+
+
 def _emit(text: str) -> None:
     """Command output goes to stdout; messages about the work go to stderr via logging."""
     sys.stdout.write(text.rstrip("\n") + "\n")
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, device: str | None = None) -> Any:
     from utils.loading import load_model
 
-    return load_model(args.source, class_name=args.class_name, config=args.config)
+    return load_model(args.source, class_name=args.class_name, config=args.config,
+                      allow_gist=not args.no_gist, device=device)
+
+
+def _load_for_counting(args: argparse.Namespace) -> Any:
+    """Build on the meta device (no weights allocated: a 2B-parameter model is counted in
+    a second); a constructor that cannot run there is built for real, and the log says so."""
+    try:
+        return _load(args, device="meta")
+    except Exception as exc:  # noqa: BLE001 - a real build decides; its own error wins
+        meta_error = exc
+    loaded = _load(args)
+    log.info("Could not build on the meta device (%s); built it for real",
+             str(meta_error).splitlines()[0])
+    return loaded
 
 
 def _tier_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -280,19 +405,19 @@ def _tier_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _finish(args: argparse.Namespace, report: Any) -> int:
+def _finish(args: argparse.Namespace, report: Any, save: bool = True) -> int:
     _emit(report.to_text())
     if args.json:
         atomic_write_text(args.json, report.to_json())
         log.info("Wrote %s", args.json)
-    if args.out:
+    if args.out and save:
         report.save(args.out)
         log.info("Wrote the report to %s", args.out)
     return EXIT_FAILED if report.status == "fail" else EXIT_OK
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    facts = _load(args).describe()
+    facts = _load_for_counting(args).describe()
     _emit(format_info(facts))
     text = json.dumps(facts, indent=2) + "\n"
     if args.json:
@@ -312,11 +437,13 @@ def _catalogue() -> list[tuple[str, list[Any]]]:
     """The checks, grouped as they run: each tier in its order, then the tokenizer's."""
     from utils.tiers.tier1 import CHECKS, TIER1_NAME
     from utils.tiers.tier2 import ANALYSES, TIER2_NAME
+    from utils.tiers.tier3 import TIER3_CHECKS, TIER3_NAME
     from utils.tokenization.validator import CHECKS as TOKENIZER_CHECKS
 
     return [
         (TIER1_NAME, list(CHECKS)),
         (TIER2_NAME, list(ANALYSES)),
+        (TIER3_NAME, list(TIER3_CHECKS)),
         ("Tokenizer validation", list(TOKENIZER_CHECKS)),
     ]
 
@@ -356,8 +483,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     tier1 = run_tier1(loaded, **_tier_options(args))
     tier2 = run_tier2(loaded, **_analysis_options(args))
-    log.info("Tier 3 (train) is not available in this version; ran Tiers 1 and 2.")
-    return _finish(args, merge_reports("Tiers 1 and 2", [tier1, tier2]))
+    if tier1.status == "fail":
+        log.info("Tier 3 (train) not run: Tier 1 failed; fix what it reports first.")
+        return _finish(args, merge_reports("Tiers 1 and 2", [tier1, tier2]))
+    return _finish(args, merge_reports(f"All tiers: {loaded.source}", [tier1, tier2, _tier3(args, loaded)]))
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -378,34 +507,73 @@ def _analysis_options(args: argparse.Namespace) -> dict[str, Any]:
         options["time_budget"] = args.time_budget
     if args.analyses:
         options["analyses"] = args.analyses
-    if args.data and not args.tokenizer:
+    # in `run`, --data is the training text; Tier 2 reads it only with the model's tokenizer
+    data = args.data if args.command == "analyze" or args.tokenizer else None
+    if data and not args.tokenizer:
         raise CommandError(
-            f"--data {args.data} needs --tokenizer PATH (the tokenizer the model was trained with) to "
+            f"--data {data} needs --tokenizer PATH (the tokenizer the model was trained with) to "
             "turn the text into its token ids; without --data, Tier 2 analyses random tokens."
         )
     if args.tokenizer:
         options["tokenizer"] = args.tokenizer
-        options["texts"] = read_texts(args.data) if args.data else paragraphs(default_corpus())
-    log.info("Tier 2 analyses %s.", "your text" if args.data else "the embedded corpus" if args.tokenizer
+        options["texts"] = read_texts(data) if data else paragraphs(default_corpus())
+    log.info("Tier 2 analyses %s.", "your text" if data else "the embedded corpus" if args.tokenizer
              else "seeded random tokens (pass --data and --tokenizer for real text)")
     return options
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    raise CommandError(
-        "Tier 3 (train) is not available in this version; `tbuilder check` runs Tier 1."
-    )
+    return _finish(args, _tier3(args, _load(args)), save=False)
+
+
+def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
+    """Tier 3 into the run folder --out (default tbuilder_runs/<model>): checkpoints, CSV
+    log, baseline, export and the report with its figures."""
+    from utils.tiers.tier3 import run_tier3
+
+    if args.steps is not None and args.steps < 1:
+        raise CommandError(f"--steps {args.steps}: give a positive number of steps.")
+    if args.search < 0:
+        raise CommandError(f"--search {args.search}: give 0 (no search) or a number of trials.")
+    texts = read_texts(args.data) if args.data else paragraphs(default_corpus())
+    out = Path(args.out or Path("tbuilder_runs") / loaded.class_name)
+    overrides = _train_defaults(loaded)
+    overrides.update({k: v for k, v in (("max_steps", args.steps), ("seed", args.seed))
+                      if v is not None})
+    if args.resume:
+        overrides["resume"] = True
+    report = run_tier3(loaded, data=texts, search_trials=args.search,
+                       baseline=not args.no_baseline, out_dir=out, progress=not args.quiet,
+                       **overrides)
+    log.info("Wrote the run folder %s", out)
+    return report
+
+
+def _train_defaults(loaded: Any) -> dict[str, Any]:
+    """A budget that trains an embedded example in a few minutes on two CPU cores: 200 steps
+    of 8 rows of up to 128 tokens (about 200k tokens); --steps gives more."""
+    limit = loaded.config.max_seq_len
+    return {**CLI_TRAIN, "seq_len": min(CLI_TRAIN["seq_len"], limit or CLI_TRAIN["seq_len"])}
 
 
 def _cmd_tokenizer(args: argparse.Namespace) -> int:
-    from utils.tokenization.adaptive_tokenizer import AdaptiveTokenizer
-
-    if args.vocab_size < 2:
-        raise CommandError(
-            f"--vocab-size must be the model's vocabulary size (2 or more), not {args.vocab_size}."
-        )
     texts = read_texts(args.data) if args.data else paragraphs(default_corpus())
-    choice = AdaptiveTokenizer.load_or_create(vocab_size=args.vocab_size, texts=texts)
+    from utils.tokenization.adaptive_tokenizer import AdaptiveTokenizer
+    from utils.tokenization.bpe_trainer import FastBPETrainer
+
+    # the choice's notes carry the trainer's warnings: print them once, in the table
+    trainer_log = logging.getLogger("utils.tokenization.bpe_trainer")
+    level = trainer_log.level
+    trainer_log.setLevel(logging.ERROR)
+    try:
+        choice = AdaptiveTokenizer.load_or_create(
+            vocab_size=args.vocab_size,
+            texts=texts,
+            bpe_trainer=FastBPETrainer(min_frequency=args.min_frequency),
+            text_name=f"{args.data}" if args.data else "the embedded corpus (no --data given)",
+        )
+    finally:
+        trainer_log.setLevel(level)
     tried = "; ".join(f"{a.strategy} ({a.source}): {a.outcome}" for a in choice.tried)
     rows = [
         ("strategy", choice.strategy),

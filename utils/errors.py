@@ -42,3 +42,17 @@ class TokenizerValidationError(ToolkitError, ValueError):
         self.report = report
         lines = [f"- {r.id}: {r.summary} What to do: {r.advice}" for r in report.failed]
         super().__init__("the tokenizer does not fit the model:\n" + "\n".join(lines))
+
+
+class OptionError(ToolkitError, ValueError):
+    """An option that cannot work (run_tier1's `max_seq_len=1000` on a 256-position model):
+    names the option, its value and why, so the command line can say it with its flags."""
+
+    def __init__(self, option: str, value: Any, why: str, caller: str = "run_tier1") -> None:
+        self.option, self.value, self.why = option, value, why
+        super().__init__(f"{caller}({option}={value!r}): {why}")
+
+
+class WriteError(ToolkitError, OSError):
+    """A file or folder that cannot be written: the message names the path, why and what to
+    do."""

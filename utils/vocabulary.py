@@ -10,16 +10,19 @@ and iterates over.
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from torch import nn
+if TYPE_CHECKING:  # torch costs seconds to import; the command line reads TASKS without it
+    from torch import nn
 
 # -- what a model does --------------------------------------------------------------------
 
-Task = Literal["causal_lm", "masked_lm", "classification", "encoder"]
+Task = Literal["causal_lm", "masked_lm", "classification", "encoder", "seq2seq"]
 TASKS: tuple[str, ...] = get_args(Task)
-LM_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm")  # logits over the vocabulary per position
-LOSS_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification")  # trainable with a loss
+# logits over the vocabulary per position (a seq2seq model's: per target position)
+LM_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq2seq")
+LOSS_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification", "seq2seq")  # trainable
+DATA_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification")  # the data module's
 
 # -- how a padding mask reads -------------------------------------------------------------
 
@@ -62,6 +65,8 @@ _POSITION_TABLE = re.compile(r"pos|wpe", re.IGNORECASE)
 
 def position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
     """The first nn.Embedding named like a position table (`pos`, `wpe`)."""
+    from torch import nn
+
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding) and _POSITION_TABLE.search(name):
             return name, module

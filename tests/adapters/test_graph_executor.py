@@ -156,3 +156,18 @@ def test_too_long_input_is_a_clear_error(tmp_path):
     ids = torch.zeros(1, spec.max_len + 1, dtype=torch.long)
     with pytest.raises(ValueError, match=rf"{spec.max_len + 1} tokens.*'embedding_0'.*{spec.max_len}"):
         ex.forward(ids)
+
+
+def test_config_as_the_second_positional_argument(tmp_path):
+    spec = next(s for s in VARIANTS.values() if s.graph)
+    model, config = _build(tmp_path, spec)
+    model.eval()
+    ex = ComputationalGraphExecutor(model, config)  # the natural call
+    assert ex.source == "config edges"
+    ids, _ = _inputs(spec)
+    with torch.no_grad():
+        torch.testing.assert_close(ex.forward(ids), ComputationalGraphExecutor(
+            model, ModelSignatureInspector(model), config).forward(ids))
+    with pytest.raises(TypeError, match="the second argument is a dict, not a "
+                       "ModelSignatureInspector; pass the config as config="):
+        ComputationalGraphExecutor(model, config, config)

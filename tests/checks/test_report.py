@@ -44,10 +44,8 @@ def test_status_is_computed_from_results(statuses, expected):
 
 
 def test_verdict_counts_and_lookup():
-    report = TierReport(
-        "Tier 1", [result("shape", "pass"), result("causality", "fail"), result("grad", "warn")]
-    )
-    assert report.verdict() == "1 check(s) failed. (1 pass, 1 warn, 1 fail, 0 skip)"
+    report = TierReport("Tier 1", [result("shape", "pass"), result("causality", "fail"), result("grad", "warn")])
+    assert report.verdict() == "1 check(s) failed: causality. (1 pass, 1 warn, 1 fail, 0 skip)"
     assert report["causality"].status == "fail" and "grad" in report and "nope" not in report
     assert [r.id for r in report.failed] == ["causality"]
     assert len(report) == 3 and [r.id for r in report] == ["shape", "causality", "grad"]
@@ -95,8 +93,38 @@ def test_text_table_shows_advice_only_where_needed():
     text = report.to_text()
     assert "PASS  ok" in text and "FAIL  leak" in text
     assert "-> add a causal mask" in text and "never shown" not in text
-    assert text.splitlines()[-1].startswith("FAIL: 1 check(s) failed.")
+    assert text.splitlines()[-1].startswith("FAIL: 1 check(s) failed: leak.")
     assert str(report) == text
+
+
+def test_skipped_checks_make_the_report_incomplete_and_the_headline_says_so():
+    skipped = result("overfit_batch", "skip")
+    skipped.summary = "Not run: the tier's 60 s time budget was spent."
+    report = TierReport("Tier 1", [result("shape", "pass"), skipped])
+    assert report.status == "pass" and not report.complete
+    assert "All checks passed" not in report.verdict()
+    assert report.verdict().startswith(
+        "Every check that ran passed. Incomplete: 1 check(s) did not run (overfit_batch)"
+    )
+    data = json.loads(report.to_json())
+    assert data["complete"] is False
+    assert data["not_run"] == {"overfit_batch": "Not run: the tier's 60 s time budget was spent."}
+    assert "All checks passed" not in report.to_markdown() + report._repr_html_()
+    whole = TierReport("Tier 1", [result("shape", "pass")])
+    assert whole.complete and whole.verdict().startswith("All checks passed.")
+    assert not TierReport("Tier 1").complete
+
+
+def test_text_wraps_long_summaries_and_advice_instead_of_cutting():
+    long_advice = " ".join(f"step{i}" for i in range(60)) + " /a/very/long/path/to/model.py:123"
+    report = TierReport("Tier 1", [result("leak", "fail", advice=long_advice)])
+    report.results[0].summary = "word " * 50 + "END"
+    text = report.to_text(width=60)
+    assert "..." not in text
+    assert all(len(line) <= 60 for line in text.splitlines() if "/a/very" not in line)
+    flat = " ".join(text.split())
+    assert "step0 step1" in flat and "step59 /a/very/long/path/to/model.py:123" in flat
+    assert flat.count("word") == 50 and "END" in flat
 
 
 def test_markdown_escapes_tables_and_links_figures():
@@ -165,7 +193,9 @@ def test_runner_isolates_a_crashing_check():
     assert report["runner.first"].summary == "saw context"
     crashed = report["runner.boom"]
     assert crashed.status == "fail" and crashed.title == "crashes"
-    assert crashed.summary == "The check could not run: RuntimeError: shape mismatch in block 2"
+    assert crashed.summary.startswith(
+        "The check could not run: RuntimeError: shape mismatch in block 2 (raised at "
+        "test_report.py:")  # the line that raised, outside the toolkit
     assert "RuntimeError" in crashed.metrics["traceback"] and crashed.advice
     assert report.status == "fail" and report.meta == {"m": 1}
     assert all(r.seconds >= 0 for r in report)

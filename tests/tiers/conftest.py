@@ -18,3 +18,11 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """Tiny Hugging Face models by family name (see tests/tiers/hf_zoo.py), built on first use."""
+    from tests.tiers.hf_zoo import Zoo
+
+    return Zoo()

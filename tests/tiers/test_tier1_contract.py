@@ -36,7 +36,8 @@ def test_every_tier1_check_has_a_broken_model_it_catches(check):
 
 
 def test_readme_table_is_the_catalogue():
-    rows = re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", README.read_text(), flags=re.M)
+    section = README.read_text().split("\n## Tier 1", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", section, flags=re.M)
     assert rows == [(c.id, c.title) for c in CHECKS]
 
 

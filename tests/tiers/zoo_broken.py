@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.adapters.zoo import CausalSelfAttention, D, L, TinyGPT, V
+from tests.adapters.zoo import Block, CausalSelfAttention, D, L, TinyGPT, V
 
 
 class CheckedGPT(TinyGPT):
@@ -84,6 +84,16 @@ class IgnoresMaskLM(TinyGPT):
 
     def forward(self, input_ids, attention_mask=None):
         return super().forward(input_ids)
+
+
+class IgnoresMaskEncoder(IgnoresMaskLM):
+    """A bidirectional encoder that takes `attention_mask` and never uses it: right pads
+    reach every real position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for b in self.blocks:
+            b.attn.causal = False
 
 
 class InvertedMaskLM(TinyGPT):
@@ -370,3 +380,47 @@ class NeedsUnknownArgs(nn.Module):
 
     def forward(self, alpha, beta):
         return self.lin(alpha) + beta
+
+
+class TinySeq2Seq(nn.Module):
+    """A correct encoder-decoder in the Hugging Face calling convention: forward(input_ids,
+    attention_mask, decoder_input_ids) -> logits over the decoder's positions. `peek`: the
+    decoder's self-attention has no causal mask; `ignore_mask`: the source mask is dropped."""
+
+    def __init__(self, peek: bool = False, ignore_mask: bool = False) -> None:
+        super().__init__()
+        self.max_seq_len = L
+        self.peek, self.ignore_mask = peek, ignore_mask
+        self.tok = nn.Embedding(V, D)
+        self.pos = nn.Embedding(L, D)
+        self.encoder = nn.ModuleList([Block(causal=False)])
+        self.decoder = Block(causal=not peek)
+        self.cross = nn.MultiheadAttention(D, 4, batch_first=True)
+        self.ln_f = nn.LayerNorm(D)
+        self.head = nn.Linear(D, V, bias=False)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None):
+        pad = None if attention_mask is None or self.ignore_mask else attention_mask == 0
+        memory = self.embed(input_ids)  # (B, S, D)
+        for b in self.encoder:
+            memory = b(memory, pad)
+        x = self.decoder(self.embed(decoder_input_ids))  # (B, T, D)
+        x = x + self.cross(x, memory, memory, key_padding_mask=pad, need_weights=False)[0]
+        return self.head(self.ln_f(x))
+
+
+class PeekingDecoderSeq2Seq(TinySeq2Seq):
+    """The decoder's self-attention lacks its causal mask: position s reads the target at s."""
+
+    def __init__(self) -> None:
+        super().__init__(peek=True)
+
+
+class SourceMaskIgnoredSeq2Seq(TinySeq2Seq):
+    """Takes the source's attention_mask and drops it: pads reach every target position."""
+
+    def __init__(self) -> None:
+        super().__init__(ignore_mask=True)

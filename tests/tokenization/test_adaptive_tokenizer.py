@@ -122,7 +122,7 @@ def test_save_and_reload_the_choice(tmp_path, corpus, trainer) -> None:
 
 
 def test_bad_arguments_get_clear_errors(tmp_path) -> None:
-    with pytest.raises(ValueError, match="vocab_size must be a positive integer"):
+    with pytest.raises(ValueError, match="vocab_size must be a whole number of rows \\(at least 6"):
         AdaptiveTokenizer.load_or_create(vocab_size="8000")
     with pytest.raises(TypeError, match="not one string"):
         AdaptiveTokenizer.load_or_create(vocab_size=8000, texts="some text")

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from utils._frames import describe
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.detectors import (
     _PROBE_B,
@@ -22,15 +23,18 @@ from utils.adapters.detectors import (
     _expect_batch_dims,
     _find_logits,
     _finish_profile,
+    _forward_raised,
     _full_logits_via_labels,
     _max_seq_len,
     _output_kind,
     _probe_ids,
     _probe_len,
     _vocab_hint,
+    installed_package,
 )
 from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
 from utils.adapters.profile import ModelProfile
+from utils.adapters.seq2seq import adapt_seq2seq, encoder_decoder
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
 from utils.vocabulary import (
@@ -61,6 +65,8 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
         with torch.no_grad():
             if sig.needs_graph_executor:
                 return _adapt_graph(model, sig, config, overrides)
+            if encoder_decoder(model, sig, config, overrides):
+                return adapt_seq2seq(model, sig, config, overrides)
             return _adapt_callable(model, sig, config, overrides)
     finally:
         for m, mode in modes:
@@ -118,11 +124,12 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
         batch_first=bool(ov.get("batch_first", True)), output_access="tensor",
         full_logits_via="forward", output_kind="logits", task="", task_source="",
         vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model),
+        attention_modules=_attention_modules(model), library=installed_package(model),
     )
     adapted = AdaptedModel(model, profile)
 
     attempts: list[str] = []
+    errors: list[Exception] = []
     out = None
     for batch_first in ((True, False) if "batch_first" not in ov else (ov["batch_first"],)):
         x = ids if batch_first else ids.t()
@@ -131,10 +138,11 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
             profile.batch_first = batch_first
             break
         except Exception as exc:
+            errors.append(exc)
             attempts.append(f"{sig.input_param}={'(B, T)' if batch_first else '(T, B)'} "
-                            f"-> {type(exc).__name__}: {exc}")
+                            f"-> {describe(exc)}")
     if out is None:
-        raise AdaptError(_cannot_adapt(model, sig, "every call failed", attempts))
+        raise AdaptError(_forward_raised(model, sig, errors, attempts))
     try:
         profile.output_access = _find_logits(out)
     except AdaptError as exc:

@@ -12,6 +12,9 @@ import torch.nn as nn
 from utils.adapters.graph_executor import ComputationalGraphExecutor
 from utils.adapters.losses import lm_loss
 from utils.adapters.profile import ModelProfile
+from utils.vocabulary import IGNORE_INDEX
+
+DECODER_INPUT = "decoder_input_ids"  # an encoder-decoder's decoder input, by HF's name
 
 # The profile field that says where each overridable fact came from.
 _SOURCE_FIELD = {"task": "task_source", "vocab_size": "vocab_source", "max_seq_len": "max_seq_len_source"}
@@ -34,11 +37,24 @@ class AdaptedModel(nn.Module):
             profile.signature.params[0] == profile.input_name
         )
 
-    def forward(self, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                target_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`target_ids` (B, S) only for a seq2seq model: the tokens the decoder must produce
+        (-100 where nothing is to be produced); without them the target is the source."""
+        p = self.profile
+        for ids in (input_ids, target_ids):
+            if ids is not None and p.library and p.max_seq_len and ids.shape[-1] > p.max_seq_len:
+                raise ValueError(
+                    f"{ids.shape[-1]} tokens: {p.model_class} takes at most max_seq_len="
+                    f"{p.max_seq_len} ({p.max_seq_len_source}). Crop or split the input, or "
+                    "pass max_seq_len=... to adapt() if the model takes more.")
+        if p.task == "seq2seq" and p.target_shift is not None:
+            return self._seq2seq(input_ids, attention_mask,
+                                 input_ids if target_ids is None else target_ids)
+        if target_ids is not None:
+            raise ValueError(f"target_ids is for seq2seq models; this one is {p.task}")
         if self.executor is not None:
             return self.executor.forward(input_ids, attention_mask)
-        p = self.profile
         x = input_ids if p.batch_first else input_ids.t()  # seq-first models take (T, B)
         kwargs = dict(self._static)
         if attention_mask is not None and p.mask_name is not None:
@@ -52,9 +68,32 @@ class AdaptedModel(nn.Module):
             logits = logits.transpose(0, 1)
         return logits
 
+    def _seq2seq(self, source: torch.Tensor, mask: torch.Tensor | None,
+                 target: torch.Tensor) -> torch.Tensor:
+        """Source and its mask to the encoder, the target shifted right by the model's own
+        rule to the decoder; logits (B, S, V), position s predicting target[:, s]."""
+        p = self.profile
+        kwargs = dict(self._static)
+        kwargs[DECODER_INPUT] = self.decoder_inputs(target)  # (B, S)
+        if mask is not None and p.mask_name is not None:
+            kwargs[p.mask_name] = mask
+        out = self.model(source, **kwargs) if self._positional else self.model(
+            **{p.input_name: source}, **kwargs)
+        return _extract(out, p.output_access)
+
+    def decoder_inputs(self, target: torch.Tensor) -> torch.Tensor:
+        """The decoder's input for `target` (B, S): a start token, then the target but its
+        last token (-100 replaced by the pad id), by the model's own rule when it has one."""
+        prepare = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
+        if callable(prepare):
+            return prepare(labels=target)
+        start, pad = start_and_pad(self.model)
+        shifted = torch.cat([torch.full_like(target[:, :1], start), target[:, :-1]], dim=1)
+        return shifted.masked_fill(shifted == IGNORE_INDEX, pad)
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The toolkit's training loss for this model's task and output kind (shifted by one
-        for a causal LM; -100 never trained on)."""
+        for a causal LM, on the target for seq2seq; -100 never trained on)."""
         return lm_loss(logits, labels, self.profile.task, self.profile.output_kind)[0]
 
     def with_model(self, model: nn.Module) -> AdaptedModel:
@@ -75,6 +114,16 @@ class AdaptedModel(nn.Module):
 
     def extra_repr(self) -> str:
         return self.profile.summary()
+
+
+def start_and_pad(model: nn.Module) -> tuple[int, int]:
+    """The decoder start token and pad id from the model's config (the pad id, else 0, when
+    it names no start token)."""
+    cfg = getattr(model, "config", None)
+    pad = getattr(cfg, "pad_token_id", None)
+    start = getattr(cfg, "decoder_start_token_id", None)
+    pad = pad if isinstance(pad, int) else 0
+    return (start if isinstance(start, int) else pad), pad
 
 
 def _extract(out: Any, how: str) -> torch.Tensor:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import site
+import sys
+import sysconfig
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from utils._frames import file_line, raised_at, user_frame
 from utils.adapters.adapted_model import AdaptedModel
-from utils.adapters.signature import SignatureInfo
+from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
 from utils.vocabulary import (
     KEEP_ONE_MASK_NAMES,
@@ -345,6 +350,8 @@ def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
 
 def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, str]:
     value, label = _declared(model, config, ov, "max_seq_len", SEQ_LEN_NAMES)
+    if value and label != "override":
+        return _after_padding_index(model, value, label)
     if value:
         return value, label
     table = position_embedding(model)
@@ -355,6 +362,52 @@ def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, s
         if buf.dim() >= 2 and buf.shape[-1] == buf.shape[-2] and leaf in ("bias", "mask", "causal_mask"):
             return int(buf.shape[-1]), f"buffer {name}"
     return None, "unknown"
+
+
+def _after_padding_index(model: nn.Module, value: int, label: str) -> tuple[int, str]:
+    """RoBERTa's rule: a position table with a padding row numbers real positions from
+    padding_idx + 1, so `max_position_embeddings` (514) rows hold 512 positions. Applied only
+    when a forward of `value` tokens fails and one of the shorter length runs."""
+    table = position_embedding(model)
+    pad = None if table is None else table[1].padding_idx
+    if pad is None or pad < 0:
+        return value, label
+    usable = table[1].num_embeddings - pad - 1
+    if not 0 < usable < value or _runs(model, value) or not _runs(model, usable):
+        return value, label
+    return usable, (f"{label}; position table {table[0]} starts after its padding index {pad}, "
+                    f"so {usable} of {value}")
+
+
+def _runs(model: nn.Module, T: int) -> bool:
+    """Whether one forward of a single row of T tokens runs (token id 0 is in every vocab)."""
+    sig = ModelSignatureInspector(model).analyze()
+    ids = torch.zeros(1, T, dtype=torch.long, device=_device(model))  # (1, T)
+    try:
+        model(**{sig.input_param: ids}) if sig.input_param else model(ids)
+    except Exception:  # noqa: BLE001 - a length the model cannot take is what is measured
+        return False
+    return True
+
+
+def _site_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = [paths["purelib"], paths["platlib"], site.getusersitepackages()]
+    roots += getattr(site, "getsitepackages", lambda: [])()
+    return tuple(os.path.realpath(r) + os.sep for r in roots)
+
+
+def installed_package(model: nn.Module) -> str | None:
+    """The package the model's class comes from when it is installed (its file under a
+    site-packages folder, as Hugging Face's classes are), else None: the user's own code,
+    which the user can change (and the embedded examples, which stand for it)."""
+    top = type(model).__module__.split(".")[0]
+    module = sys.modules.get(type(model).__module__)
+    path = getattr(module, "__file__", None)
+    if top == __name__.split(".")[0] or not path or not os.path.realpath(path).startswith(
+            _site_roots()):
+        return None  # the toolkit's own examples stand for the user's code
+    return top
 
 
 def _attention_modules(model: nn.Module) -> list[str]:
@@ -369,6 +422,22 @@ def _attention_modules(model: nn.Module) -> list[str]:
         if is_attn and name and not any(name.startswith(f + ".") for f in found):
             found.append(name)
     return found
+
+
+def _forward_raised(model: nn.Module, sig: SignatureInfo, errors: list[Exception],
+                    attempts: list[str]) -> str:
+    """Why no probe call worked. When the model's own code raised (a line of model.py is in
+    the traceback), that error and line are the message: renaming inputs would not help."""
+    frame = user_frame(errors[0])
+    if frame is None:
+        return _cannot_adapt(model, sig, "every call failed", attempts)
+    lines = [f"Cannot adapt {type(model).__name__}: its forward raised "
+             f"{type(errors[0]).__name__}: {errors[0]} at {raised_at(errors[0])}."]
+    if len({str(e) for e in errors}) > 1:
+        lines += [f"  tried: {a}" for a in attempts]
+    lines.append(f"  Fix: the error is in the model's own code at {file_line(frame)}; fix it "
+                 "there, then run again.")
+    return "\n".join(lines)
 
 
 def _cannot_adapt(model: nn.Module, sig: SignatureInfo, why: str,

@@ -52,6 +52,13 @@ class ComputationalGraphExecutor:
 
     def __init__(self, model: nn.Module, inspector: ModelSignatureInspector | None = None,
                  config: Any = None):
+        if inspector is not None and not isinstance(inspector, ModelSignatureInspector):
+            if config is not None:
+                raise TypeError(
+                    f"ComputationalGraphExecutor(model, inspector, config): the second argument "
+                    f"is a {type(inspector).__name__}, not a ModelSignatureInspector; pass the "
+                    "config as config=...")
+            inspector, config = None, inspector  # ComputationalGraphExecutor(model, config)
         self.model = model
         self.signature = (inspector or ModelSignatureInspector(model)).analyze()
         self.source = "config edges" if has_edges(config) else "forward source"

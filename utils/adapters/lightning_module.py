@@ -18,6 +18,7 @@ import torch.nn as nn
 from utils.adapters.adapt import adapt
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.losses import lm_loss
+from utils.adapters.tracing import trace_nonfinite
 from utils.vocabulary import IGNORE_INDEX
 
 
@@ -63,17 +64,22 @@ class UniversalModelAdapter(pl.LightningModule):
         learning_rate: float = 3e-4,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 100,
+        warmup_steps: int | None = None,
         max_steps: int | None = None,
         min_lr_ratio: float = 0.1,
         task: str | None = None,
         eos_token_id: int | None = None,
     ):
         super().__init__()
+        check_optimizer_settings(learning_rate, weight_decay, betas, warmup_steps, max_steps,
+                                 min_lr_ratio)
         self.adapted = model if isinstance(model, AdaptedModel) else adapt(model, task=task)
         self.task = task or self.adapted.profile.task
         self.save_hyperparameters(ignore=["model"])
         self._last_step_time: float | None = None
+        self._ids_checked = False
+        self.last_train_loss: torch.Tensor | None = None  # unscaled loss of the latest batch
+        self.last_grad_norm: torch.Tensor | None = None  # before clipping, latest step
 
     @property
     def profile(self):
@@ -94,22 +100,65 @@ class UniversalModelAdapter(pl.LightningModule):
         return labels
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        logits = self(batch["input_ids"], batch.get("attention_mask"))
-        return lm_loss(logits, self._labels(batch), self.task, self.profile.output_kind)
+        labels = self._labels(batch)
+        if self.task == "seq2seq":  # labels are the target: the adapter shifts them in
+            logits = self.adapted(batch["input_ids"], batch.get("attention_mask"), target_ids=labels)
+        else:
+            logits = self(batch["input_ids"], batch.get("attention_mask"))
+        return lm_loss(logits, labels, self.task, self.profile.output_kind)
+
+    def on_fit_start(self) -> None:
+        self._ids_checked = False
+        check_data_fits(self.profile, getattr(self.trainer, "datamodule", None))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if not self._ids_checked:
+            check_batch_ids(self.profile, batch["input_ids"])
+            self._ids_checked = True
         loss, n = self._step(batch)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(self._nonfinite_message(loss, batch, batch_idx))
         now = time.perf_counter()
         bs = batch["input_ids"].shape[0]
+        self.last_train_loss = loss.detach()
         self.log("train_loss", loss, prog_bar=True, batch_size=bs)
         self.log("train_ppl", torch.exp(loss.detach().clamp(max=30)), batch_size=bs)
         if self.trainer is not None and self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         if self._last_step_time is not None:
-            self.log("tokens_per_sec", batch["input_ids"].numel() / max(now - self._last_step_time,
-                                                                         1e-9), batch_size=bs)
+            world = self.trainer.world_size if self.trainer is not None else 1
+            rate = batch["input_ids"].numel() * world / max(now - self._last_step_time, 1e-9)
+            self.log("tokens_per_sec", rate, prog_bar=True, batch_size=bs)
         self._last_step_time = now
         return loss
+
+    def _nonfinite_message(self, loss: torch.Tensor, batch: dict[str, torch.Tensor],
+                           batch_idx: int) -> str:
+        """Where the NaN/Inf came from: the batch's forward again, under hooks on every
+        submodule, names the first module whose output was not finite."""
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        module, kind = trace_nonfinite(self.adapted, lambda: self(ids, mask))
+        step = self.trainer.global_step if self.trainer is not None else 0
+        where = (f"the first module with a NaN/Inf output is `{module}` ({kind})" if module
+                 else "every module's output was finite, so it arose in forward's own code or "
+                      "the loss")
+        return (f"training loss is {float(loss.detach())} at step {step} (batch {batch_idx}); "
+                f"{where}. Training stopped before this batch changed any weight. Lower the "
+                "learning rate, clip gradients, or check that module's arithmetic "
+                "(log/sqrt of negatives, division by zero, exp() overflow)")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Clip by global norm and keep the norm before clipping (one pass over the
+        gradients serves both); other algorithms and sharded strategies go to Lightning."""
+        sharded = type(self.trainer.strategy).__name__.startswith(("FSDP", "DeepSpeed"))
+        if sharded or gradient_clip_algorithm not in (None, "norm"):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                gradient_clip_algorithm)
+            return
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        limit = gradient_clip_val if gradient_clip_val else float("inf")
+        self.last_grad_norm = torch.nn.utils.clip_grad_norm_(params, limit).detach()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, n = self._step(batch)
@@ -123,7 +172,7 @@ class UniversalModelAdapter(pl.LightningModule):
         opt = torch.optim.AdamW(decay_groups(self.adapted, hp.weight_decay), lr=hp.learning_rate,
                                 betas=tuple(hp.betas))
         total = hp.max_steps or int(self.trainer.estimated_stepping_batches)
-        warmup = min(hp.warmup_steps, max(total // 10, 1)) if total else hp.warmup_steps
+        warmup = resolve_warmup(hp.warmup_steps, total)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, warmup, total, hp.min_lr_ratio)
         )
@@ -177,3 +226,89 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step, the batch and
+    the first module whose output was not finite."""
+
+
+class DataMismatchError(ValueError):
+    """The data does not fit the model (ids past its vocabulary, rows past its context)."""
+
+
+def resolve_warmup(warmup_steps: int | None, total: int) -> int:
+    """Warmup steps for a run of `total` steps: as given, or by default 10% of the run up to
+    100 steps (a long warmup on a short run would leave no time to learn)."""
+    if warmup_steps is None:
+        return min(100, max(total // 10, 1))
+    return warmup_steps
+
+
+def check_optimizer_settings(learning_rate: Any, weight_decay: Any, betas: Any,
+                             warmup_steps: Any, max_steps: Any, min_lr_ratio: Any) -> None:
+    """Refuse settings that would train on garbage (an infinite learning rate makes every
+    weight NaN after one step), before any step runs."""
+    if not _is_number(learning_rate) or not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r} "
+                         "(typical: 1e-4 to 1e-3)")
+    if not _is_number(weight_decay) or not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+            or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r} (typical: "
+                         "(0.9, 0.95))")
+    if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    if warmup_steps is not None:
+        if not _is_int(warmup_steps) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        if max_steps is not None and warmup_steps >= max_steps:
+            raise ValueError(f"warmup_steps={warmup_steps} leaves no steps after warmup in a run "
+                             f"of max_steps={max_steps}: use fewer warmup steps (about 10% of "
+                             "the run) or leave it unset")
+    if not _is_number(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+
+
+def check_data_fits(profile: Any, datamodule: Any) -> None:
+    """A data module whose tokenizer has more ids than the model's vocabulary, or whose rows
+    are longer than the model's context, fails deep inside the first forward (an IndexError,
+    a device-side assert on a GPU): refuse it here with both numbers."""
+    if datamodule is None:
+        return
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    vocab = profile.vocab_size
+    if tokenizer is not None and vocab is not None and len(tokenizer) > vocab:
+        raise DataMismatchError(
+            f"the tokenizer has {len(tokenizer)} ids but the model's vocabulary has {vocab} "
+            f"rows (ids {vocab}..{len(tokenizer) - 1} would index past its embedding): use a "
+            f"tokenizer of at most {vocab} ids, or build the model with vocab_size >= "
+            f"{len(tokenizer)}")
+    length = getattr(datamodule, "max_length", None)
+    limit = profile.max_seq_len
+    if isinstance(length, int) and limit is not None and length > limit:
+        raise DataMismatchError(
+            f"the data module makes rows of {length} tokens but the model's context is "
+            f"{limit} (max_seq_len): set max_length (seq_len) <= {limit}")
+
+
+def check_batch_ids(profile: Any, input_ids: torch.Tensor) -> None:
+    """The first batch's ids and length against the model's vocabulary and context."""
+    vocab, limit = profile.vocab_size, profile.max_seq_len
+    if vocab is not None and input_ids.numel() and int(input_ids.max()) >= vocab:
+        raise DataMismatchError(
+            f"the batch holds token id {int(input_ids.max())} but the model's vocabulary has "
+            f"{vocab} rows (ids 0..{vocab - 1}): the tokenizer does not fit the model")
+    if limit is not None and input_ids.dim() == 2 and input_ids.shape[1] > limit:
+        raise DataMismatchError(
+            f"the batch rows are {input_ids.shape[1]} tokens but the model's context is {limit} "
+            "(max_seq_len): use shorter rows")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

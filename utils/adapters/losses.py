@@ -16,12 +16,14 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: 
     causal_lm: logits (B, T, V), labels (B, T) aligned with the input; shifted here by one.
     masked_lm: labels (B, T), -100 everywhere but the masked positions.
     classification: logits (B, C), labels (B,).
+    seq2seq: logits (B, S, V) over the target, labels (B, S) the target itself (the decoder
+    was given it shifted right, so position s already predicts labels[:, s]).
     """
     if task == "causal_lm":
         logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V), (B, T-1): t predicts t+1
-    elif task not in ("masked_lm", "classification"):
-        raise ValueError(f"no training loss for task {task!r}; use causal_lm, masked_lm or "
-                         "classification (adapt(..., task=...))")
+    elif task not in ("masked_lm", "classification", "seq2seq"):
+        raise ValueError(f"no training loss for task {task!r}; use causal_lm, masked_lm, "
+                         "classification or seq2seq (adapt(..., task=...))")
     flat = logits.reshape(-1, logits.shape[-1]).float()  # (N, V) or (B, C)
     target = labels.reshape(-1)  # (N,) or (B,)
     if output_kind == "probs":

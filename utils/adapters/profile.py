@@ -32,6 +32,8 @@ class ModelProfile:
     graph_source: str | None = None
     tied_output: bool = False
     num_classes: int | None = None
+    library: str | None = None  # the installed package the class comes from; None: user code
+    target_shift: str | None = None  # seq2seq: how target ids become decoder inputs
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -1,7 +1,8 @@
 """Check results and tier reports: one object, four renderings (HTML, terminal, JSON, Markdown).
 
 The verdict of a tier is computed from its results, never written by hand: a tier fails
-when any check fails, warns when any warns, and passes otherwise.
+when any check fails, warns when any warns, and passes otherwise. A report in which some
+check did not run is `complete = False`, and its headline names what did not run.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import html
 import io
 import json
 import math
+import textwrap
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils._io import atomic_write_bytes, atomic_write_text
+from utils._io import atomic_write_bytes, atomic_write_text, writable_folder
 
 STATUSES = ("pass", "warn", "fail", "skip")
 _SEVERITY = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
@@ -50,9 +52,7 @@ class CheckResult:
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise ValueError(
-                f"CheckResult {self.id!r}: status {self.status!r} is not one of {STATUSES}"
-            )
+            raise ValueError(f"CheckResult {self.id!r}: status {self.status!r} is not one of {STATUSES}")
 
     @property
     def ok(self) -> bool:
@@ -94,6 +94,16 @@ class TierReport:
     def failed(self) -> list[CheckResult]:
         return [r for r in self.results if r.status == "fail"]
 
+    @property
+    def skipped(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == "skip"]
+
+    @property
+    def complete(self) -> bool:
+        """True when every check ran: a skipped check (for time, memory or a precondition)
+        means the verdict covers less than the tier."""
+        return bool(self.results) and not self.skipped
+
     def __getitem__(self, check_id: str) -> CheckResult:
         for r in self.results:
             if r.id == check_id:
@@ -111,13 +121,19 @@ class TierReport:
         return len(self.results)
 
     def verdict(self) -> str:
+        """One sentence: what failed or needs a look, what did not run, and the counts. It says
+        "all passed" only when every check ran and passed."""
         c = self.counts
+        ids = ", ".join
         head = {
-            "pass": "All checks passed.",
-            "warn": "No check failed, but some need a look.",
-            "fail": f"{c['fail']} check(s) failed.",
-            "skip": "Every check was skipped.",
+            "pass": "All checks passed." if self.complete else "Every check that ran passed.",
+            "warn": f"No check failed, but some need a look: {ids(r.id for r in self.results if r.status == 'warn')}.",
+            "fail": f"{c['fail']} check(s) failed: {ids(r.id for r in self.failed)}.",
+            "skip": "No check ran.",
         }[self.status]
+        if self.skipped and self.status != "skip":
+            not_run = _some(r.id for r in self.skipped)
+            head += f" Incomplete: {c['skip']} check(s) did not run ({not_run}); each says why."
         return f"{head} ({c['pass']} pass, {c['warn']} warn, {c['fail']} fail, {c['skip']} skip)"
 
     # -- renderings ---------------------------------------------------------------------
@@ -127,6 +143,8 @@ class TierReport:
             "name": self.name,
             "status": self.status,
             "verdict": self.verdict(),
+            "complete": self.complete,
+            "not_run": {r.id: r.summary for r in self.skipped},
             "counts": self.counts,
             "meta": _jsonable(self.meta),
             "results": [r.to_dict() for r in self.results],
@@ -150,15 +168,19 @@ class TierReport:
         return "\n".join(lines) + "\n"
 
     def to_text(self, width: int = 100) -> str:
-        """A plain table for terminals: one line a check, advice indented under failures."""
+        """A plain table for terminals: a row a check, its summary wrapped (never cut) beside
+        it, the advice indented under anything but a pass."""
         lines = [self.name, "=" * min(width, max(len(self.name), 20))]
         idw = max([len(r.id) for r in self.results] + [5])
+        indent = " " * (idw + 8)
+        shown: set[str] = set()  # skips for one cause share their advice: say it once
         for r in self.results:
-            summary = _shorten(r.summary, width - idw - 9)
-            lines.append(f"{_SYMBOLS[r.status]}  {r.id:<{idw}}  {summary}")
-            if r.status in ("warn", "fail") and r.advice:
-                lines.append(f"{'':6}{'':<{idw}}  -> {_shorten(r.advice, width - idw - 11)}")
-        lines += ["", f"{self.status.upper()}: {self.verdict()}"]
+            lines += _wrap(r.summary, width, f"{_SYMBOLS[r.status]}  {r.id:<{idw}}  ", indent)
+            if r.status != "pass" and r.advice and r.advice not in shown:
+                lines += _wrap(r.advice, width, indent + "-> ", indent + "   ")
+                shown.add(r.advice)
+        lines.append("")
+        lines += _wrap(self.verdict(), width, f"{self.status.upper()}: ", "  ")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -200,8 +222,9 @@ class TierReport:
         )
 
     def save(self, directory: str | Path) -> Path:
-        """Write report.json, report.md and figures/*.png into `directory`, each atomically."""
-        directory = Path(directory)
+        """Write report.json, report.md and figures/*.png into `directory`, each atomically.
+        Raises WriteError (one line) when `directory` is a file or cannot be written."""
+        directory = writable_folder(directory)  # before writing anything
         for r in self.results:
             for name, png in r.figures.items():
                 atomic_write_bytes(directory / "figures" / f"{r.id}-{name}.png", png)
@@ -239,9 +262,24 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _shorten(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: max(width - 3, 1)] + "..."
+def _some(ids: Iterable[str], shown: int = 6) -> str:
+    """The first few ids and how many more: a headline stays a sentence."""
+    ids = list(ids)
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
+def _wrap(text: str, width: int, first: str, rest: str) -> list[str]:
+    """`text` wrapped to `width` columns after the prefixes; long words are never split, so
+    paths and ids stay whole."""
+    return textwrap.wrap(
+        " ".join(str(text).split()) or "-",
+        width=max(width, len(first) + 20),
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def _md_cell(text: str) -> str:

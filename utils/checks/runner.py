@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from utils._frames import describe
 from utils.checks.catalogue import Check
 from utils.checks.report import CheckResult, TierReport
 
@@ -39,7 +40,7 @@ def run_checks(
                 c.id,
                 c.title,
                 "fail",
-                f"The check could not run: {type(exc).__name__}: {exc}",
+                f"The check could not run: {describe(exc)}",
                 metrics={"traceback": traceback.format_exc(limit=4)},
                 advice="Something raised while this check ran; the error above says where. "
                 "Fix what it names (or pass options that fit) and run the tier again.",

@@ -106,14 +106,35 @@ def load_model(
     config: ModelConfig | Mapping | str | Path | None = None,
     allow_gist: bool = True,
     cache_dir: str | Path | None = None,
+    device: str | None = None,
 ) -> LoadedModel:
     """Turn `source` into a built model and its config.
+
+    Loading a file, folder, gist or module runs its code (the model's constructor and
+    whatever its file does on import), as `import` would.
 
     `class_name` picks the model class (or factory) when a file defines several; `config`
     (a ModelConfig, dict or path) replaces the export's config.json; `allow_gist=False`
     refuses gist sources, so code from the internet never runs unasked; `cache_dir` is
-    where gists are kept (default: $TBUILDER_CACHE_DIR or ~/.cache/tbuilder).
+    where gists are kept (default: $TBUILDER_CACHE_DIR or ~/.cache/tbuilder). `device`
+    is where the model is built: `"meta"` builds it without allocating any weights (enough
+    to count parameters of a model larger than memory).
     """
+    if device is None:
+        return _load(source, class_name, config, allow_gist, cache_dir)
+    import torch
+
+    with torch.device(device):
+        return _load(source, class_name, config, allow_gist, cache_dir)
+
+
+def _load(
+    source: str | Path | nn.Module | type,
+    class_name: str | None,
+    config: ModelConfig | Mapping | str | Path | None,
+    allow_gist: bool,
+    cache_dir: str | Path | None,
+) -> LoadedModel:
     override = _as_config(config)
     if isinstance(source, nn.Module):
         return _load_instance(source, override or ModelConfig(), class_name)
@@ -184,8 +205,9 @@ def _load_gist(
 
     if not allow_gist:
         raise LoadError(
-            f"{text!r} is a gist, and gist sources are turned off here (allow_gist=False): "
-            "a gist is code from the internet. Pass allow_gist=True to load it."
+            f"{text!r} is a gist, and gist sources are turned off here (allow_gist=False, "
+            "tbuilder --no-gist): a gist is code from the internet, and loading runs it. "
+            "Leave the switch off (allow_gist=True) to load it."
         )
     ref, folder = GistClient(cache_dir=cache_dir).fetch(parse_gist_source(text))
     return _load_folder(folder, class_name, override, str(ref))

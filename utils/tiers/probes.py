@@ -11,7 +11,7 @@ import math
 import os
 import sysconfig
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from utils.adapters.tracing import tensors_in
 from utils.checks.report import figure_to_png
 
 # Outputs whose largest element moves by less than this, relative to max(1, |output|), count
@@ -29,18 +30,6 @@ from utils.checks.report import figure_to_png
 DIFF_RTOL = 1e-5
 
 # -- tensors inside module outputs ----------------------------------------------------------
-
-
-def tensors_in(out: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    """Every tensor in a module's output (tensor, tuple, list, dict or ModelOutput)."""
-    if isinstance(out, torch.Tensor):
-        yield out
-    elif depth < 3 and isinstance(out, Mapping):
-        for v in out.values():
-            yield from tensors_in(v, depth + 1)
-    elif depth < 3 and isinstance(out, (tuple, list)):
-        for v in out:
-            yield from tensors_in(v, depth + 1)
 
 
 def first_tensor(out: Any) -> torch.Tensor | None:
@@ -200,46 +189,6 @@ def first_divergent(model: nn.Module, call_a: Callable[[], Any], call_b: Callabl
     return None
 
 
-def sound(t: torch.Tensor) -> bool:
-    """No NaN and no +inf. -inf is allowed: it is how a mask says 'never attend' (and log(0))."""
-    return not bool((torch.isnan(t) | torch.isposinf(t)).any())
-
-
-def finite_max_abs(t: torch.Tensor) -> float:
-    """Largest |value| among the finite elements (a -inf mask is not an activation)."""
-    x = t.detach().float().abs()
-    x = x[torch.isfinite(x)]
-    return float(x.max()) if x.numel() else 0.0
-
-
-class ActivationStats(_Hooked):
-    """Per-module largest finite |output|, whether its outputs were sound (no NaN, no +inf;
-    see `sound`) and whether its inputs were finite, recorded by forward hooks on every
-    submodule, in the order modules first ran."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__(model, [name for name, _ in model.named_modules() if name])
-        self.stats: dict[str, dict[str, Any]] = {}
-
-    def _make(self, name: str) -> Callable[..., None]:
-        def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-            outs = [t for t in tensors_in(out) if t.is_floating_point()]
-            ins = [t for t in tensors_in(inp) if t.is_floating_point()]
-            if not outs:
-                return
-            with torch.no_grad():
-                peak = max(finite_max_abs(t) for t in outs)
-                fin_out = all(sound(t) for t in outs)
-                fin_in = all(bool(torch.isfinite(t).all()) for t in ins)
-            s = self.stats.setdefault(name, {"max_abs": 0.0, "finite_out": True,
-                                             "finite_in": True, "type": type(mod).__name__})
-            s["max_abs"] = max(s["max_abs"], peak)
-            s["finite_out"] &= fin_out
-            s["finite_in"] &= fin_in
-
-        return hook
-
-
 class SavedTensorBytes:
     """Counts the bytes autograd keeps for the backward pass (the activations), each storage
     once, leaving out the storages in `exclude` (the parameters, counted on their own)."""
@@ -307,14 +256,30 @@ def user_site() -> str:
 _TRANSFERS = (torch.ops.aten._to_copy, torch.ops.aten.copy_, torch.ops.aten.copy)
 
 
+def _index_tensors(index: Any) -> Any:
+    """`index` with each list in it (`qkv[..., [-2], :]`) made a CPU tensor moved to meta."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out = []
+    for part in parts:
+        if isinstance(part, list):
+            try:
+                part = torch.tensor(part).to("meta")
+            except (TypeError, ValueError, RuntimeError):  # a list of slices: left as it is
+                pass
+        out.append(part)
+    return tuple(out) if isinstance(index, tuple) else out[0]
+
+
 class _MetaFactories(TorchFunctionMode):
-    """`torch.tensor(data, device=x.device)` and `x.new_tensor(data)` with x on meta make a
-    meta tensor without running any operation DeviceTrace sees, so it would have no real
-    value. Build such tensors on the CPU and move them to meta: DeviceTrace sees the move and
-    keeps the real value."""
+    """`torch.tensor(data, device=x.device)`, `x.new_tensor(data)` and indexing a meta tensor
+    with a list (`x[..., [-2], :]`) make a meta tensor without running any operation
+    DeviceTrace sees, so it would have no real value. Build such tensors on the CPU and move
+    them to meta: DeviceTrace sees the move and keeps the real value."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and args[0].is_meta:
+            args = (args[0], _index_tensors(args[1]), *args[2:])
         if func in (torch.tensor, torch.as_tensor) and str(kwargs.get("device")) == "meta":
             return func(*args, **{**kwargs, "device": "cpu"}).to("meta")
         if func is torch.Tensor.new_tensor and args[0].is_meta and str(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,21 @@ from utils.tokenization.known_tokenizers import (
     find_known_tokenizers,
     load_pretrained,
 )
+from utils.tokenization.limits import (
+    LIMITS_HELP,
+    LOSSLESS_VOCAB_SIZE,
+    MIN_BPE_VOCAB_SIZE,
+    MIN_VOCAB_SIZE,
+    PRINTABLE_ASCII_CHARS,
+    SPECIAL_TOKENS,
+    WASTEFUL_UNUSED_FRACTION,
+)
 from utils.tokenization.user_tokenizer import load_user_tokenizer
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("user", "pretrained", "bpe", "character")
-MIN_BPE_VOCAB = 512
+MIN_BPE_VOCAB = MIN_BPE_VOCAB_SIZE
 CHOICE_FILE = "tokenizer_choice.json"
 
 
@@ -109,14 +118,41 @@ class AdaptiveTokenizer:
         use_pretrained: bool = True,
         known: Mapping[int, KnownTokenizer] | None = None,
         bpe_trainer: FastBPETrainer | None = None,
+        text_name: str = "your text",
     ) -> TokenizerChoice:
         """`tokenizer`: the user's own (object or path), which always wins. `known`: the
         size -> pretrained table (default `KNOWN_TOKENIZERS`). `bpe_trainer`: settings for
-        the BPE strategy (special tokens, cache folder)."""
-        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be a positive integer (the model's rows), got {vocab_size!r}")
+        the BPE strategy (special tokens, cache folder). `text_name` says what `texts` are in the
+        record ("your text", "the embedded corpus")."""
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(
+                f"vocab_size must be a whole number of rows ({LIMITS_HELP}), got {vocab_size!r}"
+            )
+        if isinstance(texts, (str, os.PathLike)) and Path(texts).is_file():
+            from utils.tokenization.sources import load_corpus
+
+            texts = load_corpus(texts).train  # a data file (the notebook's DATA = "file.txt")
         if isinstance(texts, str):
-            raise TypeError("texts must be an iterable of strings, not one string: wrap it in a list")
+            raise TypeError("texts must be an iterable of strings or the path of a data file, not "
+                            "one string: wrap it in a list")
+        if texts is not None and not isinstance(texts, Sequence):
+            texts = list(texts)  # read twice: to build the tokenizer and to measure its losses
+        choice = cls._choose(vocab_size, texts, tokenizer, use_pretrained, known, bpe_trainer,
+                             text_name)
+        choice.notes += _limit_notes(choice, texts, text_name)
+        return choice
+
+    @classmethod
+    def _choose(
+        cls,
+        vocab_size: int,
+        texts: Sequence[str] | None,
+        tokenizer: Any,
+        use_pretrained: bool,
+        known: Mapping[int, KnownTokenizer] | None,
+        bpe_trainer: FastBPETrainer | None,
+        text_name: str,
+    ) -> TokenizerChoice:
         if tokenizer is not None:
             return cls._user(vocab_size, tokenizer)
         tried: list[Attempt] = []
@@ -127,14 +163,14 @@ class AdaptiveTokenizer:
         else:
             tried.append(Attempt("pretrained", "-", "skipped: use_pretrained=False"))
         if texts is not None and vocab_size >= MIN_BPE_VOCAB:
-            return cls._bpe(vocab_size, texts, bpe_trainer or FastBPETrainer(), tried)
+            return cls._bpe(vocab_size, texts, bpe_trainer or FastBPETrainer(), tried, text_name)
         why = (
             "no text to train on" if texts is None
             else f"vocab_size {vocab_size} < {MIN_BPE_VOCAB}: too few rows for merges beyond "
             "the 256 byte tokens, characters use them better"
         )
         tried.append(Attempt("bpe", "-", f"skipped: {why}"))
-        return cls._character(vocab_size, texts, tried)
+        return cls._character(vocab_size, texts, tried, text_name)
 
     @staticmethod
     def load(directory: str | os.PathLike) -> TokenizerChoice:
@@ -203,25 +239,70 @@ class AdaptiveTokenizer:
 
     @staticmethod
     def _bpe(
-        vocab_size: int, texts: Iterable[str], trainer: FastBPETrainer, tried: list[Attempt]
+        vocab_size: int, texts: Iterable[str], trainer: FastBPETrainer, tried: list[Attempt],
+        text_name: str,
     ) -> TokenizerChoice:
         result = trainer.train(texts=texts, vocab_size=vocab_size)
-        source = f"byte-level BPE trained on your text ({'cache hit' if result.from_cache else 'trained now'})"
+        how = "cache hit" if result.from_cache else "trained now"
+        source = f"byte-level BPE trained on {text_name} ({how})"
         tried.append(Attempt("bpe", source, "used"))
-        reason = "no pretrained tokenizer was used and your text is there to train on"
+        reason = f"no pretrained tokenizer was used and {text_name} is there to train on"
         notes = [result.reason] if result.reason else []
         return TokenizerChoice(result.tokenizer, "bpe", reason, vocab_size, source, tried, notes)
 
     @staticmethod
     def _character(
-        vocab_size: int, texts: Iterable[str] | None, tried: list[Attempt]
+        vocab_size: int, texts: Iterable[str] | None, tried: list[Attempt], text_name: str
     ) -> TokenizerChoice:
         tok = CharacterLevelTokenizer(vocab_size=vocab_size, texts=texts)
         fallback = "with UTF-8 byte fallback" if tok.byte_fallback else "no room for byte fallback"
-        source = f"characters ({'your text first' if texts is not None else 'Unicode order'}, {fallback})"
+        order = f"those of {text_name} first" if texts is not None else "Unicode order"
+        source = f"characters ({order}, {fallback})"
         tried.append(Attempt("character", source, "used"))
         reason = "fits any vocabulary size without training; the options above did not apply"
         return TokenizerChoice(tok, "character", reason, vocab_size, source, tried)
+
+
+def _limit_notes(choice: TokenizerChoice, texts: Sequence[str] | None, text_name: str) -> list[str]:
+    """Warnings for the two silent costs of a size: characters lost to the unknown token
+    (too few rows), and embedding rows no id reaches (far too many)."""
+    notes = []
+    tok = choice.tokenizer
+    if choice.strategy == "character" and not tok.byte_fallback:
+        sample = _sample(texts)
+        lost = _unknown_rate(tok, sample)
+        measured = f" ({lost:.1%} of the characters of {text_name})" if lost is not None else ""
+        other = len(set(sample) - set(PRINTABLE_ASCII_CHARS))
+        notes.append(
+            f"lossy: {choice.vocab_size} rows leave no room for the 256 byte tokens, so "
+            f"characters outside the {len(tok) - SPECIAL_TOKENS} kept become <unk>{measured}; "
+            f"use vocab_size >= {LOSSLESS_VOCAB_SIZE + other} for a tokenizer every text "
+            "round-trips")
+    if choice.unused_rows > WASTEFUL_UNUSED_FRACTION * choice.vocab_size:
+        notes.append(
+            f"wasteful: {choice.unused_rows:,} of the model's {choice.vocab_size:,} embedding rows "
+            f"are never used (the tokenizer has {choice.tokenizer_size:,} tokens); a vocab_size "
+            "near the tokenizer's size saves their parameters")
+    return notes
+
+
+def _sample(texts: Sequence[str] | None, chars: int = 200_000) -> str:
+    """The first `chars` characters of the texts: enough to measure losses on."""
+    size, parts = 0, []
+    for text in texts or ():
+        parts.append(text)
+        size += len(text)
+        if size >= chars:
+            break
+    return "".join(parts)[:chars]
+
+
+def _unknown_rate(tok: Any, sample: str) -> float | None:
+    """The fraction of the sample's characters that encode to `<unk>`."""
+    if not sample:
+        return None
+    ids = tok.encode(sample, add_special_tokens=False)
+    return sum(i == tok.unk_token_id for i in ids) / len(sample)
 
 
 class _HubStatus:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class FastBPETrainer:
         min_frequency: int = 2,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
     ) -> None:
         self.special_tokens = dict(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
         if min_frequency < 1:
@@ -82,7 +83,8 @@ class FastBPETrainer:
         self.min_frequency = min_frequency
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bpe"
-        self.show_progress = show_progress
+        # the Rust progress bar writes blank lines where stderr is not a terminal
+        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.last_result: BPETrainingResult | None = None
 
     @property
@@ -267,7 +269,8 @@ class FastBPETrainer:
             return ""
         if self.min_frequency > 1:
             why = f"no pair of tokens occurs {self.min_frequency} or more times any more"
-            hint = "give more text, or min_frequency=1 to also merge pairs seen fewer times"
+            hint = ("give more text, or min_frequency=1 (tbuilder tokenizer --min-frequency 1) "
+                    "to also merge pairs seen fewer times")
         else:
             why = "no pair is left to merge (every word of the corpus is a single token)"
             hint = "give more (or more varied) text"

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from transformers import PreTrainedTokenizer
+from transformers import BatchEncoding, PreTrainedTokenizer
+from transformers.tokenization_utils_base import TruncationStrategy
+from transformers.utils import PaddingStrategy
 
 from utils._io import atomic_write_text
 from utils.tokenization._common import DEFAULT_SPECIAL_TOKENS
@@ -50,6 +52,12 @@ _KIND_CHAR, _KIND_BYTE, _KIND_LITERAL = 0, 1, 2
 _UTF8_LEAD = np.array([0x00, 0xC0, 0xE0, 0xF0], dtype=np.uint32)
 _SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: never text
 _SENTINEL_RE = re.compile("[\uFDD0-\uFDEF]")
+
+
+def _split(flat: list, lengths: np.ndarray) -> list[list]:
+    """`flat` cut into consecutive rows of `lengths`."""
+    ends = np.cumsum(lengths).tolist()
+    return [flat[start:end] for start, end in zip([0, *ends[:-1]], ends)]
 
 
 @lru_cache(maxsize=1)
@@ -231,7 +239,16 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         self, texts: Sequence[str], split_special_tokens: bool | None = None
     ) -> list[np.ndarray]:
         """Token ids of each text as int32 arrays, no special tokens added: the fast path
-        the data modules use (no per-token Python objects)."""
+        the data modules use (no per-token Python objects). Many texts are looked up in one
+        pass when none holds a special token or an unknown character (the common case)."""
+        if len(texts) > 1:
+            joined = "".join(texts)
+            split = self.split_special_tokens if split_special_tokens is None else split_special_tokens
+            if split or not self._may_hold_literal(joined):  # a literal in a text is one here
+                ids = np.take(self._table, _codepoints(joined))  # (total,) -1 where unknown
+                if ids.size == 0 or ids.min() >= 0:
+                    ends = np.cumsum([len(t) for t in texts])
+                    return np.split(ids, ends[:-1])
         return [self._encode_text(t, split_special_tokens) for t in texts]
 
     def _encode_text(self, text: str, split_special_tokens: bool | None = None) -> np.ndarray:
@@ -282,13 +299,114 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         return rows[np.arange(4) < width[:, None]]  # row-major: order kept
 
     def _encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any) -> Any:
-        """Turn strings into id lists with the vectorised encoder, then let the base class
-        do special tokens, truncation, padding and tensors exactly as for any tokenizer."""
+        """A batch of strings takes the vectorised path end to end (`_encode_batch`); the
+        rest is turned into id lists with the vectorised encoder, and the base class does
+        special tokens, truncation, padding and tensors exactly as for any tokenizer."""
+        if text_pair is None and self._batch_fast_path_applies(text, kwargs):
+            return self._encode_batch(text, **kwargs)
         if not kwargs.get("is_split_into_words", False):
             split = kwargs.get("split_special_tokens")
             text = self._strings_to_ids(text, split)
             text_pair = self._strings_to_ids(text_pair, split)
         return super()._encode_plus(text=text, text_pair=text_pair, **kwargs)
+
+    # The options `_encode_batch` implements itself; anything else goes the general way.
+    _FAST_OPTIONS = frozenset({
+        "add_special_tokens", "padding_strategy", "truncation_strategy", "max_length",
+        "pad_to_multiple_of", "padding_side", "return_tensors", "return_attention_mask",
+        "split_special_tokens", "verbose", "is_split_into_words", "stride",
+        "return_token_type_ids", "return_overflowing_tokens", "return_special_tokens_mask",
+        "return_length", "return_offsets_mapping",
+    })
+
+    def _batch_fast_path_applies(self, text: Any, kwargs: dict[str, Any]) -> bool:
+        if not (isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text)):
+            return False
+        if set(kwargs) - self._FAST_OPTIONS or kwargs.get("is_split_into_words"):
+            return False
+        if kwargs.get("stride") or any(kwargs.get(k) for k in (
+                "return_token_type_ids", "return_overflowing_tokens",
+                "return_special_tokens_mask", "return_length", "return_offsets_mapping")):
+            return False
+        specials = kwargs.get("add_special_tokens", True) and self.num_special_tokens_to_add() > 0
+        return not specials
+
+    def _encode_batch(
+        self,
+        texts: Sequence[str],
+        padding_strategy: PaddingStrategy = PaddingStrategy.DO_NOT_PAD,
+        truncation_strategy: TruncationStrategy = TruncationStrategy.DO_NOT_TRUNCATE,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_tensors: Any = None,
+        return_attention_mask: bool | None = None,
+        split_special_tokens: bool | None = None,
+        **_: Any,
+    ) -> BatchEncoding:
+        """`tok(batch, padding=..., truncation=..., return_tensors=...)` for plain strings:
+        encode every text with the table lookup, truncate and pad with numpy, and hand the
+        arrays over as they are. Same ids, masks and layout as the base class's loop over
+        `prepare_for_model` and `pad`, without a Python object per token."""
+        rows = self.encode_to_arrays(texts, split_special_tokens)
+        if truncation_strategy != TruncationStrategy.DO_NOT_TRUNCATE and max_length is not None:
+            keep_left = self.truncation_side == "left"
+            rows = [r[-max_length:] if keep_left and len(r) > max_length else r[:max_length]
+                    for r in rows]
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        mask_wanted = return_attention_mask is not False
+        if padding_strategy == PaddingStrategy.DO_NOT_PAD:
+            if return_tensors is not None and len(set(lengths.tolist())) > 1:
+                raise ValueError("Unable to create tensor from sequences of different lengths: "
+                                 "pass padding=True (or truncation=True with max_length)")
+            return self._batch_result(rows, lengths, None, mask_wanted, return_tensors,
+                                      self._id_objects() if return_tensors is None else None)
+        width = int(lengths.max()) if padding_strategy == PaddingStrategy.LONGEST else max_length
+        width = max(width or 0, int(lengths.max()))
+        if pad_to_multiple_of:
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        side = padding_side or self.padding_side
+        ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)  # (B, T)
+        positions = np.arange(width)  # (T,)
+        real = (positions < lengths[:, None]) if side == "right" else (
+            positions >= (width - lengths)[:, None])  # (B, T)
+        ids[real] = np.concatenate(rows) if rows else []
+        return self._batch_result(ids, lengths, real, mask_wanted, return_tensors,
+                                  self._id_objects() if return_tensors is None else None)
+
+    def _id_objects(self) -> np.ndarray:
+        """(len(self),) object array holding the int of every id, built once: indexing it
+        gives lists of shared int objects, several times faster than `.tolist()`, which
+        allocates a new int per token."""
+        size = max(len(self._tokens), max(self._added_tokens_decoder, default=-1) + 1)
+        table = getattr(self, "_id_table", None)
+        if table is None or len(table) != size:  # len(self) would build the vocabulary dict
+            table = self._id_table = np.array(range(size), dtype=object)
+        return table
+
+    @staticmethod
+    def _batch_result(ids: Any, lengths: np.ndarray, real: np.ndarray | None, mask_wanted: bool,
+                      return_tensors: Any, objects: np.ndarray | None) -> BatchEncoding:
+        """Arrays as lists, numpy arrays or torch tensors, as `return_tensors` asks."""
+        if return_tensors is None:  # lists of ints; a mask row of ones is one list product
+            data: dict[str, Any] = {"input_ids": objects[ids].tolist() if real is not None
+                                    else _split(objects[np.concatenate(ids)].tolist(), lengths)}
+            if mask_wanted:
+                data["attention_mask"] = (real.astype(np.int64).tolist() if real is not None
+                                          else [[1] * int(n) for n in lengths])
+            return BatchEncoding(data)
+        if isinstance(ids, list):  # equal lengths (checked): stack them
+            ids = np.stack(ids).astype(np.int64)
+        data = {"input_ids": ids}
+        if mask_wanted:
+            data["attention_mask"] = (real.astype(np.int64) if real is not None
+                                      else np.ones(ids.shape, dtype=np.int64))
+        if str(return_tensors) in ("pt", "TensorType.PYTORCH"):
+            import torch
+
+            data = {k: torch.from_numpy(v) for k, v in data.items()}
+            return BatchEncoding(data)
+        return BatchEncoding(data, tensor_type=return_tensors)
 
     def _strings_to_ids(self, value: Any, split: bool | None) -> Any:
         if isinstance(value, str):

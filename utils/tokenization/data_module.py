@@ -45,12 +45,34 @@ from utils.tokenization.adaptive_tokenizer import TokenizerChoice
 from utils.tokenization.collation import BatchCollator, _Blocks, _Rows
 from utils.tokenization.encoding import _insert_after_each, encode_ragged, encode_stream
 from utils.tokenization.sources import _Corpus, _label_ids, load_corpus
+from utils.vocabulary import DATA_TASKS as TASKS
 from utils.vocabulary import IGNORE_INDEX
-from utils.vocabulary import LOSS_TASKS as TASKS
 
 log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
+
+
+def check_fits_model(tokenizer: Any, max_length: int, profile: Any) -> None:
+    """Refuse, before any text is read, a tokenizer whose ids pass the model's vocabulary or a
+    `max_length` past its `max_seq_len`: inside `fit` either is an IndexError on CPU and a
+    device-side assert (a dead runtime) on a GPU. `profile` is a ModelProfile (or anything
+    with `vocab_size` and `max_seq_len`); unknown sizes are not checked."""
+    vocab = getattr(profile, "vocab_size", None)
+    ids = tokenizer.get_vocab().values()
+    needed = max(len(tokenizer), max(ids, default=-1) + 1)
+    if vocab is not None and needed > vocab:
+        raise ValueError(
+            f"the tokenizer emits ids up to {needed - 1} but the model has vocab_size {vocab} "
+            f"({getattr(profile, 'vocab_source', 'its profile')}): ids {vocab} and up would crash "
+            f"its embedding. Use a tokenizer of at most {vocab} tokens, or a model with "
+            f"vocab_size >= {needed}")
+    limit = getattr(profile, "max_seq_len", None)
+    if limit is not None and max_length > limit:
+        raise ValueError(
+            f"max_length={max_length} is longer than the model's max_seq_len {limit} "
+            f"({getattr(profile, 'max_seq_len_source', 'its profile')}): positions past "
+            f"{limit} have no embedding. Give max_length <= {limit}")
 
 
 class AdaptiveTokenizerDataModule(pl.LightningDataModule):
@@ -59,6 +81,10 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
     >>> dm = AdaptiveTokenizerDataModule(dataset=texts, tokenizer=tok, batch_size=16,
     ...                                  max_length=512, val_split=0.1)
     >>> dm.setup(); batch = next(iter(dm.train_dataloader()))
+
+    `profile` (the adapted model's `ModelProfile`, or the `AdaptedModel`) makes the module
+    refuse, up front and naming both numbers, a tokenizer or `max_length` the model cannot
+    take.
     """
 
     def __init__(
@@ -78,6 +104,7 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        profile: Any = None,
     ) -> None:
         super().__init__()
         _check_positive_int("batch_size", batch_size)
@@ -97,6 +124,8 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         self.dataset_config, self.mlm_probability = dataset_config, mlm_probability
         self.seed, self.num_workers = seed, num_workers
         self.cache_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
+        if profile is not None:
+            check_fits_model(self.tokenizer, max_length, getattr(profile, "profile", profile))
         self.separator_id = self._required_ids()
         self.collator = BatchCollator(
             task=task,

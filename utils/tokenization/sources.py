@@ -4,6 +4,7 @@ hub dataset names, read as plain strings (and labels)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,11 +92,36 @@ def _from_file(path: Path, text_column: str, label_column: str | None,
         return _Corpus([_read_utf8(path)], None, None, None, "file:" + hash_files([path]), str(path))
     if kind != "parquet":
         _read_utf8(path)  # a clear error naming the line, before the CSV/JSON parser fails
-    ds = datasets.load_dataset(kind, data_files=str(path), split="train",
-                               cache_dir=str(cache_dir / "datasets") if cache_dir else None)
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train",
+                                   cache_dir=str(cache_dir / "datasets") if cache_dir else None)
+    except Exception as exc:  # datasets says "An error occurred while generating the dataset"
+        raise _file_error(path, kind, exc) from exc
     # The fingerprint stays the one of the chosen columns' content: a hash of the whole file
     # would serve one column's cached tokens for another.
     return _from_dataset(ds, text_column, label_column, str(path))
+
+
+def _file_error(path: Path, kind: str, exc: Exception) -> ValueError:
+    """The file and line a CSV/JSON parser choked on, found by reading it line by line."""
+    if kind == "json":
+        with path.open(encoding="utf-8") as f:
+            first = f.read(1)
+            f.seek(0)
+            if first != "[":  # JSON lines: each line one object
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as bad:
+                        return ValueError(
+                            f"{path} line {number}: not valid JSON ({bad.msg}, column "
+                            f"{bad.colno}); each line of a .jsonl file must be one JSON object")
+    cause = exc.__cause__ or exc.__context__ or exc
+    return ValueError(f"{path}: could not be read as {kind.upper()} ({type(cause).__name__}: "
+                      f"{str(cause).splitlines()[0] if str(cause) else 'no detail'}); fix the file "
+                      "or give a .txt file")
 
 
 def _from_hub(name: str, config: str | None, text_column: str, label_column: str | None) -> _Corpus:

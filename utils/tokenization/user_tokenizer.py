@@ -79,7 +79,9 @@ def _load_folder(folder: Path) -> PreTrainedTokenizerBase:
             return AutoTokenizer.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=False
             )
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # tokenizers raises a bare Exception for a bad schema
+            if (folder / "tokenizer.json").is_file():
+                _tokenizer_json(folder / "tokenizer.json")  # names the file when it is the cause
             raise ValueError(f"{folder}: the Hugging Face tokenizer does not load: {exc}") from exc
     for name in ("tokenizer.model", "spiece.model", "sentencepiece.model", "vocab.json", "vocab.txt"):
         if (folder / name).is_file():
@@ -96,8 +98,8 @@ def _load_file(path: Path) -> PreTrainedTokenizerBase:
         return _load_wordpiece_vocab(path)
     if suffix == ".json":
         data = _read_json(path)
-        if isinstance(data, dict) and isinstance(data.get("model"), dict):
-            return _wrap(Tokenizer.from_file(str(path)))
+        if isinstance(data, dict) and "model" in data:
+            return _wrap(_tokenizer_json(path))
         if isinstance(data, dict) and data and all(isinstance(v, int) for v in data.values()):
             return _load_vocab_json(path, data)
         raise ValueError(
@@ -105,6 +107,18 @@ def _load_file(path: Path) -> PreTrainedTokenizerBase:
             "(a token -> id mapping)"
         )
     raise ValueError(f"{path}: unknown tokenizer file type {suffix!r}; {FORMATS_HELP}")
+
+
+def _tokenizer_json(path: Path) -> Tokenizer:
+    """`Tokenizer.from_file`, whose schema errors ("invalid type: string, expected a map")
+    name neither the file nor what to do."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # a bare Exception from the Rust side
+        raise ValueError(
+            f"{path}: not a valid tokenizer.json ({exc}); write it with the tokenizers library "
+            "(tokenizer.save(path) or tokenizer.backend_tokenizer.save(path))"
+        ) from exc
 
 
 def _load_sentencepiece(path: Path) -> PreTrainedTokenizerBase:

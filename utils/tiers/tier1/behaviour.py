@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils._frames import describe
 from utils.checks import CheckResult, Verdict, stream_offset
 from utils.tiers.probes import (
     DIFF_RTOL,
@@ -84,11 +85,12 @@ def forward_signature(ctx: Tier1Context, v: Verdict) -> CheckResult:
     How to fix: make forward take token ids (B, T) and return logits, or pass task=,
     vocab_size= and max_seq_len= to run_tier1.
     """
+    if ctx.adapted is None and ctx.adapt_out_of_time:
+        return v.skip(ctx.adapt_error, advice="Give the tier more time, or run on a GPU.")
     if ctx.adapted is None:
-        return v.fail("The model could not be adapted.",
+        return v.fail(ctx.adapt_error.splitlines()[0],
             metrics={"error": ctx.adapt_error},
-            advice=f"{ctx.adapt_error}\nMake forward take token ids (B, T) and return logits, "
-                   "or pass task=, vocab_size= and max_seq_len= to run_tier1.",
+            advice=_adapt_fix(ctx.adapt_error),
         )
     p = ctx.profile
     metrics = {
@@ -100,13 +102,24 @@ def forward_signature(ctx: Tier1Context, v: Verdict) -> CheckResult:
         "output_kind": p.output_kind, "graph_executor": p.uses_graph_executor,
         "attention_modules": list(p.attention_modules), "notes": list(p.notes),
     }
+    # A class from an installed package that declares no length (BLOOM's ALiBi, Mamba) has
+    # none to find: only the user's own code can have a limit nobody wrote down.
     missing = [name for name, value in (("vocab_size", p.vocab_size),
-                                        ("max_seq_len", p.max_seq_len)) if value is None]
+                                        ("max_seq_len", p.max_seq_len))
+               if value is None and not (name == "max_seq_len" and p.library)]
     if missing and p.task != "classification":
         return v.warn(f"Adapted, but {' and '.join(missing)} could not be found: {p.summary()}",
             metrics, advice=f"Pass {', '.join(m + '=...' for m in missing)} to run_tier1 (or put "
                             "them in config.json) so shapes and lengths can be checked.")
     return v.pass_(p.summary(), metrics)
+
+
+def _adapt_fix(error: str) -> str:
+    """What the adapter found, tried and advises (the lines after its first), else the
+    general advice; the first line is the summary."""
+    rest = " ".join(line.strip() for line in error.splitlines()[1:])
+    return rest or ("Make forward take token ids (B, T) and return logits, or pass task=, "
+                    "vocab_size= and max_seq_len= to run_tier1.")
 
 
 # -- output_shape ---------------------------------------------------------------------------
@@ -179,22 +192,27 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
     Why it matters: a wrong shape breaks the loss or silently trains the wrong axis; an
     opaque index error past the position table is a device-side assert on a GPU.
     Known false alarms: models without a fixed-size position table accept max_seq_len + 1
-    tokens and pass; contexts longer than 4096 are tested at 4096 only.
+    tokens and pass; contexts longer than 4096 are tested at 4096 only. A class from an
+    installed package (Hugging Face's) is not asked to check its length: the adapter refuses
+    longer inputs with a clear error itself.
     Broken example: ShortPositionLM, whose position table has 8 rows for max_seq_len 16.
     How to fix: return (B, T, vocab_size) logits for every B and T up to max_seq_len, size
     position tables max_seq_len rows, and check the length at the top of forward.
     """
     p = ctx.profile
     rows, bad, width = [], [], []
+    longest = max(_lengths(ctx, v.thresholds.max_len))
     for B in (1, 3):
         for T in _lengths(ctx, v.thresholds.max_len):
+            if B > 1 and T == longest > ctx.seq_len:
+                continue  # the full length once (B=1): a long context costs seconds per call
             try:
                 with torch.no_grad(), eval_mode(ctx.adapted):
                     out = ctx.adapted(ctx.ids(B, T, offset=v.stream(f"B={B},T={T}")))
                 got = str(tuple(out.shape))
                 ok = _shape_ok(ctx, out, B, T, width)
             except Exception as exc:  # noqa: BLE001 - a failing size is the finding
-                got, ok = f"{type(exc).__name__}: {str(exc).strip()[:200]}", False
+                got, ok = describe(exc), False
             rows.append({"B": B, "T": T, "expected": _expected(ctx, B, T), "got": got})
             if not ok:
                 bad.append(rows[-1])
@@ -210,14 +228,19 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
                   "which sizes break.")
         return v.fail(f"{len(bad)} of {len(rows)} calls failed; e.g. B={worst['B']}, T={worst['T']}: "
             f"expected {worst['expected']}, got {worst['got']}", metrics, advice)
-    summary = f"Shapes right for B in (1, 3) and T in {tuple(sorted({r['T'] for r in rows}))}."
+    summary = (f"Shapes right for B in (1, 3) and T in {tuple(sorted({r['T'] for r in rows}))}"
+               f"{f' (T={longest} at B=1)' if longest > ctx.seq_len else ''}.")
     if not p.max_seq_len:
         return v.pass_(summary + " max_seq_len unknown: the limit was not tested.", metrics)
     if p.max_seq_len > v.thresholds.max_len:
         return v.pass_(summary + f" max_seq_len {p.max_seq_len} is tested at "
                            f"{v.thresholds.max_len} only.", metrics)
     outcome, message = _over_length(ctx, v.stream("over_length"))
-    metrics.update(over_length=outcome, over_length_error=message)
+    metrics.update(over_length=outcome, over_length_error=message, library=p.library)
+    if p.library and outcome == "clear":
+        return v.pass_(summary + f" {p.model_class} comes from the installed package {p.library}, so the "
+                       f"toolkit enforces the limit itself: {p.max_seq_len + 1} tokens get the adapter's "
+                       f"clear error ({message[:160]}).", metrics)
     if outcome == "opaque":
         return v.warn(summary + f" But max_seq_len + 1 = {p.max_seq_len + 1} tokens gives an opaque error: "
             f"{message}", metrics,
@@ -341,6 +364,44 @@ def _not_causal(ctx: Tier1Context, v: Verdict) -> CheckResult:
         "away.")
 
 
+def _decoder_causality(ctx: Tier1Context, v: Verdict) -> CheckResult:
+    """An encoder-decoder's decoder: with the source held fixed, resampling the target after
+    position t must leave the logits at positions <= t as they were (the encoder sees the
+    whole source, by design, so only the target side is judged)."""
+    source, target = ctx.ids(offset=v.stream("tokens")), ctx.ids(offset=v.stream("target"))
+    B, T = target.shape
+    diffs: dict[int, float] = {}
+    alts: dict[int, torch.Tensor] = {}
+    with torch.no_grad(), eval_mode(ctx.adapted):
+        base = ctx.adapted(source, target_ids=target)  # (B, T, V)
+        for cut in sorted({0, T // 2 - 1, T - 2} - {-1}):
+            later = torch.zeros_like(target, dtype=torch.bool)
+            later[:, cut + 1:] = True
+            alts[cut] = _changed_ids(ctx, target, later, offset=v.stream(f"resample@{cut}"))
+            alt = ctx.adapted(source, target_ids=alts[cut])
+            diffs[cut] = changed(base[:, : cut + 1], alt[:, : cut + 1])
+    metrics: dict = {"method": "resampling the target, source fixed",
+                     "resample_change": {str(c): d for c, d in diffs.items()}}
+    moved = [c for c, d in diffs.items() if d > v.thresholds.max_change]
+    if not moved:
+        return v.pass_("No leak in the decoder: resampling later target tokens leaves the logits at "
+                       "earlier target positions unchanged (source held fixed).", metrics)
+    cut = min(moved)
+
+    def region(o):
+        bt = as_bt(o, B, T)
+        return None if bt is None else bt[:, : cut + 1]
+
+    names = block_candidates(ctx.model, ctx.profile.attention_modules)
+    with torch.no_grad(), eval_mode(ctx.adapted):
+        where = first_divergent(ctx.model, lambda: ctx.adapted(source, target_ids=target),
+                                lambda: ctx.adapted(source, target_ids=alts[cut]), names, region)
+    metrics["first_leaking_module"] = where
+    return v.fail(f"Future-token leak in the decoder: logits at target position {cut} depend on later "
+                  "target tokens" + (f"; first leaking module: `{where}`." if where else "."),
+                  metrics, causal_advice(ctx, where))
+
+
 @check("causality", thresholds=CausalityThresholds(), needs=Needs(min_len=2, comparable=True))
 def causality(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """No position sees later tokens
@@ -351,11 +412,15 @@ def causality(ctx: Tier1Context, v: Verdict) -> CheckResult:
     Why it matters: a model that sees the next token learns to copy it; its training loss
     looks excellent and it cannot generate.
     Known false alarms: bidirectional models (masked LM, encoders) skip; a model the adapter
-    only guessed to be a masked LM from this very behaviour warns instead of skipping.
-    Broken example: NoCausalMaskGPT (no causal mask) and LateLeakGPT (only block 2 unmasked).
+    only guessed to be a masked LM from this very behaviour warns instead of skipping. An
+    encoder-decoder is judged on its decoder only, with the source held fixed.
+    Broken example: NoCausalMaskGPT (no causal mask), LateLeakGPT (only block 2 unmasked) and
+    PeekingDecoderSeq2Seq (a decoder without its causal mask).
     How to fix: mask the attention scores before the softmax with torch.triu(..., 1) filled
     with -inf, or use F.scaled_dot_product_attention(q, k, v, is_causal=True).
     """
+    if ctx.task == "seq2seq":
+        return _decoder_causality(ctx, v)
     if ctx.task != "causal_lm":
         return _not_causal(ctx, v)
     ids = ctx.ids(offset=v.stream("tokens"))
@@ -477,47 +542,75 @@ def _name_convention(name: str | None) -> str | None:
     return None
 
 
+def _pad_mask(ids: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (B, T) mask, 1 = real, with padding where the model's family puts it, and which rows
+    are left-padded. Only a causal LM is left-padded (row 0: batched generation puts prompts
+    at the end); every other model is right-padded, as its tokenizer does (a classifier that
+    pools the first token would otherwise pool a pad). Rows pad different numbers of tokens."""
+    B, T = ids.shape
+    n_pad = max(1, T // 3)
+    mask = torch.ones_like(ids)  # (B, T)
+    left = torch.zeros(B, dtype=torch.bool, device=ids.device)  # (B,)
+    if causal:
+        mask[0, :n_pad] = 0
+        left[0] = True
+    else:
+        mask[0, T - n_pad:] = 0
+    if B > 1:
+        mask[1, T - max(1, n_pad - 1):] = 0
+    return mask, left
+
+
 @check("padding_invariance", thresholds=PaddingThresholds(), needs=Needs(mask=True, min_len=2, comparable=True))
 def padding_invariance(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Real positions ignore what is in pad positions
 
-    What it checks: with left- and right-padded rows, changing only the pad tokens leaves
-    every real position unchanged, the mask is read the right way round, and no real position
-    turns NaN, with gradients on and under no_grad.
+    What it checks: with rows padded where the model's family pads (right; a causal LM also
+    left, as batched generation does; an encoder-decoder in its source), changing only the
+    pad tokens leaves every real position unchanged, the mask is read the right way round,
+    and no real position turns NaN, with gradients on and under no_grad.
     Why it matters: a padded batch that leaks pad content trains on garbage, and an inverted
     mask attends only to padding.
     Known false alarms: models that take no mask skip; nn.MultiheadAttention's inference fast
-    path with a left pad under a causal mask warns (NaN under no_grad only).
-    Broken example: IgnoresMaskLM (mask never used) and InvertedMaskLM (`== 1` for padding).
+    path with a left pad under a causal mask warns (NaN under no_grad only); a causal LM that
+    only left padding disturbs (Hugging Face's RWKV ignores its mask) warns, since right
+    padding, all training needs, is unaffected.
+    Broken example: IgnoresMaskEncoder (mask never used), InvertedMaskLM (`== 1` for padding)
+    and SourceMaskIgnoredSeq2Seq.
     How to fix: pass the mask to every attention (key_padding_mask=attention_mask == 0 for
     nn.MultiheadAttention) and keep pads out of anything that pools over positions.
     """
     p = ctx.profile
     ids = ctx.ids(offset=v.stream("tokens"))
-    B, T = ids.shape
-    n_pad = max(1, T // 3)
-    mask = torch.ones_like(ids)
-    mask[0, :n_pad] = 0  # row 0 left-padded: a causal LM's real tokens come after the pads
-    if B > 1:
-        mask[1, T - n_pad:] = 0  # row 1 right-padded
+    mask, left = _pad_mask(ids, causal=p.task == "causal_lm")
     alt = _changed_ids(ctx, ids, mask == 0, offset=v.stream("pads"))
     real = mask.bool()
+    whole = p.task in ("classification", "seq2seq")  # one prediction / a target with no pads
+    target = {"target_ids": ids} if p.task == "seq2seq" else {}  # only the source is padded
 
-    def at_real(out: torch.Tensor) -> torch.Tensor:
-        return out if p.task == "classification" else out[real]
+    def at_real(out: torch.Tensor, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """The outputs at real positions of `rows` (every output of a classifier, and of a
+        seq2seq model, whose padding is in the source)."""
+        return out[rows] if whole else out[rows][real[rows]]
 
     # With gradients on, as in training (nn.MultiheadAttention then takes its regular path);
     # then under no_grad, as in inference, where its fast path treats masks differently.
     with eval_mode(ctx.adapted), torch.enable_grad():
-        a, b = ctx.adapted(ids, mask).detach(), ctx.adapted(alt, mask).detach()
-        unmasked = ctx.adapted(ids).detach()
+        a = ctx.adapted(ids, mask, **target).detach()
+        b = ctx.adapted(alt, mask, **target).detach()
+        unmasked = ctx.adapted(ids, **target).detach()
     with eval_mode(ctx.adapted), torch.no_grad():
-        inference = ctx.adapted(ids, mask)
+        inference = ctx.adapted(ids, mask, **target)
     drift = changed(at_real(a), at_real(b))
+    left_drift = changed(at_real(a, left), at_real(b, left)) if left.any() else 0.0
+    right_drift = changed(at_real(a, ~left), at_real(b, ~left)) if (~left).any() else 0.0
     finite = bool(torch.isfinite(at_real(a)).all())
     finite_inference = bool(torch.isfinite(at_real(inference)).all())
     expected = _name_convention(p.mask_name)
     metrics = {"pad_positions": int((mask == 0).sum()), "real_position_change": drift,
+               "padded_on": ("left (row 0) and right" if left.any() else
+                             "right, source-side" if target else "right"),
+               "left_padding_change": left_drift, "right_padding_change": right_drift,
                "mask": p.mask_name or "attention_mask (graph executor)",
                "convention": p.mask_convention, "verified": p.mask_verified,
                "convention_by_name": expected, "finite_under_no_grad": finite_inference}
@@ -537,6 +630,16 @@ def padding_invariance(ctx: Tier1Context, v: Verdict) -> CheckResult:
             f"By PyTorch's convention `{p.mask_name}` is True at pads (the keys to ignore); the "
             "model treats True as real tokens. Pass it to the attention as it is (drop the `~` "
             "or `== 0`), or rename the parameter attention_mask if you mean 1 = real token.")
+    if (~left).any() and right_drift <= v.thresholds.max_change < left_drift:
+        return v.warn(f"Right padding is ignored, but with left padding real positions change (by "
+                      f"{left_drift:.3g}) when only pad content changes: the model does not use its mask "
+                      "where pads come first. Training on right-padded batches is unaffected (a causal "
+                      "model never sees the pads after a real position); batched generation with "
+                      "left-padded prompts is not.", metrics,
+                      "Pad on the right for training, and generate one prompt at a time (or with prompts "
+                      f"of one length). To support left padding, pass `{p.mask_name or 'attention_mask'}` "
+                      "on to every place positions are mixed (each attention's key mask; in a recurrent "
+                      "layer, keep the state unchanged at pad positions).")
     if drift > v.thresholds.max_change:
         ignored = changed(a, unmasked) <= v.thresholds.max_change
         why = ("the model's output does not depend on the mask at all" if ignored else
@@ -553,8 +656,8 @@ def padding_invariance(ctx: Tier1Context, v: Verdict) -> CheckResult:
             "all masked (a left pad under a causal mask), and the NaN then spreads. Pass float "
             "masks (0 / a large negative number such as torch.finfo(x.dtype).min / 2) instead "
             "of boolean ones, or let pad queries attend to themselves.")
-    return v.pass_(f"Changing the {metrics['pad_positions']} pad tokens (left and right "
-                       "padding) leaves every real position unchanged.", metrics)
+    return v.pass_(f"Changing the {metrics['pad_positions']} pad tokens ({metrics['padded_on']} "
+                   "padding) leaves every real position unchanged.", metrics)
 
 
 # -- determinism ----------------------------------------------------------------------------

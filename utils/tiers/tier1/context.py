@@ -16,8 +16,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from utils._frames import describe
 from utils.adapters import AdaptedModel, ModelProfile
 from utils.checks import Check, CheckResult, CheckSet, Verdict
+from utils.tiers.tier1.budget import (
+    MEMORY_FRACTION,
+    ForwardClock,
+    OutOfTime,
+    check_deadline,
+    is_out_of_memory,
+    memory_need,
+    memory_skip,
+    out_of_memory_skip,
+    out_of_time_skip,
+)
 from utils.vocabulary import LM_TASKS, LOSS_TASKS  # noqa: F401 - re-exported to the checks
 
 DEFAULT_BATCH = 3  # probe batch: small, odd, and different from every default length
@@ -42,6 +54,11 @@ class Tier1Context:
     time_budget: float
     started: float = field(default_factory=time.perf_counter)
     id_high: int = 0  # token ids are drawn from [0, id_high)
+    clock: ForwardClock = field(default_factory=ForwardClock)
+    pending: list[str] = field(default_factory=list)  # ids of the checks not yet run
+    free_memory: int | None = None  # bytes free on the device when the tier started
+    weight_bytes: int = 0
+    adapt_out_of_time: bool = False
 
     # -- facts -------------------------------------------------------------------------
 
@@ -65,7 +82,12 @@ class Tier1Context:
         return self.profile.vocab_size
 
     def remaining(self) -> float:
+        """Seconds left to the whole tier."""
         return self.time_budget - (time.perf_counter() - self.started)
+
+    def check_left(self) -> float:
+        """Seconds left to the running check (its share of the tier's budget)."""
+        return self.clock.deadline - time.perf_counter()
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -83,10 +105,11 @@ class Tier1Context:
 
     def labels_for(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Training labels for `ids` under the model's task: the ids themselves for a causal
-        LM (the loss shifts them), random tokens for a masked LM (every position scored),
-        random classes for a classifier."""
+        LM (the loss shifts them) and for a seq2seq model (the target is the source: the
+        adapter shifts it into the decoder), random tokens for a masked LM (every position
+        scored), random classes for a classifier."""
         g = self.generator(offset + 7)
-        if self.task == "causal_lm":
+        if self.task in ("causal_lm", "seq2seq"):
             return ids
         if self.task == "classification":
             return torch.randint(0, self.profile.num_classes or 2, (ids.shape[0],),
@@ -111,7 +134,7 @@ class Tier1Context:
             with torch.no_grad(), eval_mode(self.adapted):
                 self.adapted(self.ids())
         except Exception as exc:  # noqa: BLE001 - reported by the checks that need it
-            return f"{type(exc).__name__}: {exc}"
+            return describe(exc)
         return None
 
     @functools.cached_property
@@ -143,19 +166,55 @@ class Needs:
 
 def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], CheckResult]
            ) -> CheckResult:
-    """What every Tier 1 check needs around it: skips for unmet preconditions, a fixed seed,
-    and the model's train/eval flags restored afterwards whatever happens."""
-    unmet = _unmet(ctx, check.needs or Needs())
-    if unmet:
-        return v.skip(unmet[0], advice=unmet[1])
-    torch.manual_seed(ctx.seed)
-    with keep_modes(ctx.adapted):
-        return call()
+    """What every Tier 1 check needs around it: skips for what cannot fit in memory or in
+    its share of the time budget and for unmet preconditions, a fixed seed, and the model's
+    train/eval flags restored afterwards whatever happens. Running out of time or memory is
+    a skip, never a verdict on the model."""
+    too_big = _over_memory(ctx, check.id)
+    if too_big:
+        return v.skip(too_big[0], advice=too_big[1])
+    share = _start_clock(ctx, check.id)
+    try:
+        unmet = _unmet(ctx, check.needs or Needs())
+        if unmet:
+            return v.skip(unmet[0], advice=unmet[1])
+        torch.manual_seed(ctx.seed)
+        with keep_modes(ctx.adapted):
+            return call()
+    except OutOfTime:
+        why, advice = out_of_time_skip(ctx.clock, share, ctx.time_budget)
+        return v.skip(why, {"time_share_s": round(share, 2)}, advice=advice)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        why, advice = out_of_memory_skip(exc)
+        return v.skip(why, advice=advice)
 
 
 TIER1_CHECKS = CheckSet("tier1", guard=_guard)
 # @check(id, thresholds=..., needs=Needs(...)) declares a Tier 1 check `fn(ctx, v)`.
 check = TIER1_CHECKS.check
+
+
+def _start_clock(ctx: Tier1Context, check_id: str) -> float:
+    """Set the clock's deadline to this check's share of the time left; returns the share."""
+    now = time.perf_counter()
+    pending = ctx.pending[ctx.pending.index(check_id):] if check_id in ctx.pending else [check_id]
+    ctx.pending = pending[1:]
+    ctx.clock.deadline = check_deadline(now, ctx.started + ctx.time_budget, pending,
+                                        ctx.clock.typical())
+    ctx.clock.reset_depth()
+    return ctx.clock.deadline - now
+
+
+def _over_memory(ctx: Tier1Context, check_id: str) -> tuple[str, str] | None:
+    """(why, what to do) when the check's copies of the weights cannot fit in free memory."""
+    if ctx.adapted is None or ctx.free_memory is None:
+        return None
+    need = memory_need(check_id, ctx.weight_bytes)
+    if need <= MEMORY_FRACTION * ctx.free_memory:
+        return None
+    return memory_skip(check_id, need, ctx.free_memory, ctx.weight_bytes)
 
 
 def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:
@@ -167,6 +226,10 @@ def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:
 
 def _unmet(ctx: Tier1Context, needs: Needs) -> tuple[str, str] | None:
     """(why, what to do) for the first unmet precondition, or None."""
+    if ctx.adapted is None and ctx.adapt_out_of_time and needs.adapted:
+        return ("Not run: the time budget ran out while adapting the model (see "
+                "forward_signature).", "Give the tier more time (time_budget= / --time-budget), "
+                "or run on a GPU.")
     if ctx.adapted is None:
         return (("Not run: the model could not be adapted (see forward_signature).",
                  "Fix what forward_signature reports, then run the tier again.")

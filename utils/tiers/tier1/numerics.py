@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.adapters.tracing import ActivationStats, first_nonfinite
 from utils.checks import CheckResult, Verdict
-from utils.tiers.probes import ActivationStats, bar_figure, max_abs, thin_out
+from utils.tiers.probes import bar_figure, max_abs, thin_out
 from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
 FP16_MAX = 65504.0  # largest finite float16: any activation above it overflows under fp16
@@ -33,6 +34,13 @@ class GradientFlowThresholds:
     # below 1e5 (BERT's attention keys, whose gradient is small while attention is near
     # uniform, give 4e4; GPT-2, Llama, nanoGPT and the designer's exports stay below 2e3).
     max_norm_ratio: float = 1e6
+    # Attention query and key projections are left out of that spread: while attention is
+    # near uniform (small init) their gradient is second order, and it shrinks again with
+    # every near-uniform attention stacked behind it (BART's encoder keys: 1e-7 against 1 at
+    # the head, an 8e6 spread in a correct model). Adam scales each update by its own
+    # gradient anyway.
+    spread_leaves_out: tuple[str, ...] = ("q_proj", "k_proj", "query", "key", "q", "k", "q_lin",
+                                          "k_lin", "wq", "wk", "to_q", "to_k")
 
 
 FIGURE_MAX_BARS = 40  # figures show at most this many bars, spread evenly
@@ -47,16 +55,6 @@ def objective(ctx: Tier1Context, out: torch.Tensor, labels: torch.Tensor) -> tor
 
 
 # -- numerical_stability -------------------------------------------------------------------
-
-
-def _first_nonfinite(stats: dict[str, dict]) -> tuple[str | None, str | None]:
-    """(first module with a non-finite output, the module that ran before it)."""
-    prev = None
-    for name, s in stats.items():
-        if not s["finite_out"]:
-            return name, prev
-        prev = name
-    return None, prev
 
 
 def _nan_advice(stats: dict[str, dict], name: str | None, prev: str | None) -> str:
@@ -127,7 +125,7 @@ def numerical_stability(ctx: Tier1Context, v: Verdict) -> CheckResult:
                  if g is not None and not bool(torch.isfinite(g).all())]
     stats = rec.stats
     out_ok = bool(torch.isfinite(out.detach().float()).all()) and math.isfinite(float(loss.detach()))
-    name, prev = _first_nonfinite(stats)
+    name, prev = first_nonfinite(stats)
     over = next((n for n, s in stats.items() if s["max_abs"] > FP16_MAX), None)
     casts = _autocast_runs(ctx, ids) if out_ok else {}
     peak = max((s["max_abs"] for s in stats.values() if s["finite_out"]), default=0.0)
@@ -249,7 +247,8 @@ def gradient_flow(ctx: Tier1Context, v: Verdict) -> CheckResult:
     Why it matters: a parameter without gradient never trains; norms spanning many orders of
     magnitude leave some layers frozen and others unstable.
     Known false alarms: a gate initialised to exactly zero (ReZero-style) warns rather than
-    fails.
+    fails; attention query/key projections, whose gradient is second order while attention
+    is near uniform, are left out of the spread between layers.
     Broken example: UnusedLayerLM (a `decoder` layer never called) and VanishingBranchLM.
     How to fix: call every module in forward or delete it, and avoid multiplying branches by
     near-zero factors at init.
@@ -274,11 +273,12 @@ def gradient_flow(ctx: Tier1Context, v: Verdict) -> CheckResult:
               if g is not None and not bool(torch.isfinite(g).all())]
     norms = layer_norms([(n, g) for (n, _), g in zip(named, grads) if g is not None])
     zero = [n for n, v in norms.items() if v == 0]
-    live = [v for v in norms.values() if 0 < v < math.inf]
+    query_key = [n for n in norms if n.rpartition(".")[2].lower() in v.thresholds.spread_leaves_out]
+    live = [x for n, x in norms.items() if 0 < x < math.inf and n not in query_key]
     ratio = max(live) / min(live) if live else math.nan
     metrics = {"trainable": len(named), "frozen": len(frozen), "unused": unused,
                "nonfinite": broken, "zero_layers": zero, "max_over_min_layer_norm": ratio,
-               "layer_grad_norms": norms}
+               "spread_leaves_out": query_key, "layer_grad_norms": norms}
     layers = {k: norms.get(k, 0.0) for k in dict.fromkeys(_layer(n) for n, _ in named)}
     figures = {"gradient_norms": _gradient_figure(layers, set(zero) | {
         _layer(n) for n in broken + unused})}

@@ -11,6 +11,7 @@ train/eval flags, hooks and random-number state are exactly as before when the t
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,9 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils._frames import describe
 from utils.adapters import AdaptedModel, AdaptError, adapt
 from utils.checks.report import TierReport
 from utils.checks.runner import Check, run_checks
+from utils.errors import OptionError
 from utils.tiers.tier1.behaviour import (
     batch_independence,
     causality,
@@ -30,15 +33,18 @@ from utils.tiers.tier1.behaviour import (
     output_shape,
     padding_invariance,
 )
+from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, free_memory, weight_bytes
 from utils.tiers.tier1.context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
 from utils.tiers.tier1.numerics import gradient_flow, initial_loss, numerical_stability
 from utils.tiers.tier1.resources import device_portability, inference_speed, memory_footprint
 from utils.tiers.tier1.training import label_leakage, overfit_batch
 from utils.tiers.tier1.weights import parameter_initialization, state_dict_roundtrip, weight_sharing
+from utils.vocabulary import position_embedding
 
 log = logging.getLogger(__name__)
 
 TIER1_NAME = "Tier 1: critical validation"
+DEFAULT_TIME_BUDGET = 60.0
 CHECKS: tuple[Check, ...] = (
     forward_signature, output_shape, causality, batch_independence, padding_invariance,
     determinism, numerical_stability, initial_loss, gradient_flow, parameter_initialization,
@@ -59,7 +65,7 @@ def run_tier1(
     seed: int = 0,
     batch_size: int | None = None,
     seq_len: int | None = None,
-    time_budget: float = 60.0,
+    time_budget: float | None = None,
     checks: Sequence[str] | None = None,
     progress: bool = True,
 ) -> TierReport:
@@ -67,18 +73,34 @@ def run_tier1(
 
     `task`, `vocab_size`, `max_seq_len` override what the adapter finds. `batch_size` and
     `seq_len` set the probe batch (default 3 x up to 16 tokens; at most 8 rows) and the
-    training shape that memory_footprint estimates (default 8 x max_seq_len). `time_budget` (seconds) caps the
-    training checks, which `skip` with the reason when it runs out. `checks` picks a subset
+    training shape that memory_footprint estimates (default 8 x max_seq_len). `time_budget`
+    (seconds; default 60, or $TBUILDER_TIME_BUDGET) bounds the whole tier: each check gets a
+    share of what is left, and one that cannot finish in its share (or fit in memory) skips
+    with the numbers. `checks` picks a subset
     of CHECK_IDS. A model that cannot be adapted still gets a report: forward_signature
     fails with the adapter's message and every other check skips.
     """
     selected = _select(checks)
-    _validate(batch_size, seq_len, time_budget)
-    started = time.perf_counter()
-    adapted, error = _adapted(model_or_adapted, config, task, vocab_size, max_seq_len)
+    time_budget = default_time_budget() if time_budget is None else time_budget
+    _validate(batch_size, seq_len, time_budget, vocab_size, max_seq_len, seed)
     dev = _device(device)
+    for module in _modules(model_or_adapted):
+        _check_overrides(module, vocab_size, max_seq_len)
+    started = time.perf_counter()
+    clock = ForwardClock(deadline=started + time_budget)
+    with clocked(_modules(model_or_adapted), clock):
+        try:
+            adapted, error = _adapted(model_or_adapted, config, task, vocab_size, max_seq_len)
+            adapt_out_of_time = False
+        except OutOfTime:
+            adapted, error = None, _adapt_out_of_time(clock, time_budget)
+            adapt_out_of_time = True
     with torch.random.fork_rng(devices=_cuda_devices(dev)), _placed(adapted, dev):
         ctx = _context(adapted, error, dev, seed, batch_size, seq_len, time_budget, started)
+        ctx.clock, ctx.pending = clock, [c.id for c in selected]
+        ctx.adapt_out_of_time = adapt_out_of_time
+        if adapted is not None:
+            ctx.free_memory, ctx.weight_bytes = free_memory(dev), weight_bytes(adapted.model)
         meta = {
             "profile": adapted.profile.summary() if adapted else None,
             "device": str(dev), "seed": seed, "batch_size": ctx.batch_size,
@@ -86,9 +108,40 @@ def run_tier1(
             "train_seq_len": ctx.train_seq_len, "time_budget": time_budget,
             "torch": torch.__version__,
         }
-        report = run_checks(TIER1_NAME, selected, ctx, meta=meta, progress=progress)
+        hooked = [adapted, adapted.model] if adapted is not None else []
+        with clocked(hooked, clock):
+            report = run_checks(TIER1_NAME, selected, ctx, meta=meta, progress=progress)
+    report.meta["first_forward_s"] = clock.first_forward_s
     report.meta["seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def default_time_budget() -> float:
+    """60 s, or $TBUILDER_TIME_BUDGET: a slow shared machine (a CI runner) can give every
+    run more time without each call saying so."""
+    text = os.environ.get("TBUILDER_TIME_BUDGET")
+    if not text:
+        return DEFAULT_TIME_BUDGET
+    try:
+        return float(text)
+    except ValueError:
+        raise OptionError("time_budget", text, "$TBUILDER_TIME_BUDGET must be a number of "
+                          "seconds") from None
+
+
+def _modules(obj: Any) -> list[nn.Module]:
+    """The user's module inside whatever run_tier1 was given, to time while adapting."""
+    model = obj.model if not isinstance(obj, nn.Module) and hasattr(obj, "model") else obj
+    if isinstance(model, AdaptedModel):
+        model = model.model
+    return [model] if isinstance(model, nn.Module) else []
+
+
+def _adapt_out_of_time(clock: ForwardClock, budget: float) -> str:
+    first = clock.first_forward_s or 0.0
+    return (f"Adapting the model needs several forward calls; the {budget:g} s time budget "
+            f"ran out after {len(clock.calls)} (the first took {first:.3g} s). Give the tier "
+            "more time (time_budget= / --time-budget) or run on a GPU.")
 
 
 def _select(checks: Sequence[str] | None) -> list[Check]:
@@ -98,28 +151,49 @@ def _select(checks: Sequence[str] | None) -> list[Check]:
         checks = [checks]
     unknown = [c for c in checks if c not in CHECK_IDS]
     if unknown:
-        raise ValueError(f"run_tier1(checks=...): unknown check id(s) {', '.join(map(repr, unknown))}"
-                         f"; known: {', '.join(CHECK_IDS)}")
+        raise OptionError("checks", ",".join(unknown), f"unknown check id(s) "
+                          f"{', '.join(map(repr, unknown))}; known: {', '.join(CHECK_IDS)}")
     return [c for c in CHECKS if c.id in set(checks)]
 
 
-def _validate(batch_size: int | None, seq_len: int | None, time_budget: float) -> None:
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+def _validate(batch_size: int | None, seq_len: int | None, time_budget: float,
+              vocab_size: int | None, max_seq_len: int | None, seed: int) -> None:
+    lowest = {"batch_size": 1, "seq_len": 1, "max_seq_len": 1, "vocab_size": 2}
+    given = {"batch_size": batch_size, "seq_len": seq_len, "vocab_size": vocab_size,
+             "max_seq_len": max_seq_len}
+    for name, value in given.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):
-            raise ValueError(f"run_tier1({name}={value!r}): give a positive integer or None")
-    if not time_budget or time_budget <= 0:
-        raise ValueError(f"run_tier1(time_budget={time_budget!r}): give a positive number of "
-                         "seconds")
+                                  or value < lowest[name]):
+            raise OptionError(name, value, f"give a whole number >= {lowest[name]}, or leave it "
+                              "out to use what the model says")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise OptionError("seed", seed, "give a whole number >= 0")
+    if not isinstance(time_budget, (int, float)) or not 0 < time_budget < float("inf"):
+        raise OptionError("time_budget", time_budget, "give a positive number of seconds")
+
+
+def _check_overrides(model: nn.Module, vocab_size: int | None, max_seq_len: int | None) -> None:
+    """An override past the model's own tables would crash checks with an IndexError (a
+    device-side assert on a GPU): refuse it, naming both numbers."""
+    pos = position_embedding(model)
+    if max_seq_len is not None and pos is not None and max_seq_len > pos[1].num_embeddings:
+        raise OptionError("max_seq_len", max_seq_len,
+                          f"the model's position table '{pos[0]}' has {pos[1].num_embeddings} "
+                          f"rows; give at most {pos[1].num_embeddings}")
+    rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+    if vocab_size is not None and rows and vocab_size > max(rows):
+        raise OptionError("vocab_size", vocab_size,
+                          f"the model's largest embedding has {max(rows)} rows, so ids from "
+                          f"{max(rows)} up would crash it; give at most {max(rows)}")
 
 
 def _device(device: str | torch.device) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run_tier1(device={str(device)!r}): no CUDA device is available here; "
-                         "use device='cpu' (or a GPU runtime)")
+        raise OptionError("device", str(device), "no CUDA device is available here; use 'cpu' "
+                          "(or a GPU runtime)")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"run_tier1(device={str(device)!r}): Tier 1 runs on 'cpu' or 'cuda'")
+        raise OptionError("device", str(device), "Tier 1 runs on 'cpu' or 'cuda'")
     return dev
 
 
@@ -145,7 +219,7 @@ def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
         return None, str(exc)
     except Exception as exc:
         log.debug("adapt crashed", exc_info=True)
-        return None, f"adapting the model raised {type(exc).__name__}: {exc}"
+        return None, f"adapting the model raised {describe(exc)}"
 
 
 def _context(adapted: AdaptedModel | None, error: str | None, device: torch.device, seed: int,
@@ -154,8 +228,8 @@ def _context(adapted: AdaptedModel | None, error: str | None, device: torch.devi
     p = adapted.profile if adapted else None
     max_len = p.max_seq_len if p else None
     if seq_len is not None and max_len is not None and seq_len > max_len:
-        raise ValueError(f"run_tier1(seq_len={seq_len}): the model takes at most "
-                         f"max_seq_len={max_len} tokens ({p.max_seq_len_source})")
+        raise OptionError("seq_len", seq_len, f"the model takes at most max_seq_len={max_len} "
+                          f"tokens ({p.max_seq_len_source})")
     vocab = p.vocab_size if p else None
     B, T = pick_sizes(batch_size, seq_len, vocab, max_len)
     return Tier1Context(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds); here it is not the tier's time
 from torch import nn
 
 from utils.adapters.losses import lm_loss
@@ -100,7 +101,7 @@ def _train(model: nn.Module, step_loss: Callable[[int], torch.Tensor], max_steps
 
 
 def _time_cap(ctx: Tier1Context) -> float:
-    return max(0.0, min(ctx.time_budget * TRAIN_TIME_SHARE, ctx.remaining()))
+    return max(0.0, min(ctx.time_budget * TRAIN_TIME_SHARE, ctx.check_left()))
 
 
 def _curve(history: list[float]) -> list[float]:
@@ -229,7 +230,7 @@ def _own_convention(ctx: Tier1Context, call, ids: torch.Tensor, rtol: float) -> 
     return "unshifted" if hf and close(own, same) else "other"
 
 
-@check("label_leakage", thresholds=LeakageThresholds(), needs=Needs(tasks=("causal_lm",), min_len=2))
+@check("label_leakage", thresholds=LeakageThresholds(), needs=Needs(tasks=("causal_lm", "seq2seq"), min_len=2))
 def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
     """Training on random tokens cannot beat chance
 
@@ -238,8 +239,10 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
     it computes one, is the shifted one.
     Why it matters: a loss below chance on unpredictable data means the model sees its
     targets: an unshifted loss or a mask leak.
-    Known false alarms: bidirectional models skip; a run out of time skips, never fails.
-    Broken example: UnshiftedLossLM (loss without the shift) and NoCausalMaskGPT.
+    Known false alarms: bidirectional models skip; a run out of time skips, never fails. An
+    encoder-decoder is judged on the target side, with sources drawn apart from the targets.
+    Broken example: UnshiftedLossLM (loss without the shift), NoCausalMaskGPT and
+    PeekingDecoderSeq2Seq.
     How to fix: shift the targets (logits[:, :-1] against labels[:, 1:]) and mask attention
     causally in every layer.
     """
@@ -249,6 +252,8 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
     pool = torch.randperm(ctx.id_high, generator=g)[:K].to(ctx.device)
     batches = [pool[torch.randint(0, K, (t.batch, t.seq_len), generator=g)].to(ctx.device)
                for _ in range(t.max_steps)]
+    if ctx.task == "seq2seq":
+        return _target_leakage(ctx, v, batches, pool, K)
     call = own_loss(ctx)
     convention = None
     if call is not None:
@@ -306,3 +311,51 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
     return v.pass_(f"After {len(history)} steps on random tokens the loss stays near chance "
                        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
                        metrics)
+
+
+def _target_leakage(ctx: Tier1Context, v: Verdict, targets: list[torch.Tensor], pool: torch.Tensor,
+                    K: int) -> CheckResult:
+    """The target side of an encoder-decoder: sources and targets drawn apart, so nothing in
+    the source tells the target; only a decoder that reads the token it must predict (an
+    unshifted decoder input, a decoder self-attention without its causal mask) beats chance."""
+    t = v.thresholds
+    g = ctx.generator(v.stream("sources"))
+    sources = [pool[torch.randint(0, K, tuple(y.shape), generator=g)].to(ctx.device) for y in targets]
+    trainee = copy.deepcopy(ctx.adapted).eval()
+    chance = math.log(K)
+    floor = t.fraction * chance
+
+    def leaked(h: list[float]) -> bool:
+        return len(h) >= t.window and sum(h[-t.window:]) / t.window < floor
+
+    def step_loss(s: int) -> torch.Tensor:
+        """Scored at every target position but the last, which a decoder that sees one token
+        ahead has nothing to read from (so a leak there shows undiluted)."""
+        out = trainee(sources[s], target_ids=targets[s])  # (B, S, V)
+        return ctx.loss(out[:, :-1], targets[s][:, :-1])
+
+    cap = _time_cap(ctx)
+    history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
+    window = [sum(history[i:i + t.window]) / t.window for i in range(max(0, len(history) - t.window + 1))]
+    metrics = {"loss_used": "target cross-entropy (decoder fed the target shifted right)",
+               "target_shift": ctx.profile.target_shift, "tokens_in_use": K, "chance_loss": chance,
+               "fail_below": floor, "steps": len(history), "lowest_window_mean": min(window) if window else None,
+               "ended_by": why, "time_cap_s": cap, "curve": _curve(history)}
+    if why == "stop":
+        return v.fail(f"On random sources and targets the loss fell to {window[-1]:.3f}, far below chance "
+                      f"ln({K}) = {chance:.3f}: the decoder reads the target token it must predict.", metrics,
+                      "The decoder's input at position s must be the target up to s - 1 (the target shifted "
+                      "right after the decoder start token), and its self-attention needs a causal mask; see "
+                      "causality for the leaking module.")
+    if why in ("nograd", "nonfinite"):
+        trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
+        return v.skip(f"Could not train ({trouble}).", metrics,
+                      "Fix what gradient_flow and overfit_batch report, then run again.")
+    if why == "time":
+        return v.skip(f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of {t.max_steps} steps "
+                      "with no leak so far; too slow here to conclude.", metrics,
+                      "Run on a GPU (device='cuda') or raise time_budget; causality checks the decoder "
+                      "for the same leak exactly.")
+    lowest = min(window) if window else float("nan")
+    return v.pass_(f"After {len(history)} steps on random sources and targets the loss stays near chance "
+                   f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).", metrics)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import save_model
 from torch import nn
 
 from utils.checks import CheckResult, Verdict, stream_offset
@@ -37,6 +38,10 @@ class InitializationThresholds:
     # PyTorch's default is N(0, 1), GPT-2's N(0, 0.02). Warn from 3x and fail from 10x.
     emb_std_warn: float = 3.0
     emb_std_fail: float = 10.0
+    # A norm is judged by the std of what it outputs for unit-variance input, less its output
+    # for zeros (the bias): below this it passes on only its bias. Measured, not read from the
+    # weight: Gemma's RMSNorm computes x * (1 + weight), so its zero weight is a scale of 1.
+    norm_scale_low: float = 1e-3
 
 
 _MATMUL_OWNERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
@@ -62,6 +67,27 @@ def _kind(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> st
     return "matrix"
 
 
+def _norm_output_scale(owner: nn.Module, weight: torch.Tensor) -> float | None:
+    """The std of what a norm layer outputs for unit-variance input, less what it outputs
+    for zeros (its bias), on a copy in eval mode: the scale it really applies, whatever its
+    weight stores. None when the layer is not a norm module or cannot be called on
+    (4, *shape)."""
+    if owner.__dict__.get("_parameters", {}).get("weight") is not weight or (
+            "norm" not in type(owner).__name__.lower()):
+        return None
+    probe = copy.deepcopy(owner).float().cpu().eval()
+    x = torch.randn((4, *weight.shape), generator=torch.Generator().manual_seed(0))  # (4, D)
+    try:
+        with torch.no_grad():
+            out, rest = probe(x), probe(torch.zeros_like(x))  # rest: the bias alone
+    except Exception:  # noqa: BLE001 - a norm that takes other inputs is judged by its weight
+        return None
+    if not (isinstance(out, torch.Tensor) and isinstance(rest, torch.Tensor)
+            and out.is_floating_point() and out.shape == rest.shape and out.numel() > 1):
+        return None
+    return float((out - rest).float().std())
+
+
 def _fan_in(p: torch.Tensor, owner: nn.Module) -> int:
     if type(owner).__name__ == "Conv1D":  # Hugging Face's GPT-2 layer stores (in, out)
         return int(p.shape[0])
@@ -81,9 +107,14 @@ def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module,
     if kind in ("bias", "vector"):
         return {**row, "verdict": "ok"}
     if kind == "norm":
-        flat = "weight" in name.rpartition(".")[2] and row["max_abs"] == 0
+        if "weight" not in name.rpartition(".")[2]:
+            return {**row, "verdict": "ok"}
+        scale = _norm_output_scale(owner, p)
+        row["output_scale"] = scale
+        flat = row["max_abs"] == 0 if scale is None else scale < t.norm_scale_low
         return {**row, "verdict": "warn" if flat else "ok",
-                "why": "norm weight is all zero: the layer outputs only its bias" if flat else ""}
+                "why": ("norm outputs ~0 on unit-variance input: its scale is zero, so the layer "
+                        "passes on only its bias") if flat else ""}
     if row["max_abs"] == 0:
         return {**row, "verdict": "warn",
                 "why": "all zero (fine only if deliberate, e.g. a zero-initialised projection)"}
@@ -132,7 +163,8 @@ def parameter_initialization(ctx: Tier1Context, v: Verdict) -> CheckResult:
     Why it matters: a large gain makes activations explode within a few layers, a tiny one
     makes outputs vanish; both waste the start of training.
     Known false alarms: an all-zero weight matrix (a deliberately zero-initialised
-    projection) only warns; norms and biases are never judged by gain.
+    projection) only warns; norms and biases are never judged by gain, and a norm is judged
+    by the scale it outputs, not its weight (Gemma's `x * (1 + weight)` starts at zero).
     Broken example: HugeInitLM, whose `head.weight` has a gain far above 10.
     How to fix: use nn.init.normal_(w, std=0.02) or PyTorch's default init; initialise norm
     weights to 1 and biases to 0.
@@ -253,13 +285,28 @@ def _same_layout(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
 
 
+def load_shared(target: nn.Module, path: Path, device: torch.device) -> None:
+    """Load a file written by safetensors' `save_model` into `target`, strictly. A tied tensor
+    is stored once under one of its names and the others are recorded in the metadata as
+    aliases of it; every alias gets the stored tensor back, so the load is complete whether
+    or not `target` ties the same weights (an instance whose constructor does not tie them,
+    because the tie was made after construction)."""
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+        aliases = f.metadata() or {}
+    for alias, stored in aliases.items():
+        if stored in state and alias not in state:
+            state[alias] = state[stored]
+    target.load_state_dict(state, strict=True)
+
+
 def safetensors_round_trip(ctx: Tier1Context, target: nn.Module) -> None:
-    """Save the user's model with safetensors (shared tensors handled) and load it into
+    """Save the user's model with safetensors (shared tensors stored once) and load it into
     `target`, strictly."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.safetensors"
         save_model(ctx.model, str(path))
-        load_model(target, str(path), strict=True, device=str(ctx.device))
+        load_shared(target, path, ctx.device)
 
 
 @check("weight_sharing", needs=Needs(forward=False))

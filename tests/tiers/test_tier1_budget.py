@@ -1,0 +1,120 @@
+"""Tier 1's whole-tier time budget and memory estimate: a slow or huge model gets honest
+skips with numbers, never a verdict against it and never an hour of waiting."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds): not what is timed here
+from torch import nn
+
+from utils.tiers.tier1 import run_tier1
+from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, is_out_of_memory
+
+
+class SlowLM(nn.Module):
+    """A correct causal LM whose forward sleeps: its cost is time, not compute."""
+
+    def __init__(self, seconds: float, vocab: int = 40, d: int = 8, max_len: int = 12):
+        super().__init__()
+        self.seconds = seconds
+        self.max_seq_len = max_len
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Embedding(max_len, d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        T = input_ids.shape[1]
+        if T > self.max_seq_len:
+            raise ValueError(f"{T} tokens; this model takes at most {self.max_seq_len}")
+        return self.head(self.emb(input_ids) + self.pos(torch.arange(T, device=input_ids.device)))  # (B, T, V)
+
+
+def test_the_budget_holds_for_the_whole_tier_and_what_did_not_fit_skips():
+    budget = 3.0
+    start = time.perf_counter()
+    report = run_tier1(SlowLM(0.25), task="causal_lm", time_budget=budget, progress=False)
+    elapsed = time.perf_counter() - start
+    assert elapsed < budget * 1.5, elapsed
+    assert not report.complete
+    assert 0.2 < report.meta["first_forward_s"] < 2.0
+    timed_out = [r for r in report if "time budget" in r.summary]
+    assert timed_out and all(r.status == "skip" for r in timed_out)
+    assert "one forward takes about 0.2" in timed_out[0].summary
+    assert "--time-budget" in timed_out[0].advice
+    assert not report.failed
+    assert "All checks passed" not in report.verdict()
+
+
+def test_a_forward_slower_than_the_budget_stops_while_adapting():
+    start = time.perf_counter()
+    report = run_tier1(SlowLM(1.2), task="causal_lm", time_budget=1.0, progress=False)
+    assert time.perf_counter() - start < 4.0
+    first = report["forward_signature"]
+    assert first.status == "skip" and "the 1 s time budget ran out after 1" in first.summary
+    assert report.status == "skip" and not report.failed
+
+
+def test_the_clock_refuses_a_call_that_cannot_finish_and_leaves_no_hooks():
+    model = SlowLM(0.05)
+    clock = ForwardClock()
+    with clocked([model], clock):
+        model(torch.zeros(1, 4, dtype=torch.long))
+        clock.deadline = time.perf_counter() + 0.01
+        try:
+            model(torch.zeros(1, 4, dtype=torch.long))
+            raise AssertionError("the clock let a call past its deadline")
+        except OutOfTime:
+            pass
+    assert not model._forward_hooks and not model._forward_pre_hooks
+    assert len(clock.calls) == 1 and clock.calls[0][1] >= 0.05
+
+
+class Hungry(nn.Module):
+    """A correct model until a training-mode forward (memory_footprint's activation probe):
+    then the allocator gives up, as it does for a model too large for the machine."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(30, 8)
+        self.head = nn.Linear(8, 30)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 9000000000 bytes.")
+        return self.head(self.emb(input_ids))
+
+
+def test_out_of_memory_is_a_skip_never_a_fail():
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory")) and is_out_of_memory(
+        MemoryError())
+    report = run_tier1(Hungry(), task="causal_lm", vocab_size=30, max_seq_len=8, progress=False,
+                       checks=["memory_footprint", "initial_loss"])
+    result = report["memory_footprint"]
+    assert result.status == "skip", result.summary
+    assert "ran out of memory" in result.summary and "says nothing about the model" in result.summary
+
+
+def test_checks_whose_weight_copies_cannot_fit_skip_before_running(monkeypatch):
+    import utils.tiers.tier1.run as tier1
+
+    monkeypatch.setattr(tier1, "free_memory", lambda device: 10_000)  # 10 kB free
+    report = run_tier1(SlowLM(0.0), task="causal_lm", progress=False,
+                       checks=["overfit_batch", "initial_loss"])
+    skipped = report["overfit_batch"]
+    assert skipped.status == "skip" and "4 x the" in skipped.summary
+    assert "is free here" in skipped.summary and skipped.metrics == {}
+    assert report["initial_loss"].status == "pass"
+
+
+def test_the_clock_extrapolates_past_the_sizes_it_has_seen():
+    clock = ForwardClock(calls=[(10, 0.11), (10, 0.12), (20, 0.21), (40, 0.41)])
+    assert clock.estimate(5) == 0.0 and clock.estimate(20) == 0.21  # never faster than smaller
+    warm = ForwardClock(calls=[(10, 3.0), (10, 0.1), (10, 0.1)])  # a first call's warm-up
+    assert warm.estimate(10) == 0.1
+    assert 3.8 < clock.estimate(400) < 4.2  # about 0.01 s fixed + 0.01 s per element
+    flat = ForwardClock(calls=[(10, 0.5), (40, 0.5)])  # a cost that does not grow (a sleep)
+    assert flat.estimate(10_000) == 0.5

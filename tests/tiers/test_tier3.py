@@ -1,0 +1,151 @@
+"""Tier 3: each check passes on a model that learns and fails (or warns) on one built not to.
+
+Runs are tiny (character tokens, 32-token rows, tens of steps) on a made-up grammar whose next
+character is predictable from context, so a working model beats the unigram entropy fast.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tests.training.tier3_models import (
+    BlindLM,
+    DivergingLM,
+    NaNLM,
+    NoisyBufferLM,
+    StandardLM,
+    TinyLM,
+)
+from utils.tiers.tier3 import TIER3_CHECK_IDS, run_tier3
+from utils.tokenization import CharacterLevelTokenizer
+
+V, T = 128, 32
+FAST = dict(
+    max_steps=40,
+    eval_every=10,
+    eval_batches=2,
+    batch_size=8,
+    seq_len=T,
+    learning_rate=1e-2,
+    logger="none",
+    progress=False,
+)
+
+
+def grammar(n: int = 300, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    who, verb, what = ["the cat", "a dog", "my fox"], ["sees", "eats", "likes"], ["fish", "hay"]
+    return [f"{rng.choice(who)} {rng.choice(verb)} {rng.choice(what)}." for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return CharacterLevelTokenizer(vocab_size=V)
+
+
+def tier3(model, tmp_path, tok, **kwargs):
+    torch.manual_seed(0)
+    return run_tier3(model, data=grammar(), tokenizer=tok, out_dir=tmp_path / "run", **{**FAST, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, tok):
+    torch.manual_seed(0)  # the baseline's own seed: at 40 steps the init still shows
+    return tier3(StandardLM(V, T), tmp_path_factory.mktemp("good"), tok)
+
+
+def test_a_learning_model_passes_every_check_it_was_asked(good):
+    assert [r.id for r in good] == list(TIER3_CHECK_IDS)
+    status = {r.id: r.status for r in good}
+    assert status == {
+        "training": "pass",
+        "generalization": "pass",
+        "baseline_comparison": "pass",
+        "hyperparameter_search": "skip",
+        "generation": "pass",
+        "export": "pass",
+    }
+    assert good["training"].metrics["best_val_loss"] < good["training"].metrics["unigram_entropy"]
+    assert good["export"].metrics["formats"]["safetensors"]["max_abs_diff"] == 0.0
+    assert "skip" in good.verdict()  # a skipped check never reads as "all passed"
+
+
+def test_the_run_folder_holds_the_report_export_and_runs(good):
+    out = __import__("pathlib").Path(good.meta["out_dir"])
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "report.json").is_file()
+    assert (out / "report" / "figures" / "baseline_comparison-val_loss_vs_tokens.png").is_file()
+    assert (out / "export" / "model.safetensors").is_file()
+    assert (out / "export" / "tokenizer").is_dir()
+    assert (out / "train" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_model_that_ignores_its_input(tmp_path, tok):
+    # width 128: as many parameters as a 1-layer GPT-2 of width 32, so a baseline fits
+    report = tier3(BlindLM(V, T, width=128), tmp_path, tok, checks=["training", "baseline_comparison", "generation"])
+    assert report["generation"].status == "fail"
+    assert report["generation"].metrics["prompt_sensitivity"] == 0.0
+    assert report["training"].status != "pass"  # stuck near chance or at the unigram entropy
+    assert report["baseline_comparison"].status == "warn"
+    assert "worse than the baseline by" in report["baseline_comparison"].summary
+
+
+def test_a_model_whose_loss_climbs_fails_training(tmp_path, tok):
+    report = tier3(DivergingLM(V, T), tmp_path, tok, checks=["training"], baseline=False)
+    assert report["training"].status == "fail" and "diverged" in report["training"].summary
+
+
+def test_a_model_that_goes_nan_fails_training_and_every_search_trial(tmp_path, tok):
+    report = tier3(
+        NaNLM(V, T),
+        tmp_path,
+        tok,
+        checks=["training", "hyperparameter_search"],
+        baseline=False,
+        search_trials=1,
+        max_steps=6,
+        eval_every=3,
+    )
+    assert report["hyperparameter_search"].status == "fail"
+    assert report["hyperparameter_search"].metrics["states"] == {"FAIL": 1}
+    assert report["training"].status == "fail" and "non-finite" in report["training"].summary
+
+
+def test_a_search_picks_the_settings_the_model_trains_with(tmp_path, tok):
+    report = tier3(
+        TinyLM(V, T),
+        tmp_path,
+        tok,
+        checks=["training", "hyperparameter_search"],
+        baseline=False,
+        search_trials=2,
+        max_steps=10,
+        eval_every=5,
+    )
+    search = report["hyperparameter_search"]
+    assert search.status == "pass" and search.metrics["trials"] == 2
+    assert report.meta["settings"]["learning_rate"] == search.metrics["best_params"]["learning_rate"]
+
+
+def test_overfitting_warns(tmp_path, tok):
+    rngs = [random.Random(i) for i in range(20)]  # random letters: nothing to generalise
+    texts = ["".join(rng.choice("abcdefghij") for _ in range(40)) for rng in rngs]
+    torch.manual_seed(0)
+    report = run_tier3(
+        TinyLM(V, T, d_model=64),
+        data=texts,
+        tokenizer=tok,
+        out_dir=tmp_path,
+        checks=["generalization"],
+        baseline=False,
+        **{**FAST, "max_steps": 150, "eval_every": 50, "learning_rate": 1e-2},
+    )
+    assert report["generalization"].status == "warn", report["generalization"].summary
+
+
+def test_a_model_its_saved_weights_cannot_rebuild_fails_export(tmp_path, tok):
+    report = tier3(NoisyBufferLM(V, T), tmp_path, tok, checks=["export"], baseline=False, max_steps=4, eval_every=2)
+    assert report["export"].status == "fail"
+    assert "does not reproduce" in report["export"].summary

@@ -1,0 +1,105 @@
+"""Adapting an encoder-decoder: the source goes to the encoder, the target (shifted right by
+the model's own rule) to the decoder, and the logits are over the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from utils.adapters.adapted_model import DECODER_INPUT, AdaptedModel, start_and_pad
+from utils.adapters.detectors import (
+    _PROBE_B,
+    _attention_modules,
+    _cannot_adapt,
+    _device,
+    _find_logits,
+    _finish_profile,
+    _hf_config,
+    _max_seq_len,
+    _output_kind,
+    _probe_ids,
+    _probe_len,
+    _raw,
+    _vocab_hint,
+    installed_package,
+)
+from utils.adapters.profile import ModelProfile
+from utils.adapters.signature import SignatureInfo
+from utils.errors import AdaptError
+
+
+def encoder_decoder(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> str | None:
+    """Why the model is an encoder-decoder (its config says so, or forward takes decoder
+    input ids), or None. A task set to anything else, by override or config, wins."""
+    if ov.get("task") not in (None, "seq2seq") or _raw(config).get("task") not in (None, "seq2seq"):
+        return None
+    if _hf_config(model).get("is_encoder_decoder"):
+        return "config.is_encoder_decoder"
+    if DECODER_INPUT in sig.params:
+        return f"forward takes {DECODER_INPUT}"
+    return "override" if ov.get("task") == "seq2seq" else None
+
+
+def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+    """Probe with a source and a target of different lengths, so that logits over the wrong
+    one are caught, and verify the source mask by changing source pad content."""
+    why = encoder_decoder(model, sig, config, ov)
+    if sig.input_param is None or DECODER_INPUT not in sig.params:
+        missing = "token input" if sig.input_param is None else DECODER_INPUT
+        raise AdaptError(_cannot_adapt(model, sig, f"it is an encoder-decoder ({why}) but forward takes "
+                                       f"no {missing} parameter"))
+    vocab, vocab_src = _vocab_hint(model, config, ov)
+    max_len, len_src = _max_seq_len(model, config, ov)
+    start, _ = start_and_pad(model)
+    prepare = callable(getattr(model, "prepare_decoder_input_ids_from_labels", None))
+    task_source = "override" if why == "override" else why
+    profile = ModelProfile(
+        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
+        mask_name=sig.mask_param, mask_convention="keep_one" if sig.mask_param else None,
+        mask_verified=False, batch_first=True, output_access="tensor", full_logits_via="forward",
+        output_kind="logits", task="seq2seq", task_source=task_source, vocab_size=None,
+        vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
+        attention_modules=_attention_modules(model), library=installed_package(model),
+        target_shift=("model.prepare_decoder_input_ids_from_labels" if prepare else
+                      f"shifted right after decoder start token {start}"),
+    )
+    adapted = AdaptedModel(model, profile)
+    device = _device(model)
+    source = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)  # (B, T)
+    target = _probe_ids(_PROBE_B, max(1, _probe_len(max_len) - 1), vocab, device)  # (B, S)
+    try:
+        call = {DECODER_INPUT: adapted.decoder_inputs(target), **adapted._static}
+        out = model(source, **call) if adapted._positional else model(**{sig.input_param: source}, **call)
+        profile.output_access = _find_logits(out)
+        logits = adapted(source, target_ids=target)  # (B, S, V)
+    except Exception as exc:
+        raise AdaptError(_cannot_adapt(model, sig, f"calling it as an encoder-decoder ({why}) failed: "
+                                       f"{type(exc).__name__}: {exc}")) from exc
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(target.shape):
+        raise AdaptError(f"{profile.model_class} returned logits of shape {tuple(logits.shape)} for a source "
+                         f"{tuple(source.shape)} and a target {tuple(target.shape)}; expected (B, target "
+                         "length, V)")
+    profile.output_kind = _output_kind(logits)
+    profile.notes.append(f"encoder-decoder: source ids and mask to the encoder, target ids "
+                         f"({profile.target_shift}) to the decoder; logits over the target")
+    if sig.mask_param is not None:
+        _verify_source_mask(adapted, source, target)
+    _finish_profile(adapted, logits, source, config, {**ov, "task": "seq2seq"}, vocab, vocab_src)
+    profile.task_source = task_source
+    return adapted
+
+
+def _verify_source_mask(adapted: AdaptedModel, source: torch.Tensor, target: torch.Tensor) -> None:
+    """keep_one (1 = real source token) is verified when right-padding the source and
+    changing what its pads hold leaves every target logit where it was."""
+    p = adapted.profile
+    mask = torch.ones_like(source)  # (B, T)
+    mask[0, -max(1, source.shape[1] // 2):] = 0
+    alt = source.masked_fill(mask == 0, 0) + (mask == 0).long()  # pads now hold token 1
+    a, b = adapted(source, mask, target), adapted(alt, mask, target)
+    p.mask_verified = bool(torch.isfinite(a).all()) and bool((a - b).abs().max() <= 1e-5)
+    if not p.mask_verified:
+        p.notes.append(f"source padding mask taken from the name {p.mask_name!r} (keep_one): pad "
+                       "content still moved the target logits")

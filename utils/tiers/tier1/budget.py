@@ -1,0 +1,219 @@
+"""Tier 1's time and memory budgets: the whole tier, not only its training checks, ends within
+`time_budget`, and a check that cannot fit in time or memory skips with the numbers.
+
+Time: a `ForwardClock` hooks the model's forward. It measures every call (the first one, made
+while adapting, tells how slow this model is here) and refuses to start a call that cannot
+end before the running check's deadline, by raising `OutOfTime`. Each check's deadline is
+its share of what is left, weighted by what it costs (`CHECK_WEIGHTS`), so a cheap check that
+ends early leaves its time to the ones after it.
+
+Memory: before any check runs, each check's need (copies of the weights it makes, plus
+activations) is compared with the memory free on the device; what cannot fit skips.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+# Relative cost of each check, in units of "a few forwards at the probe size": the share of
+# the remaining time each gets. Training checks run hundreds of steps when they can.
+CHECK_WEIGHTS = {
+    "forward_signature": 0.2, "output_shape": 2.0, "causality": 3.0,
+    "batch_independence": 2.0, "padding_invariance": 1.0, "determinism": 1.0,
+    "numerical_stability": 2.0, "initial_loss": 0.5, "gradient_flow": 1.0,
+    "parameter_initialization": 0.5, "weight_sharing": 1.0, "device_portability": 1.0,
+    "overfit_batch": 6.0, "label_leakage": 6.0, "state_dict_roundtrip": 1.0,
+    "memory_footprint": 1.5, "inference_speed": 1.5,
+}
+# Copies of the weights (float32) a check holds at once beyond the model itself: a trained
+# copy with its gradients and AdamW's two moments is four; a round trip holds a copy and
+# its serialised bytes.
+WEIGHT_COPIES = {"overfit_batch": 4.0, "label_leakage": 4.0, "state_dict_roundtrip": 2.0,
+                 "memory_footprint": 3.0, "gradient_flow": 1.0, "weight_sharing": 1.0,
+                 "output_shape": 1.0}
+# A check may use this fraction of the memory free when the tier starts.
+MEMORY_FRACTION = 0.8
+
+
+class OutOfTime(BaseException):
+    """The running check's share of the time budget is spent. A BaseException, so the
+    `except Exception` a check uses to judge the model's own errors never swallows it."""
+
+
+@dataclass
+class ForwardClock:
+    """Times the model's forward calls and stops the ones that cannot finish in time."""
+
+    deadline: float = float("inf")
+    calls: list[tuple[int, float]] = field(default_factory=list)  # (input numel, seconds)
+    _depth: int = 0
+    _start: float = 0.0
+    _numel: int = 0
+
+    @property
+    def first_forward_s(self) -> float | None:
+        return self.calls[0][1] if self.calls else None
+
+    def estimate(self, numel: int) -> float:
+        """The seconds a call with `numel` input elements should take. Within the sizes
+        measured: the slowest typical (lower-median) time of a size no bigger (a call is
+        never faster than a smaller one; the median keeps a first call's one-off warm-up
+        out). Past them: a straight line `a + b * numel` through those times (a fixed cost
+        plus a cost per token), never below that bound."""
+        by_size: dict[int, list[float]] = {}
+        for n, s in self.calls:
+            by_size.setdefault(n, []).append(s)
+        typical = {n: sorted(t)[(len(t) - 1) // 2] for n, t in by_size.items()}
+        smaller = [t for n, t in typical.items() if n <= numel]
+        bound = max(smaller) if smaller else 0.0
+        if len(by_size) < 2 or numel <= max(by_size):
+            return bound
+        sizes = sorted(by_size)
+        times = [typical[n] for n in sizes]
+        mean_n, mean_t = sum(sizes) / len(sizes), sum(times) / len(times)
+        spread = sum((n - mean_n) ** 2 for n in sizes)
+        slope = max(0.0, sum((n - mean_n) * (t - mean_t) for n, t in zip(sizes, times)) / spread)
+        fixed = max(0.0, mean_t - slope * mean_n)
+        return max(bound, fixed + slope * numel)
+
+    def typical(self) -> float:
+        """The median call so far, for messages."""
+        times = sorted(s for _, s in self.calls)
+        return times[len(times) // 2] if times else 0.0
+
+    def before(self, args: tuple) -> None:
+        self._depth += 1
+        if self._depth > 1:
+            return
+        numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
+        factor = 3.0 if torch.is_grad_enabled() else 1.0  # a backward follows
+        if time.perf_counter() + factor * self.estimate(numel) > self.deadline:
+            self._depth -= 1
+            raise OutOfTime(f"one forward takes about {self.estimate(numel):.2g} s here")
+        self._start, self._numel = time.perf_counter(), numel
+
+    def after(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.calls.append((self._numel, time.perf_counter() - self._start))
+
+    def reset_depth(self) -> None:
+        """Before each check: an interrupt inside a forward skips the post-hook."""
+        self._depth = 0
+
+
+@contextmanager
+def clocked(modules: Sequence[nn.Module], clock: ForwardClock) -> Iterator[ForwardClock]:
+    """Hook `clock` onto each module's forward for the duration. The hooks are closures (a
+    deep copy of the model shares them, so trained copies are timed too) and are removed on
+    exit, leaving the user's model as it was."""
+
+    def pre(module: nn.Module, args: tuple) -> None:
+        clock.before(args)
+
+    def post(module: nn.Module, args: tuple, output: object) -> None:
+        clock.after()
+
+    handles = []
+    for m in modules:
+        handles += [m.register_forward_pre_hook(pre),
+                    m.register_forward_hook(post, always_call=True)]
+    try:
+        yield clock
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def check_deadline(now: float, tier_deadline: float, pending: Sequence[str],
+                   forward_s: float = 0.0) -> float:
+    """The deadline of the first of `pending` checks: its weighted share of the time left,
+    but never less than two forwards while the tier has them left (a share smaller than one
+    call would skip a check that fits)."""
+    left = max(0.0, tier_deadline - now)
+    weights = [CHECK_WEIGHTS.get(c, 1.0) for c in pending]
+    share = max(left * weights[0] / sum(weights), 2.0 * forward_s)
+    return now + min(share, left)
+
+
+def out_of_time_skip(clock: ForwardClock, share: float, budget: float) -> tuple[str, str]:
+    """(summary, advice) of a check stopped by the budget, with the numbers behind it."""
+    forward = clock.typical()
+    pace = f"; one forward takes about {forward:.2g} s here" if forward else ""
+    return (f"Not run: its share of the time budget ({share:.1f} s of {budget:g} s) ran out"
+            f"{pace}. This says nothing about the model.",
+            "Give the tier more time (run_tier1(time_budget=...) or tbuilder check "
+            "--time-budget SECONDS), run on a GPU, or run this check alone (checks=[...]).")
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on `device`: the GPU's free memory, or the machine's available RAM (Linux
+    MemAvailable, else what sysconf says); None when it cannot be known."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers in float32, as Tier 1 runs it."""
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * (4 if t.is_floating_point() else t.element_size())
+    return total
+
+
+def memory_need(check_id: str, weights: int) -> int:
+    """Bytes a check needs beyond the model itself."""
+    return int(WEIGHT_COPIES.get(check_id, 0.0) * weights)
+
+
+def memory_skip(check_id: str, need: int, free: int, weights: int) -> tuple[str, str]:
+    copies = WEIGHT_COPIES.get(check_id, 0.0)
+    return (f"Not run: it needs about {_gb(need)} ({copies:g} x the {_gb(weights)} of weights) "
+            f"and {_gb(free)} is free here. Running out of memory says nothing about the model.",
+            "Run on a machine with more memory (or a GPU with enough of it), or check a smaller "
+            "configuration of the same model.")
+
+
+def out_of_memory_skip(exc: BaseException) -> tuple[str, str]:
+    return (f"Not run to the end: it ran out of memory ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'}). This says nothing "
+            "about the model.",
+            "Run on a machine with more memory, or check a smaller configuration of the model.")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                              or "not enough memory" in text
+                                              or "out of memory" in text)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
