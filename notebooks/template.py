@@ -28,8 +28,9 @@
 # | 4. Tier 1 | is the model correct and trainable? |
 # | 5. Tokenizer and data | which tokenizer fits the vocabulary, why, and does it fit the model? |
 # | 6. Tier 2 | what does the untrained model do inside? |
-# | 7. Training | does the loss fall, and what does the model write? |
+# | 7. Tier 3 | does it learn, with which settings, against a same-size GPT-2 or BERT? what does it write? |
 # | 8. Tier 2 again | what did training change inside (heads that specialised, rank)? |
+# | 9. Export | a folder that loads without the toolkit, checked to give the same outputs, to download |
 
 # %% [markdown]
 # ## 1. Set-up
@@ -297,43 +298,40 @@ tier2_untrained.save(OUT / "tier2_untrained")
 display(tier2_untrained)
 
 # %% [markdown]
-# ## 7. Training
-# A real Lightning Trainer with AdamW, warmup and cosine decay; the plot follows the
-# training and validation loss as they come. The loss should fall from about ln(vocabulary
-# size) at the start. Then a few samples from the trained model.
+# ## 7. Tier 3: training, search and the baseline
+# A real Lightning run (AdamW, warmup then cosine decay, mixed precision on a GPU) with the
+# loss plotted as it comes; with `SEARCH_TRIALS` an Optuna study (SQLite under the results
+# folder, pruning bad trials) picks the settings first. With `COMPARE_TO_BASELINE` a GPT-2
+# (BERT for a masked LM) of the same size trains the same way on the same data, so the
+# loss has something to be judged against. Then samples from the trained model.
 
 # %%
 import math  # noqa: E402
 
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
+from IPython.display import display  # noqa: E402
 
-from utils.adapters import UniversalModelAdapter  # noqa: E402
-from utils.notebook import live_loss_plot, require, tier1_caveat  # noqa: E402
+from utils import run_tier3  # noqa: E402
+from utils.notebook import require, tier1_caveat  # noqa: E402
 
-require(globals(), data="5. Tokenizer and data", adapted="3. Load and adapt")
+require(globals(), adapted="3. Load and adapt", tokenizer="5. Tokenizer and data", seq_len="5. Tokenizer and data")
 if caveat := tier1_caveat(globals()):
     print(caveat)
-module = UniversalModelAdapter(adapted, learning_rate=1e-3, warmup_steps=min(100, TRAIN_STEPS // 10),
-                               max_steps=TRAIN_STEPS, task=task)
-loss_plot = live_loss_plot(every_n_steps=max(5, TRAIN_STEPS // 40))
-trainer = pl.Trainer(max_steps=TRAIN_STEPS, accelerator="auto", logger=False, enable_checkpointing=False,
-                     limit_val_batches=EVAL_BATCHES, val_check_interval=max(1, TRAIN_STEPS // 5),
-                     check_val_every_n_epoch=None,
-                     enable_model_summary=False, callbacks=[loss_plot], default_root_dir=str(OUT))
-trainer.fit(module, datamodule=data)
-loss_plot.figure().savefig(OUT / "loss.png", dpi=120)
-final = {k: float(v) for k, v in trainer.callback_metrics.items()}
-print(f"ln(V) = {math.log(profile.vocab_size):.2f}; after {trainer.global_step} steps: "
-      f"train loss {final.get('train_loss', float('nan')):.2f}, validation loss {final.get('val_loss', float('nan')):.2f}")
-
-if task == "causal_lm":
-    module.eval()
-    for prompt_text in ("The ", "def "):
-        prompt = torch.tensor([tokenizer.encode(prompt_text, add_special_tokens=False)], device=module.device)
-        out = module.generate(prompt, max_new_tokens=40, temperature=0.8, top_k=50,
-                              generator=torch.Generator(device=module.device).manual_seed(0))
-        print(repr(tokenizer.decode(out[0].tolist(), skip_special_tokens=True)))
+TIER3_CHECKS = ["hyperparameter_search", "training", "generalization", "baseline_comparison", "generation"]
+tier3 = run_tier3(adapted, data=texts, tokenizer=tokenizer, search_trials=SEARCH_TRIALS,
+                  baseline=COMPARE_TO_BASELINE, out_dir=OUT / "tier3", checks=TIER3_CHECKS,
+                  max_steps=TRAIN_STEPS, batch_size=BATCH_SIZE, seq_len=seq_len,
+                  eval_every=max(5, TRAIN_STEPS // 10), eval_batches=EVAL_BATCHES)
+display(tier3)
+trained = tier3["training"].metrics
+print(f"ln(V) = {math.log(profile.vocab_size):.2f}; {tier3['training'].summary}")
+if tier3["baseline_comparison"].status != "skip":
+    print(f"{'model':<40} {'parameters':>12} {'val loss':>9} {'perplexity':>11} {'tokens/s':>10}")
+    for row in tier3["baseline_comparison"].metrics["rows"]:
+        print(f"{row['model']:<40} {row['parameters']:>12,} {row['val_loss']:>9.3f} {row['perplexity']:>11.1f} "
+              f"{row['tokens_per_second']:>10,.0f}")
+if tier3["generation"].status != "skip":
+    for prompt, text in tier3["generation"].metrics["greedy"].items():
+        print(f"{prompt!r} -> {text!r}")
 
 # %% [markdown]
 # ## 8. Tier 2 on the trained model: what changed
@@ -346,9 +344,29 @@ from IPython.display import display  # noqa: E402
 from utils import run_tier2  # noqa: E402
 from utils.notebook import require, tier2_changes  # noqa: E402
 
-require(globals(), trainer="7. Training", tier2_untrained="6. Tier 2 on the untrained model")
+require(globals(), tier3="7. Tier 3", tier2_untrained="6. Tier 2 on the untrained model")
 tier2_trained = run_tier2(adapted, tokenizer=tokenizer, texts=texts[:200], device=DEVICE,
                           time_budget=TIER2_SECONDS, analyses=TIER2_ANALYSES)
 tier2_trained.save(OUT / "tier2_trained")
 display(tier2_trained)
 print("\n".join(tier2_changes(tier2_untrained, tier2_trained)))
+
+# %% [markdown]
+# ## 9. Export
+# The trained model as a folder that loads without this toolkit: weights as safetensors,
+# the model's code, its config and the tokenizer. Loading it back in a fresh process must
+# give the same logits (the parity check). In Colab the folder downloads as a zip; with
+# `SAVE_TO_DRIVE` it is also on your Drive.
+
+# %%
+from utils import export  # noqa: E402
+from utils.notebook import deliver, require  # noqa: E402
+
+require(globals(), tier3="7. Tier 3", tokenizer="5. Tokenizer and data")
+exported = export(adapted, OUT / "export", tokenizer=tokenizer, formats=EXPORT_FORMATS)
+for name, parity in exported.formats.items():
+    detail = parity.reason or f"max |difference| {parity.max_abs_diff:.2g} (tolerance {parity.tolerance:.2g})"
+    print(f"{name}: {parity.status}, {detail}")
+print("parity:", "every format reproduces the model" if exported.ok else "a format DISAGREES with the model")
+archive = deliver(exported.directory)
+print(f"exported to {exported.directory}; zipped as {archive}" + (" (on your Drive)" if SAVE_TO_DRIVE else ""))

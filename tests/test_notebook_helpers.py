@@ -193,51 +193,6 @@ def test_tier1_caveat_only_after_a_failed_tier1():
     assert tier1_caveat({}) is None
 
 
-@pytest.fixture()
-def one_thread():
-    """Two intra-op threads on shared cores wait on each other: training steps ~20x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_live_loss_plot_records_both_curves_of_a_real_trainer(tmp_path, one_thread):
-    import pytorch_lightning as pl
-    import torch
-
-    from utils import adapt, load_model
-    from utils.adapters import UniversalModelAdapter
-    from utils.notebook import live_loss_plot
-
-    loaded = load_model("example:gpt-mini")
-    adapted = adapt(loaded.model, loaded.config)
-    ids = torch.randint(0, adapted.profile.vocab_size, (8, 16), generator=torch.Generator().manual_seed(0))
-    rows = [{"input_ids": row, "attention_mask": torch.ones_like(row)} for row in ids]
-    batches = torch.utils.data.DataLoader(rows, batch_size=4)
-    plot = live_loss_plot(every_n_steps=2)
-    trainer = pl.Trainer(
-        max_steps=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[plot],
-        val_check_interval=3,
-        check_val_every_n_epoch=None,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(UniversalModelAdapter(adapted, learning_rate=1e-3, max_steps=6), batches, batches)
-    assert plot.steps == [1, 2, 3, 4, 5, 6] and len(plot.train) == 6
-    assert [step for step, _ in plot.val] == [3, 6]
-    fig = plot.figure()
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train", "validation"]
-
-
 def _report(**metrics_by_id):
     from utils import CheckResult, TierReport
 
