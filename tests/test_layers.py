@@ -1,6 +1,6 @@
 """Imports point down the layers, so that a module can be read (and tested) knowing only
 what is below it: errors, vocabulary, checks, _io <- loading <- adapters <- tokenization,
-tiers, analysis, training <- cli. Every import counts, including those inside functions."""
+tiers, analysis, training <- cli, notebook. Every import counts, including those inside functions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ LAYERS = {
     "loading": 1, "examples": 1,
     "adapters": 2,
     "tokenization": 3, "tiers": 3, "analysis": 3, "training": 3,
-    "cli": 4, "__main__": 4,
+    "cli": 4, "__main__": 4, "notebook": 4,
 }
 
 
