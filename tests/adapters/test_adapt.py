@@ -234,3 +234,12 @@ def test_adapted_model_owns_copies_and_its_loss():
     logits = adapted(ids)
     shifted = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
     assert torch.allclose(adapted.loss(logits, ids), shifted)
+
+
+def test_an_override_of_none_overrides_nothing():
+    from utils.loading import load_model
+
+    loaded = load_model("example:gpt-mini")
+    plain = adapt(loaded.model, loaded.config).profile
+    given = adapt(loaded.model, loaded.config, vocab_size=None, max_seq_len=None, task=None).profile
+    assert (given.vocab_size, given.max_seq_len, given.task) == (plain.vocab_size, plain.max_seq_len, plain.task)

@@ -56,6 +56,7 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
                                 "mask_convention"}
     if unknown:
         raise AdaptError(f"adapt() got unknown options: {', '.join(sorted(unknown))}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # None: nothing overridden
     if overrides.get("task") not in (None, *TASKS):
         raise AdaptError(f"task={overrides['task']!r} is not one of {', '.join(TASKS)}")
     sig = ModelSignatureInspector(model).analyze()
