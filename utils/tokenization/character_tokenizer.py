@@ -409,11 +409,12 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
 
     def _lists_result(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                       mask_wanted: bool) -> BatchEncoding:
-        """Unpadded rows as lists of ints: each row a `.tolist()` of one slice of the ids
-        as shared int objects, a mask row one list product."""
-        objects = self._id_objects()[flat]  # (N,) object
+        """Unpadded rows as lists of ints: each row the `.tolist()` of its ids looked up as
+        shared int objects (row by row, so the lookup stays in cache), a mask row one list
+        product."""
+        objects, flat = self._id_objects(), flat.astype(np.intp)  # (V,) object, (N,)
         ends = (starts + lengths).tolist()
-        data: dict[str, Any] = {"input_ids": [objects[a:b].tolist()
+        data: dict[str, Any] = {"input_ids": [objects.take(flat[a:b]).tolist()
                                               for a, b in zip(starts.tolist(), ends)]}
         if mask_wanted:
             data["attention_mask"] = [[1] * n for n in lengths.tolist()]
