@@ -397,14 +397,15 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
     def _padded(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int,
                 side: str, pad: int) -> tuple[np.ndarray, np.ndarray]:
         """The (B, T) int64 ids, pad where a row is shorter than `width`, and where the real
-        tokens are: each cell reads its row's window of `flat`, in one gather."""
-        offset = np.arange(width)[None, :]  # (1, T) position within the row
-        if side == "left":
-            offset = offset - (width - lengths)[:, None]  # (B, T) negative in the padding
-        real = (offset >= 0) & (offset < lengths[:, None])  # (B, T)
-        source = flat if flat.size else np.zeros(1, dtype=np.int32)
-        where = np.clip(starts[:, None] + offset, 0, source.size - 1)  # (B, T)
-        ids = np.where(real, source[where], np.int64(pad))  # (B, T) int64
+        tokens are: each row is one slice copy of its window of `flat` (a memcpy per row,
+        cheaper than a gather over every cell)."""
+        ids = np.full((len(lengths), width), pad, dtype=np.int64)  # (B, T)
+        firsts = (width - lengths) if side == "left" else np.zeros_like(lengths)  # (B,)
+        for row, (first, start, n) in enumerate(zip(firsts.tolist(), starts.tolist(),
+                                                    lengths.tolist())):
+            ids[row, first : first + n] = flat[start : start + n]
+        columns = np.arange(width)[None, :]  # (1, T)
+        real = (columns >= firsts[:, None]) & (columns < (firsts + lengths)[:, None])  # (B, T)
         return ids, real
 
     def _lists_result(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
