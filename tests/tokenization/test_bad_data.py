@@ -95,21 +95,46 @@ def test_a_data_file_path_is_read_as_the_tokenizers_text(tmp_path):
 
 @pytest.mark.parametrize("options", [
     {}, {"padding": True}, {"padding": "max_length", "max_length": 20},
+    {"padding": "max_length", "max_length": 4},  # longer rows stay unpadded: a ragged batch
+    {"padding": "max_length", "max_length": 4, "truncation": True, "return_tensors": "pt"},
     {"truncation": True, "max_length": 4}, {"padding": True, "return_tensors": "pt"},
     {"padding": True, "return_tensors": "np"},
     {"padding": True, "padding_side": "left", "return_tensors": "pt"},
+    {"padding": True, "padding_side": "left"},
     {"padding": True, "pad_to_multiple_of": 8},
+    {"padding": True, "pad_to_multiple_of": 8, "padding_side": "left", "return_tensors": "pt"},
     {"padding": True, "truncation": True, "max_length": 3, "return_tensors": "pt"},
-    {"padding": True, "return_attention_mask": False}, {"split_special_tokens": True},
+    {"truncation": True, "max_length": 3, "truncation_side": "left"},
+    {"padding": True, "truncation": True, "max_length": 3, "truncation_side": "left",
+     "padding_side": "left", "return_tensors": "pt"},
+    {"truncation": True, "max_length": 2, "return_tensors": "pt"},
+    {"padding": True, "return_attention_mask": False},
+    {"return_attention_mask": False}, {"return_attention_mask": True},
+    {"padding": True, "return_attention_mask": True, "return_tensors": "pt"},
+    {"split_special_tokens": True}, {"padding": True, "split_special_tokens": True},
+    {"add_special_tokens": False}, {"add_special_tokens": True, "padding": True},
 ])
 @pytest.mark.parametrize("batch", [["ab", "héllo <s> x", "", "✓✓ 世界", "abc" * 5],
-                                   ["plain", "ascii text", "only"]])
-def test_the_batch_fast_path_gives_what_the_general_path_gives(monkeypatch, options, batch):
+                                   ["plain", "ascii text", "only"], ["", ""],
+                                   ["<pad></s>", "\U0001f600 emoji", "\x00nul"]])
+@pytest.mark.parametrize("vocab_size", [300, 1000])  # unknown characters: <unk>, then bytes
+def test_the_batch_fast_path_gives_what_the_general_path_gives(monkeypatch, options, batch,
+                                                               vocab_size):
     import numpy as np
     import torch
 
-    tok = CharacterLevelTokenizer(vocab_size=300, texts=["héllo wörld <s>"])
-    fast = tok(batch, **options)
+    tok = CharacterLevelTokenizer(vocab_size=vocab_size, texts=["héllo wörld <s>"])
+    assert tok.byte_fallback == (vocab_size == 1000)
+    options = dict(options)  # shared by every case of the parametrisation
+    tok.truncation_side = options.pop("truncation_side", "right")
+    try:
+        fast = tok(batch, **options)
+    except ValueError as exc:  # e.g. a ragged batch as tensors: the same refusal both ways
+        monkeypatch.setattr(CharacterLevelTokenizer, "_batch_fast_path_applies", lambda *a: False)
+        with pytest.raises(ValueError, match="(?i)tensor"):
+            tok(batch, **options)
+        assert "tensor" in str(exc).lower()
+        return
     monkeypatch.setattr(CharacterLevelTokenizer, "_batch_fast_path_applies", lambda *a: False)
     general = tok(batch, **options)
     assert set(fast) == set(general)
@@ -121,3 +146,17 @@ def test_the_batch_fast_path_gives_what_the_general_path_gives(monkeypatch, opti
             assert fast[key].dtype == general[key].dtype
             assert torch.equal(torch.as_tensor(np.asarray(fast[key])),
                                torch.as_tensor(np.asarray(general[key])))
+
+
+@pytest.mark.parametrize("options", [{}, {"padding": True, "return_tensors": "pt"},
+                                     {"padding": True, "truncation": True, "max_length": 3},
+                                     {"padding": True, "padding_side": "left"}])
+def test_batch_calls_never_reach_the_per_text_loop(monkeypatch, options):
+    from transformers import PreTrainedTokenizer
+
+    def per_text_loop(*args, **kwargs):
+        raise AssertionError("the batch took the per-text path")
+
+    tok = CharacterLevelTokenizer(vocab_size=1000)
+    monkeypatch.setattr(PreTrainedTokenizer, "_encode_plus", per_text_loop)
+    assert len(tok(["héllo 世界", "", "abc"], **options)["input_ids"]) == 3

@@ -54,12 +54,6 @@ _SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: nev
 _SENTINEL_RE = re.compile("[\uFDD0-\uFDEF]")
 
 
-def _split(flat: list, lengths: np.ndarray) -> list[list]:
-    """`flat` cut into consecutive rows of `lengths`."""
-    ends = np.cumsum(lengths).tolist()
-    return [flat[start:end] for start, end in zip([0, *ends[:-1]], ends)]
-
-
 @lru_cache(maxsize=1)
 def unicode_fill_order() -> np.ndarray:
     """All code points except surrogates, in the order `UNICODE_FILL_ORDER` describes.
@@ -242,13 +236,8 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         the data modules use (no per-token Python objects). Many texts are looked up in one
         pass when none holds a special token or an unknown character (the common case)."""
         if len(texts) > 1:
-            joined = "".join(texts)
-            split = self.split_special_tokens if split_special_tokens is None else split_special_tokens
-            if split or not self._may_hold_literal(joined):  # a literal in a text is one here
-                ids = np.take(self._table, _codepoints(joined))  # (total,) -1 where unknown
-                if ids.size == 0 or ids.min() >= 0:
-                    ends = np.cumsum([len(t) for t in texts])
-                    return np.split(ids, ends[:-1])
+            flat, lengths = self._encode_flat(texts, split_special_tokens)  # (N,), (B,)
+            return np.split(flat, np.cumsum(lengths)[:-1])
         return [self._encode_text(t, split_special_tokens) for t in texts]
 
     def _encode_text(self, text: str, split_special_tokens: bool | None = None) -> np.ndarray:
@@ -303,7 +292,9 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         rest is turned into id lists with the vectorised encoder, and the base class does
         special tokens, truncation, padding and tensors exactly as for any tokenizer."""
         if text_pair is None and self._batch_fast_path_applies(text, kwargs):
-            return self._encode_batch(text, **kwargs)
+            result = self._encode_batch(text, **kwargs)
+            if result is not None:
+                return result
         if not kwargs.get("is_split_into_words", False):
             split = kwargs.get("split_special_tokens")
             text = self._strings_to_ids(text, split)
@@ -343,70 +334,111 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         return_attention_mask: bool | None = None,
         split_special_tokens: bool | None = None,
         **_: Any,
-    ) -> BatchEncoding:
+    ) -> BatchEncoding | None:
         """`tok(batch, padding=..., truncation=..., return_tensors=...)` for plain strings:
-        encode every text with the table lookup, truncate and pad with numpy, and hand the
-        arrays over as they are. Same ids, masks and layout as the base class's loop over
-        `prepare_for_model` and `pad`, without a Python object per token."""
-        rows = self.encode_to_arrays(texts, split_special_tokens)
+        every text is encoded into one flat array, each row is a (start, length) window on
+        it, and the padded (B, T) ids come from one gather. Same ids, masks and layout as
+        the base class's loop over `prepare_for_model` and `pad`, without a Python object
+        per token. None when only the general path gives the base class's exact result."""
+        flat, lengths = self._encode_flat(texts, split_special_tokens)  # (N,), (B,)
+        starts = np.cumsum(lengths) - lengths  # (B,)
         if truncation_strategy != TruncationStrategy.DO_NOT_TRUNCATE and max_length is not None:
-            keep_left = self.truncation_side == "left"
-            rows = [r[-max_length:] if keep_left and len(r) > max_length else r[:max_length]
-                    for r in rows]
-        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+            kept = np.minimum(lengths, max_length)  # (B,)
+            if self.truncation_side == "left":
+                starts = starts + lengths - kept
+            lengths = kept
         mask_wanted = return_attention_mask is not False
+        longest = int(lengths.max())
         if padding_strategy == PaddingStrategy.DO_NOT_PAD:
-            if return_tensors is not None and len(set(lengths.tolist())) > 1:
+            if return_tensors is None:
+                return self._lists_result(flat, starts, lengths, mask_wanted)
+            if int(lengths.min()) != longest:
                 raise ValueError("Unable to create tensor from sequences of different lengths: "
                                  "pass padding=True (or truncation=True with max_length)")
-            return self._batch_result(rows, lengths, None, mask_wanted, return_tensors,
-                                      self._id_objects() if return_tensors is None else None)
-        width = int(lengths.max()) if padding_strategy == PaddingStrategy.LONGEST else max_length
-        width = max(width or 0, int(lengths.max()))
-        if pad_to_multiple_of:
+            width = longest
+        elif padding_strategy == PaddingStrategy.LONGEST:
+            width = longest
+        elif max_length is not None and longest > max_length:
+            return None  # the base class leaves longer rows unpadded: a ragged batch
+        else:
+            width = longest if max_length is None else max_length
+        if pad_to_multiple_of and padding_strategy != PaddingStrategy.DO_NOT_PAD:
             width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        pad = self.pad_token_id
+        if pad is None and padding_strategy != PaddingStrategy.DO_NOT_PAD:
+            return None  # the base class says how to set a padding token
         side = padding_side or self.padding_side
-        ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)  # (B, T)
-        positions = np.arange(width)  # (T,)
-        real = (positions < lengths[:, None]) if side == "right" else (
-            positions >= (width - lengths)[:, None])  # (B, T)
-        ids[real] = np.concatenate(rows) if rows else []
-        return self._batch_result(ids, lengths, real, mask_wanted, return_tensors,
-                                  self._id_objects() if return_tensors is None else None)
-
-    def _id_objects(self) -> np.ndarray:
-        """(len(self),) object array holding the int of every id, built once: indexing it
-        gives lists of shared int objects, several times faster than `.tolist()`, which
-        allocates a new int per token."""
-        size = max(len(self._tokens), max(self._added_tokens_decoder, default=-1) + 1)
-        table = getattr(self, "_id_table", None)
-        if table is None or len(table) != size:  # len(self) would build the vocabulary dict
-            table = self._id_table = np.array(range(size), dtype=object)
-        return table
-
-    @staticmethod
-    def _batch_result(ids: Any, lengths: np.ndarray, real: np.ndarray | None, mask_wanted: bool,
-                      return_tensors: Any, objects: np.ndarray | None) -> BatchEncoding:
-        """Arrays as lists, numpy arrays or torch tensors, as `return_tensors` asks."""
-        if return_tensors is None:  # lists of ints; a mask row of ones is one list product
-            data: dict[str, Any] = {"input_ids": objects[ids].tolist() if real is not None
-                                    else _split(objects[np.concatenate(ids)].tolist(), lengths)}
-            if mask_wanted:
-                data["attention_mask"] = (real.astype(np.int64).tolist() if real is not None
-                                          else [[1] * int(n) for n in lengths])
-            return BatchEncoding(data)
-        if isinstance(ids, list):  # equal lengths (checked): stack them
-            ids = np.stack(ids).astype(np.int64)
+        ids, real = self._padded(flat, starts, lengths, width, side, pad or 0)  # (B, T), (B, T)
+        if return_tensors is None:
+            return self._padded_lists_result(ids, lengths, width, side, mask_wanted)
         data = {"input_ids": ids}
         if mask_wanted:
-            data["attention_mask"] = (real.astype(np.int64) if real is not None
-                                      else np.ones(ids.shape, dtype=np.int64))
+            data["attention_mask"] = real.astype(np.int64)
         if str(return_tensors) in ("pt", "TensorType.PYTORCH"):
             import torch
 
-            data = {k: torch.from_numpy(v) for k, v in data.items()}
-            return BatchEncoding(data)
+            return BatchEncoding({k: torch.from_numpy(v) for k, v in data.items()})
         return BatchEncoding(data, tensor_type=return_tensors)
+
+    def _encode_flat(self, texts: Sequence[str], split: bool | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's ids back to back, and each text's length: (N,) int32, (B,) int64.
+        One lookup over the joined text when no text holds a literal or an unknown character."""
+        joined = "".join(texts)
+        split = self.split_special_tokens if split is None else split
+        if split or not self._may_hold_literal(joined):  # a literal in a text is one here
+            flat = np.take(self._table, _codepoints(joined))  # (N,) -1 where unknown
+            if flat.size == 0 or flat.min() >= 0:
+                return flat, np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        rows = [self._encode_text(t, split) for t in texts]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        return np.concatenate(rows).astype(np.int32, copy=False), lengths
+
+    @staticmethod
+    def _padded(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int,
+                side: str, pad: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (B, T) int64 ids, pad where a row is shorter than `width`, and where the real
+        tokens are: each row is one slice copy of its window of `flat` (a memcpy per row,
+        cheaper than a gather over every cell)."""
+        ids = np.full((len(lengths), width), pad, dtype=np.int64)  # (B, T)
+        firsts = (width - lengths) if side == "left" else np.zeros_like(lengths)  # (B,)
+        for row, (first, start, n) in enumerate(zip(firsts.tolist(), starts.tolist(),
+                                                    lengths.tolist())):
+            ids[row, first : first + n] = flat[start : start + n]
+        columns = np.arange(width)[None, :]  # (1, T)
+        real = (columns >= firsts[:, None]) & (columns < (firsts + lengths)[:, None])  # (B, T)
+        return ids, real
+
+    def _lists_result(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                      mask_wanted: bool) -> BatchEncoding:
+        """Unpadded rows as lists of ints: each row the `.tolist()` of its ids looked up as
+        shared int objects (row by row, so the lookup stays in cache), a mask row one list
+        product."""
+        objects, flat = self._id_objects(), flat.astype(np.intp)  # (V,) object, (N,)
+        ends = (starts + lengths).tolist()
+        data: dict[str, Any] = {"input_ids": [objects.take(flat[a:b]).tolist()
+                                              for a, b in zip(starts.tolist(), ends)]}
+        if mask_wanted:
+            data["attention_mask"] = [[1] * n for n in lengths.tolist()]
+        return BatchEncoding(data)
+
+    def _padded_lists_result(self, ids: np.ndarray, lengths: np.ndarray, width: int, side: str,
+                             mask_wanted: bool) -> BatchEncoding:
+        """Padded rows as lists of ints; a mask row is two list products."""
+        data: dict[str, Any] = {"input_ids": self._id_objects()[ids].tolist()}
+        if mask_wanted:
+            data["attention_mask"] = [[0] * (width - n) + [1] * n if side == "left"
+                                      else [1] * n + [0] * (width - n) for n in lengths.tolist()]
+        return BatchEncoding(data)
+
+    def _id_objects(self) -> np.ndarray:
+        """(len(self),) object array holding the int of every id, built once per vocabulary:
+        indexing it gives lists of shared int objects, several times faster than `.tolist()`,
+        which allocates a new int per token."""
+        size = max(len(self._tokens), max(self._added_tokens_decoder, default=-1) + 1)
+        table = self.__dict__.get("_id_table")
+        if table is None or len(table) != size:  # len(self) would build the vocabulary dict
+            table = self._id_table = np.array(range(size), dtype=object)
+        return table
 
     def _strings_to_ids(self, value: Any, split: bool | None) -> Any:
         if isinstance(value, str):
