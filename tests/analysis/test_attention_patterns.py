@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.analysis.models import HEADS, STYLES, StructuredLM
+from tests.analysis.models import HEADS, STYLES, EncoderLM, StructuredLM
 from utils.adapters import AdaptedModel, adapt
 from utils.loading import load_model
 from utils.tiers.tier2_attention import attention_patterns
@@ -117,6 +117,25 @@ def test_untrained_gpt_mini_passes_with_uniform_heads():
     assert not any("dead" in h["labels"] for h in heads)
     assert "untrained" in result.summary
     assert all(m["method"] == "sdpa" and m["max_error"] < 1e-5 for m in result.metrics["maps"])
+
+
+def test_induction_fits_a_short_position_table_no_length_is_stated_for():
+    model = EncoderLM(batch_first=False, positions=16)  # 2 x 16 repeated tokens would overflow
+    ctx = _ctx(model, 97, T=16)
+    assert ctx.adapted.profile.max_seq_len is None
+    result = attention_patterns.run(ctx)
+    assert result.status == "pass", result.summary
+    sizing = result.metrics["induction_sequence"]
+    assert sizing["length"] == 16 and "probe failed" in sizing["source"]
+    assert all(h["induction"] is not None for h in result.metrics["heads"])
+
+
+def test_induction_uses_the_stated_maximum_length():
+    loaded = load_model("example:gpt-mini")
+    adapted = adapt(loaded.model.eval(), loaded.config, max_seq_len=20)
+    ctx = Ctx(adapted, torch.randint(0, 2048, (2, 12), generator=torch.Generator().manual_seed(0)))
+    sizing = attention_patterns.run(ctx).metrics["induction_sequence"]
+    assert sizing["length"] == 20 and sizing["source"].startswith("max_seq_len=20")
 
 
 class NoAttentionLM(nn.Module):
