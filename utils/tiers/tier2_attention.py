@@ -121,7 +121,8 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
         )
     sizing = _induction_length(ctx, t)
     if sizing["length"] < 2 * t.induction_half:
-        notes.append(f"induction measured on {sizing['length']} repeated tokens, not {2 * t.induction_half}: {sizing['source']}")
+        shorter = f"induction measured on {sizing['length']} repeated tokens, not {2 * t.induction_half}"
+        notes.append(f"{shorter}: {sizing['source']}")
     induction = _induction(ctx, sizing, len([m for m in maps if m.available]), v.stream("induction"), notes)
     deadline = getattr(ctx, "deadline", math.inf)
     heads = _head_rows(adapted, ids, mask, clean, usable, induction, deadline, notes, t)
