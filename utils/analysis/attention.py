@@ -209,21 +209,25 @@ def _untouched(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def _module_stack(model: nn.Module, stack: list[str]) -> Iterator[None]:
-    """Keep `stack` holding the qualified names of the modules running right now, so each
-    attention call is attributed to the innermost one. The hooks are removed afterwards."""
+    """Keep `stack` holding the qualified names of the model's modules running right now, so
+    each attention call is attributed to the innermost one. Two global hooks (removed
+    afterwards) instead of two per module: registering hundreds costs more than the forward."""
     root = type(model).__name__
-    handles = []
-    for name, module in model.named_modules():
-        label = name or root
+    names = {id(module): name or root for name, module in model.named_modules()}
 
-        def push(_m: nn.Module, _args: Any, label: str = label) -> None:
+    def push(module: nn.Module, _args: Any) -> None:
+        label = names.get(id(module))
+        if label is not None:
             stack.append(label)
 
-        def pop(_m: nn.Module, _args: Any, _out: Any) -> None:
+    def pop(module: nn.Module, _args: Any, _out: Any) -> None:
+        if id(module) in names:
             stack.pop()
 
-        handles.append(module.register_forward_pre_hook(push))
-        handles.append(module.register_forward_hook(pop, always_call=True))
+    handles = [
+        nn.modules.module.register_module_forward_pre_hook(push),
+        nn.modules.module.register_module_forward_hook(pop, always_call=True),
+    ]
     try:
         yield
     finally:
@@ -587,7 +591,7 @@ def _mha_weights(p: Mapping[str, Any], batched: bool) -> tuple[torch.Tensor, tor
     additive = _mha_additive_mask(p, scores)  # broadcastable to (N, H, L, S)
     w = torch.softmax(scores + additive, dim=-1)
     masked = additive <= MASKED_BELOW
-    masked = masked.expand(torch.broadcast_shapes(masked.shape, (w.shape[0], 1, *w.shape[2:])))  # (N, 1 or H, L, S)
+    masked = masked.expand(w.shape[0], masked.shape[1] if masked.dim() == 4 else 1, *w.shape[2:])  # (N, 1 or H, L, S)
     return w, w @ v.float(), masked
 
 
