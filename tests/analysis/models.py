@@ -133,11 +133,11 @@ class NanoGPT(nn.Module):
 class EncoderLM(nn.Module):
     """nn.TransformerEncoder, batch-first or seq-first (forward takes (T, B) then)."""
 
-    def __init__(self, batch_first: bool):
+    def __init__(self, batch_first: bool, positions: int = 24):
         super().__init__()
         self.batch_first = batch_first
         self.emb = nn.Embedding(97, 32)
-        self.pe = nn.Parameter(torch.randn(24, 32) * 0.5)
+        self.pe = nn.Parameter(torch.randn(positions, 32) * 0.5)
         layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=batch_first)
         self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
         self.out = nn.Linear(32, 97)

@@ -11,8 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.analysis.models import HEADS, STYLES, StructuredLM
+from tests.analysis.models import HEADS, STYLES, EncoderLM, StructuredLM
 from utils.adapters import AdaptedModel, adapt
+from utils.analysis.attention import capture_attention
 from utils.loading import load_model
 from utils.tiers.tier2_attention import attention_patterns
 
@@ -117,6 +118,71 @@ def test_untrained_gpt_mini_passes_with_uniform_heads():
     assert not any("dead" in h["labels"] for h in heads)
     assert "untrained" in result.summary
     assert all(m["method"] == "sdpa" and m["max_error"] < 1e-5 for m in result.metrics["maps"])
+
+
+def test_induction_fits_a_short_position_table_no_length_is_stated_for():
+    model = EncoderLM(batch_first=False, positions=16)  # 2 x 16 repeated tokens would overflow
+    ctx = _ctx(model, 97, T=16)
+    assert ctx.adapted.profile.max_seq_len is None
+    result = attention_patterns.run(ctx)
+    assert result.status == "pass", result.summary
+    sizing = result.metrics["induction_sequence"]
+    assert sizing["length"] == 16 and "probe failed" in sizing["source"]
+    assert all(h["induction"] is not None for h in result.metrics["heads"])
+
+
+def test_induction_uses_the_stated_maximum_length():
+    loaded = load_model("example:gpt-mini")
+    adapted = adapt(loaded.model.eval(), loaded.config, max_seq_len=20)
+    ctx = Ctx(adapted, torch.randint(0, 2048, (2, 12), generator=torch.Generator().manual_seed(0)))
+    sizing = attention_patterns.run(ctx).metrics["induction_sequence"]
+    assert sizing["length"] == 20 and sizing["source"].startswith("max_seq_len=20")
+
+
+class _ShiftedValues(torch.Tensor):
+    """Values whose attention kernel adds 0.5 after weights x V, as a custom kernel that
+    folds an extra term into its output would: capture sees the call, but the weights it
+    rebuilds cannot reproduce that output."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        return out + 0.5 if func is F.scaled_dot_product_attention else out
+
+
+class ShiftedKernelLM(nn.Module):
+    """Two causal SDPA layers; the second one's kernel adds a constant after weights x V."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.qkv = nn.ModuleList(nn.Linear(32, 96) for _ in range(2))
+        self.out = nn.Linear(32, 50)
+
+    def forward(self, input_ids):
+        B, T = input_ids.shape
+        x = self.emb(input_ids)  # (B, T, C)
+        for i, qkv in enumerate(self.qkv):
+            q, k, v = (t.view(B, T, 4, 8).transpose(1, 2) for t in qkv(x).split(32, -1))  # (B, 4, T, 8)
+            if i == 1:
+                v = v.as_subclass(_ShiftedValues)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).as_subclass(torch.Tensor)
+            x = x + y.transpose(1, 2).reshape(B, T, 32)
+        return self.out(x)
+
+
+def test_a_map_that_does_not_reproduce_its_output_is_left_out():
+    ctx = _ctx(ShiftedKernelLM(), 50)
+    maps = capture_attention(ctx.adapted, ctx.input_ids)
+    assert [m.method for m in maps] == ["sdpa", "sdpa"]
+    assert maps[0].max_error < 1e-5 and maps[1].errors["output"] > 0.1
+    assert maps[1].max_error == maps[1].errors["output"] and maps[1].errors["row_sum"] < 1e-5
+    result = attention_patterns.run(ctx)
+    assert result.status == "pass", result.summary
+    assert {h["layer"] for h in result.metrics["heads"]} == {0}  # layer 1 excluded, not analysed
+    assert [m["max_error"] > 0.1 for m in result.metrics["maps"]] == [False, True]
+    left_out = [n for n in result.metrics["notes"] if "do not reproduce its output" in n]
+    assert len(left_out) == 1 and "(layer 1)" in left_out[0]
 
 
 class NoAttentionLM(nn.Module):

@@ -127,6 +127,42 @@ def test_transformer_encoder_matches_the_module(batch_first):
     assert w[1, :, :6, -2:].abs().max() == 0  # padding: no weight on pad keys
 
 
+class _MHAVariantLM(nn.Module):
+    """One nn.MultiheadAttention in a layout other than packed self-attention: separate key
+    and value widths (separate projections), or bias_k/bias_v with add_zero_attn."""
+
+    def __init__(self, layout: str):
+        super().__init__()
+        kdim = 12 if layout == "kdim" else None
+        extras = layout == "extras"
+        self.emb = nn.Embedding(97, 32)
+        self.kv = nn.Linear(32, kdim or 32)
+        self.attn = nn.MultiheadAttention(
+            32, 4, kdim=kdim, vdim=kdim, add_bias_kv=extras, add_zero_attn=extras, batch_first=True
+        )
+        self.out = nn.Linear(32, 97)
+
+    def forward(self, ids, attention_mask=None):
+        x = self.emb(ids)  # (B, T, C)
+        kv = self.kv(x)
+        T = ids.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+        pad = None if attention_mask is None else attention_mask == 0
+        return self.out(self.attn(x, kv, kv, attn_mask=causal, key_padding_mask=pad, need_weights=False)[0])
+
+
+@pytest.mark.parametrize("layout", ["kdim", "extras"])
+def test_mha_layouts_match_the_module(layout):
+    model = _MHAVariantLM(layout).eval()
+    adapted = adapt(model)
+    ids = _ids(97, B=3, T=9)
+    mask = _padded(ids, 2)
+    maps = capture_attention(adapted, ids, mask)
+    ref = mha_reference(model, lambda: adapted(ids, mask))
+    _assert_match(maps, ref, rows=mask.bool())
+    assert maps[0].errors["masked"] == 0 and "output_projected" in maps[0].errors
+
+
 def test_builder_export_through_the_graph_executor():
     loaded = load_model("example:builder-export")
     adapted = adapt(loaded.model.eval(), loaded.config)

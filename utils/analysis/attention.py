@@ -6,8 +6,9 @@
 One forward runs under a `TorchFunctionMode` that sees every torch call the model makes:
 
 - `nn.MultiheadAttention` (alone, inside `nn.TransformerEncoderLayer`, seq-first or not)
-  reaches `F.multi_head_attention_forward`; the real call runs as the model asked, and a
-  second call with `need_weights=True, average_attn_weights=False` gives per-head weights.
+  reaches `F.multi_head_attention_forward`; the real call runs as the model asked, and the
+  per-head weights are rebuilt once from the module's own q/k/v projections (a layout with
+  bias_k, add_zero_attn or static keys takes a second call asking for per-head weights).
   The fused fast path is off for the capture (an active mode already disables it; the global
   switch is turned off too and put back).
 - `F.scaled_dot_product_attention` (nanoGPT, Hugging Face SDPA, the designer's exports) runs
@@ -208,21 +209,25 @@ def _untouched(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def _module_stack(model: nn.Module, stack: list[str]) -> Iterator[None]:
-    """Keep `stack` holding the qualified names of the modules running right now, so each
-    attention call is attributed to the innermost one. The hooks are removed afterwards."""
+    """Keep `stack` holding the qualified names of the model's modules running right now, so
+    each attention call is attributed to the innermost one. Two global hooks (removed
+    afterwards) instead of two per module: registering hundreds costs more than the forward."""
     root = type(model).__name__
-    handles = []
-    for name, module in model.named_modules():
-        label = name or root
+    names = {id(module): name or root for name, module in model.named_modules()}
 
-        def push(_m: nn.Module, _args: Any, label: str = label) -> None:
+    def push(module: nn.Module, _args: Any) -> None:
+        label = names.get(id(module))
+        if label is not None:
             stack.append(label)
 
-        def pop(_m: nn.Module, _args: Any, _out: Any) -> None:
+    def pop(module: nn.Module, _args: Any, _out: Any) -> None:
+        if id(module) in names:
             stack.pop()
 
-        handles.append(module.register_forward_pre_hook(push))
-        handles.append(module.register_forward_hook(pop, always_call=True))
+    handles = [
+        nn.modules.module.register_module_forward_pre_hook(push),
+        nn.modules.module.register_module_forward_hook(pop, always_call=True),
+    ]
     try:
         yield
     finally:
@@ -442,18 +447,15 @@ class _AttentionMode(TorchFunctionMode):
         if not (self.measure or heads):
             return out
         p = dict(zip(_MHA_PARAMS, args)) | kwargs
-        side = p | {"need_weights": True, "average_attn_weights": False}
-        _, weights = F.multi_head_attention_forward(**side)  # (N, H, L, S) or (H, L, S)
         batched = p["query"].dim() == 3
-        w = weights if batched else weights.unsqueeze(0)
-        heads_out = _mha_heads(p, w, batched)  # (N, H, L, d)
+        w, heads_out, masked = _mha_weights(p, batched)  # (N, H, L, S), (N, H, L, d), mask
         actual = out[0] if batched else out[0].unsqueeze(1)  # (L, N, E)
         if self.measure:
             note = ""
             if p.get("training") and p.get("dropout_p", 0.0):
                 note = "dropout in training mode: the output is random and is not compared"
             rebuilt = None if note else _mha_project(p, heads_out)
-            errors = _verify(w.float(), _mha_masked(p, w), rebuilt, actual.float(), projected=True)
+            errors = _verify(w.float(), masked, rebuilt, actual.float(), projected=True)
             self._record(layer, "mha", w, errors, note)
         if not heads:
             return out
@@ -568,6 +570,68 @@ def _verify(
         worst = float(diff.amax()) if diff.numel() else 0.0
         errors["output_projected" if projected else "output"] = worst / max(scale, 1e-6)
     return errors
+
+
+def _mha_weights(p: Mapping[str, Any], batched: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head weights (N, H, L, S), outputs weights x V (N, H, L, d) and where the masks
+    forbid a key (broadcastable to the weights) of one MHA call.
+
+    The common layout (no bias_k/bias_v, add_zero_attn or static keys/values) is rebuilt
+    from the module's own projections, once: each of q, k and v is projected a single time.
+    Any of those extras goes through a second `F.multi_head_attention_forward` asking for
+    per-head weights, which builds them exactly as the real call does."""
+    extras = ("bias_k", "bias_v", "static_k", "static_v")
+    if p.get("add_zero_attn") or any(p.get(name) is not None for name in extras):
+        side = dict(p) | {"need_weights": True, "average_attn_weights": False}
+        _, weights = F.multi_head_attention_forward(**side)  # (N, H, L, S) or (H, L, S)
+        w = weights if batched else weights.unsqueeze(0)
+        return w, _mha_heads(p, w, batched), _mha_masked(p, w)
+    q, k, v = _mha_qkv(p, batched)  # (N, H, L or S, d)
+    scores = (q.float() * q.shape[-1] ** -0.5) @ k.float().transpose(-2, -1)  # (N, H, L, S)
+    additive = _mha_additive_mask(p, scores)  # broadcastable to (N, H, L, S)
+    w = torch.softmax(scores + additive, dim=-1)
+    masked = additive <= MASKED_BELOW
+    masked = masked.expand(w.shape[0], masked.shape[1] if masked.dim() == 4 else 1, *w.shape[2:])  # (N, 1 or H, L, S)
+    return w, w @ v.float(), masked
+
+
+def _mha_qkv(p: Mapping[str, Any], batched: bool) -> tuple[torch.Tensor, ...]:
+    """q, k, v (N, H, L or S, d) projected as F.multi_head_attention_forward projects them
+    (one packed projection for self-attention, or the separate weights)."""
+    E, H = p["embed_dim_to_check"], p["num_heads"]
+    inputs = [p[name] if batched else p[name].unsqueeze(1) for name in ("query", "key", "value")]  # (L, N, E)
+    bias = p.get("in_proj_bias")
+    biases = [None] * 3 if bias is None else list(bias.chunk(3))
+    if p.get("use_separate_proj_weight"):
+        weights = [p["q_proj_weight"], p["k_proj_weight"], p["v_proj_weight"]]
+    else:
+        weights = list(p["in_proj_weight"].chunk(3))
+    if not p.get("use_separate_proj_weight") and p["query"] is p["key"] is p["value"]:
+        projected = F.linear(inputs[0], p["in_proj_weight"], bias).chunk(3, dim=-1)  # 3 x (L, N, E)
+    else:
+        projected = [F.linear(x, wt, b) for x, wt, b in zip(inputs, weights, biases)]
+    N, d = inputs[0].shape[1], E // H
+    return tuple(t.reshape(t.shape[0], N, H, d).permute(1, 2, 0, 3) for t in projected)
+
+
+def _mha_additive_mask(p: Mapping[str, Any], scores: torch.Tensor) -> torch.Tensor:
+    """MHA's attn_mask and key_padding_mask as one additive float mask broadcastable to the
+    scores (N, H, L, S): boolean True (forbidden) becomes -inf, float masks add as given."""
+    N, H, L, S = scores.shape
+    total = scores.new_zeros(())
+    mask, kpm = p.get("attn_mask"), p.get("key_padding_mask")
+    if mask is not None:
+        m = _as_additive(mask, scores.dtype)
+        total = total + (m.reshape(N, H, L, S) if m.dim() == 3 else m.reshape(1, 1, L, S))
+    if kpm is not None:
+        total = total + _as_additive(kpm, scores.dtype).reshape(N, 1, 1, S)
+    return total
+
+
+def _as_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, -math.inf)
+    return mask.to(dtype)
 
 
 def _mha_heads(p: Mapping[str, Any], w: torch.Tensor, batched: bool) -> torch.Tensor:

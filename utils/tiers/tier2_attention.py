@@ -119,7 +119,11 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
             advice="Attention computed outside PyTorch (a fused external kernel) "
             "cannot be read; run the model with its PyTorch attention path to see it.",
         )
-    induction = _induction(ctx, t, len([m for m in maps if m.available]), v.stream("induction"), notes)
+    sizing = _induction_length(ctx, t)
+    if sizing["length"] < 2 * t.induction_half:
+        shorter = f"induction measured on {sizing['length']} repeated tokens, not {2 * t.induction_half}"
+        notes.append(f"{shorter}: {sizing['source']}")
+    induction = _induction(ctx, sizing, len([m for m in maps if m.available]), v.stream("induction"), notes)
     deadline = getattr(ctx, "deadline", math.inf)
     heads = _head_rows(adapted, ids, mask, clean, usable, induction, deadline, notes, t)
     broken = [m for m in usable if max(m.errors.get("row_sum", 0.0), m.errors.get("masked", 0.0)) > t.max_row_error]
@@ -128,6 +132,7 @@ def attention_patterns(ctx: Any, v: Verdict) -> CheckResult:
         "heads": heads,
         "maps": _map_rows(maps),
         "notes": notes,
+        "induction_sequence": sizing,
         "label_counts": _label_counts(heads),
         "trained": getattr(ctx, "trained", None),
     }
@@ -176,11 +181,37 @@ def _usable(maps: list[AttentionMap], t: AttentionThresholds) -> tuple[list[Atte
     return usable, notes
 
 
-def _induction(ctx: Any, t: AttentionThresholds, n_maps: int, stream: int, notes: list[str]) -> dict[int, torch.Tensor]:
+def _induction_length(ctx: Any, t: AttentionThresholds) -> dict[str, Any]:
+    """How many tokens the [r, r] sequence spans, and why: 2 x induction_half, capped by the
+    model's stated maximum; with none stated, by what the model is seen to run on (the
+    input's own length always, 2 x induction_half when a plain forward of it runs), so a
+    short position table shortens the sequence instead of stopping the analysis."""
+    p = ctx.adapted.profile
+    want = 2 * t.induction_half
+    if p.max_seq_len is not None:
+        length = min(want, p.max_seq_len)
+        return {"length": length, "source": f"max_seq_len={p.max_seq_len} ({p.max_seq_len_source})"}
+    T = int(ctx.input_ids.shape[1])
+    if want <= T:
+        return {"length": want, "source": f"no maximum stated; the input's {T} tokens ran"}
+    probe = torch.zeros(2, want, dtype=ctx.input_ids.dtype, device=ctx.input_ids.device)
+    try:
+        with torch.no_grad():
+            ctx.adapted(probe)
+    except Exception as exc:  # noqa: BLE001 - the probe asks whether the model takes this length
+        return {
+            "length": T,
+            "source": f"no maximum stated; a {want}-token probe failed ({type(exc).__name__}), "
+            f"so the input's {T} tokens (which ran) are the limit",
+        }
+    return {"length": want, "source": f"no maximum stated; a {want}-token probe ran"}
+
+
+def _induction(ctx: Any, sizing: dict[str, Any], n_maps: int, stream: int, notes: list[str]) -> dict[int, torch.Tensor]:
     """{layer: (H,) induction score} from [r, r] random sequences, when the model takes them
     and calls its attention the same number of times on them."""
     p = ctx.adapted.profile
-    half = t.induction_half if p.max_seq_len is None else min(t.induction_half, p.max_seq_len // 2)
+    half = sizing["length"] // 2
     high = getattr(ctx, "id_high", None) or p.vocab_size
     if half < 2 or not high:
         notes.append("induction not measured: the model takes fewer than 4 tokens or its vocabulary is unknown")
