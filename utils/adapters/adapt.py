@@ -6,7 +6,9 @@ vocabulary all differ, and recorded in a `ModelProfile`, so no tier guesses agai
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,16 +41,19 @@ from utils.adapters.profile import ModelProfile
 from utils.adapters.seq2seq import adapt_seq2seq, encoder_decoder
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
+from utils.loading.config import ModelConfig, as_config
 from utils.vocabulary import (
     TASKS,
 )
 
 
-def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedModel:
+def adapt(model: nn.Module, config: ModelConfig | Mapping[str, Any] | str | Path | None = None,
+          **overrides: Any) -> AdaptedModel:
     """Inspect `model` once and return an `AdaptedModel`.
 
-    `config` is a `ModelConfig`, a dict or None. Overrides: `task`, `vocab_size`,
-    `max_seq_len`, `batch_first`, `mask_convention`.
+    `config` is a `ModelConfig`, a dict, the path of a config.json or None; it is read as a
+    `ModelConfig` here, once, so nothing past this point branches on its type. Overrides:
+    `task`, `vocab_size`, `max_seq_len`, `batch_first`, `mask_convention`.
     """
     if isinstance(model, AdaptedModel):
         return model
@@ -60,6 +65,7 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
         raise AdaptError(f"adapt() got unknown options: {', '.join(sorted(unknown))}")
     if overrides.get("task") not in (None, *TASKS):
         raise AdaptError(f"task={overrides['task']!r} is not one of {', '.join(TASKS)}")
+    config = as_config(config)
     sig = ModelSignatureInspector(model).analyze()
     modes = [(m, m.training) for m in model.modules()]  # restored per module: a mixed
     model.eval()                                          # train/eval state stays mixed
@@ -75,7 +81,8 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
             m.training = mode
 
 
-def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict
+                 ) -> AdaptedModel:
     try:
         executor = ComputationalGraphExecutor(model, ModelSignatureInspector(model), config)
     except GraphError as exc:
@@ -109,7 +116,8 @@ def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) ->
     return AdaptedModel(model, profile, executor)
 
 
-def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict
+                    ) -> AdaptedModel:
     if sig.input_param is None or sig.unknown_required:
         raise AdaptError(_cannot_adapt(model, sig, "no token input parameter was recognised"
                                        if sig.input_param is None else

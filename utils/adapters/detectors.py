@@ -18,6 +18,7 @@ from utils._frames import file_line, raised_at, user_frame
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
+from utils.loading.config import ModelConfig
 from utils.vocabulary import (
     KEEP_ONE_MASK_NAMES,
     MASK_CONVENTIONS,
@@ -140,7 +141,7 @@ def _real_positions_still(adapted: AdaptedModel, ids: torch.Tensor, pads: slice,
 
 
 def _sizes_and_task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
-                    config: Any, ov: dict, vocab_hint: int, vocab_src: str
+                    config: ModelConfig | None, ov: dict, vocab_hint: int, vocab_src: str
                     ) -> tuple[dict[str, Any], list[str]]:
     """The profile's last facts (classes, vocabulary, task and where each came from) and the
     notes about them, from the probe's logits."""
@@ -166,8 +167,8 @@ def _sizes_and_task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tens
     return found, notes
 
 
-def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor, config: Any,
-          ov: dict, vocab: int | None) -> tuple[str, str, str | None]:
+def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
+          config: ModelConfig | None, ov: dict, vocab: int | None) -> tuple[str, str, str | None]:
     """The task, where it came from, and a note when it is only a default."""
     if ov.get("task"):
         return ov["task"], "override", None
@@ -290,20 +291,12 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _raw(config: Any) -> dict:
-    if config is None:
-        return {}
-    if isinstance(config, dict):
-        return config
-    return dict(getattr(config, "raw", None) or {})
+def _raw(config: ModelConfig | None) -> dict:
+    return {} if config is None else config.raw
 
 
-def _config_value(config: Any, name: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, dict):
-        return config.get(name)
-    return getattr(config, name, None)
+def _config_value(config: ModelConfig | None, name: str) -> Any:
+    return None if config is None else getattr(config, name)
 
 
 def _hf_config(model: nn.Module) -> dict:
@@ -326,7 +319,7 @@ def _model_attr(model: nn.Module, names: tuple[str, ...]) -> tuple[int | None, s
     return None, ""
 
 
-def _declared(model: nn.Module, config: Any, ov: dict, key: str, attrs: tuple[str, ...]
+def _declared(model: nn.Module, config: ModelConfig | None, ov: dict, key: str, attrs: tuple[str, ...]
               ) -> tuple[int | None, str]:
     """A size someone stated: an override, the config, or an attribute of the model or of
     its own config object, in that order."""
@@ -338,7 +331,7 @@ def _declared(model: nn.Module, config: Any, ov: dict, key: str, attrs: tuple[st
     return _model_attr(model, attrs)
 
 
-def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
+def _vocab_hint(model: nn.Module, config: ModelConfig | None, ov: dict) -> tuple[int, str]:
     """A vocabulary bound that keeps probe ids valid: override, config, model attribute, else
     the smallest embedding table (a token id below every table's size is safe)."""
     value, label = _declared(model, config, ov, "vocab_size", VOCAB_SIZE_NAMES)
@@ -350,7 +343,7 @@ def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
     return 64, "probe default"
 
 
-def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, str]:
+def _max_seq_len(model: nn.Module, config: ModelConfig | None, ov: dict) -> tuple[int | None, str]:
     value, label = _declared(model, config, ov, "max_seq_len", SEQ_LEN_NAMES)
     if value and label != "override":
         return _after_padding_index(model, value, label)

@@ -4,7 +4,6 @@ the model's own rule) to the decoder, and the logits are over the target."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,9 +29,10 @@ from utils.adapters.detectors import (
 from utils.adapters.profile import ModelProfile
 from utils.adapters.signature import SignatureInfo
 from utils.errors import AdaptError
+from utils.loading.config import ModelConfig
 
 
-def encoder_decoder(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> str | None:
+def encoder_decoder(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict) -> str | None:
     """Why the model is an encoder-decoder (its config says so, or forward takes decoder
     input ids), or None. A task set to anything else, by override or config, wins."""
     if ov.get("task") not in (None, "seq2seq") or _raw(config).get("task") not in (None, "seq2seq"):
@@ -44,7 +44,7 @@ def encoder_decoder(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
     return "override" if ov.get("task") == "seq2seq" else None
 
 
-def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict) -> AdaptedModel:
     """Probe with a source and a target of different lengths, so that logits over the wrong
     one are caught, and verify the source mask by changing source pad content."""
     why = encoder_decoder(model, sig, config, ov)

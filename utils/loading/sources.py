@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from utils.errors import LoadError
-from utils.loading.config import CONFIG_FIELDS, ModelConfig, _as_config
+from utils.loading.config import CONFIG_FIELDS, ModelConfig, as_config
 from utils.loading.consistency import _check_against_model, _token_embedding
 from utils.loading.construction import _construct
 from utils.loading.discovery import _factories, _find_model, _listing, _model_classes
@@ -135,7 +135,7 @@ def _load(
     allow_gist: bool,
     cache_dir: str | Path | None,
 ) -> LoadedModel:
-    override = _as_config(config)
+    override = as_config(config)
     if isinstance(source, nn.Module):
         return _load_instance(source, override or ModelConfig(), class_name)
     if isinstance(source, type) and issubclass(source, nn.Module):
