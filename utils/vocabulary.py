@@ -71,3 +71,36 @@ def position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
         if isinstance(module, nn.Embedding) and _POSITION_TABLE.search(name):
             return name, module
     return None
+
+
+_NOT_TOKEN_TABLE = re.compile(r"pos|wpe|token_type|segment|type_emb", re.IGNORECASE)
+
+
+def token_embedding(model: nn.Module, vocab_size: int | None = None, *, by_name: bool = False
+                    ) -> tuple[str, nn.Module] | None:
+    """(qualified name, module) of the layer that turns token ids into vectors: the model's
+    `get_input_embeddings()` when it has one, else the nn.Embedding with `vocab_size` rows,
+    else the first nn.Embedding not named like a position or segment table, else the largest
+    nn.Embedding (position tables are shorter than vocabularies).
+
+    `by_name` keeps only the name rule, for checking a config against the model: there the
+    table must be one the model's own names say holds tokens, or none at all."""
+    from torch import nn
+
+    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    named = next(((n, m) for n, m in tables if not _NOT_TOKEN_TABLE.search(n)), None)
+    if by_name:
+        return named
+    getter = getattr(model, "get_input_embeddings", None)
+    if callable(getter):
+        try:
+            emb = getter()
+        except Exception:  # noqa: BLE001 - base classes raise when a model has none
+            emb = None
+        names = {id(m): n for n, m in model.named_modules()}
+        if isinstance(emb, nn.Module) and id(emb) in names:
+            return names[id(emb)], emb
+    exact = next(((n, m) for n, m in tables if m.num_embeddings == vocab_size), None)
+    if exact is not None or named is not None:
+        return exact or named
+    return max(tables, key=lambda nm: nm[1].num_embeddings) if tables else None

@@ -21,7 +21,7 @@ def test_plain_tensor_output():
     assert a(_ids()).shape == (2, 9, zoo.V)
     assert (p.input_name, p.output_access, p.batch_first) == ("input_ids", "tensor", True)
     assert (p.vocab_size, p.max_seq_len, p.task) == (zoo.V, zoo.L, "causal_lm")
-    assert p.attention_modules == ["blocks.0.attn", "blocks.1.attn"]
+    assert p.attention_modules == ("blocks.0.attn", "blocks.1.attn")
 
 
 @pytest.mark.parametrize("cls,access", [(zoo.DictOutputLM, "key:logits"),

@@ -6,8 +6,9 @@ from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadMode
 
 from tests.adapters.zoo import NanoGPT, SeqFirstLM
 from tests.analysis.zoo import TinyLM
-from utils.analysis.locate import find_blocks, find_token_embedding
+from utils.analysis.locate import find_blocks
 from utils.loading import load_model
+from utils.vocabulary import token_embedding
 
 
 def test_blocks_of_every_family_are_found():
@@ -38,6 +39,6 @@ def test_a_flat_export_is_read_at_its_norm_inputs():
 
 def test_the_token_embedding_is_the_vocabulary_table_not_the_position_table():
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=101, n_positions=128, n_embd=16, n_layer=1, n_head=2))
-    assert find_token_embedding(gpt2, 101)[0] == "transformer.wte"
+    assert token_embedding(gpt2, 101)[0] == "transformer.wte"
     export = load_model("example:builder-export").model
-    assert find_token_embedding(export, None)[0] == "embedding_0_token"
+    assert token_embedding(export, None)[0] == "embedding_0_token"

@@ -6,6 +6,9 @@ vocabulary all differ, and recorded in a `ModelProfile`, so no tier guesses agai
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,31 +25,35 @@ from utils.adapters.detectors import (
     _device,
     _expect_batch_dims,
     _find_logits,
-    _finish_profile,
     _forward_raised,
     _full_logits_via_labels,
     _max_seq_len,
     _output_kind,
     _probe_ids,
     _probe_len,
+    _sizes_and_task,
     _vocab_hint,
     installed_package,
+    probe_with,
 )
 from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
 from utils.adapters.profile import ModelProfile
 from utils.adapters.seq2seq import adapt_seq2seq, encoder_decoder
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
+from utils.loading.config import ModelConfig, as_config
 from utils.vocabulary import (
     TASKS,
 )
 
 
-def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedModel:
+def adapt(model: nn.Module, config: ModelConfig | Mapping[str, Any] | str | Path | None = None,
+          **overrides: Any) -> AdaptedModel:
     """Inspect `model` once and return an `AdaptedModel`.
 
-    `config` is a `ModelConfig`, a dict or None. Overrides: `task`, `vocab_size`,
-    `max_seq_len`, `batch_first`, `mask_convention`.
+    `config` is a `ModelConfig`, a dict, the path of a config.json or None; it is read as a
+    `ModelConfig` here, once, so nothing past this point branches on its type. Overrides:
+    `task`, `vocab_size`, `max_seq_len`, `batch_first`, `mask_convention`.
     """
     if isinstance(model, AdaptedModel):
         return model
@@ -59,6 +66,7 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
     overrides = {k: v for k, v in overrides.items() if v is not None}  # None: nothing overridden
     if overrides.get("task") not in (None, *TASKS):
         raise AdaptError(f"task={overrides['task']!r} is not one of {', '.join(TASKS)}")
+    config = as_config(config)
     sig = ModelSignatureInspector(model).analyze()
     modes = [(m, m.training) for m in model.modules()]  # restored per module: a mixed
     model.eval()                                          # train/eval state stays mixed
@@ -74,7 +82,8 @@ def adapt(model: nn.Module, config: Any = None, **overrides: Any) -> AdaptedMode
             m.training = mode
 
 
-def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict
+                 ) -> AdaptedModel:
     try:
         executor = ComputationalGraphExecutor(model, ModelSignatureInspector(model), config)
     except GraphError as exc:
@@ -93,7 +102,7 @@ def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) ->
         raise AdaptError(f"the graph executor built the graph but running it failed: "
                          f"{type(exc).__name__}: {exc}") from exc
     _expect_batch_dims(logits, ids, "graph executor")
-    profile = ModelProfile(
+    probe = AdaptedModel(model, ModelProfile(
         model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
         mask_name=None, mask_convention="keep_one", mask_verified=False, batch_first=True,
         output_access="tensor", full_logits_via="graph_executor",
@@ -101,15 +110,15 @@ def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) ->
         vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
         attention_modules=_attention_modules(model), uses_graph_executor=True,
         graph_source=executor.source, tied_output=executor.tied_output,
-    )
-    if executor.tied_output:
-        profile.notes.append("no output module: logits tied to the token embedding")
-    adapted = AdaptedModel(model, profile, executor)
-    _finish_profile(adapted, logits, ids, config, ov, vocab, vocab_src)
-    return adapted
+    ), executor)
+    notes = ["no output module: logits tied to the token embedding"] if executor.tied_output else []
+    found, more = _sizes_and_task(probe, logits, ids, config, ov, vocab, vocab_src)
+    profile = replace(probe.profile, **found, notes=tuple(notes + more))
+    return AdaptedModel(model, profile, executor)
 
 
-def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict
+                    ) -> AdaptedModel:
     if sig.input_param is None or sig.unknown_required:
         raise AdaptError(_cannot_adapt(model, sig, "no token input parameter was recognised"
                                        if sig.input_param is None else
@@ -119,24 +128,24 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
     max_len, len_src = _max_seq_len(model, config, ov)
     device = _device(model)
     ids = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
-    profile = ModelProfile(
+    probe = AdaptedModel(model, ModelProfile(
         model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
         mask_name=sig.mask_param, mask_convention=None, mask_verified=False,
         batch_first=bool(ov.get("batch_first", True)), output_access="tensor",
         full_logits_via="forward", output_kind="logits", task="", task_source="",
         vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
         attention_modules=_attention_modules(model), library=installed_package(model),
-    )
-    adapted = AdaptedModel(model, profile)
+    ))
+    notes: list[str] = []
 
     attempts: list[str] = []
     errors: list[Exception] = []
-    out = None
+    out, layout = None, probe.profile.batch_first
     for batch_first in ((True, False) if "batch_first" not in ov else (ov["batch_first"],)):
         x = ids if batch_first else ids.t()
         try:
-            out = model(x) if adapted._positional else model(**{sig.input_param: x})
-            profile.batch_first = batch_first
+            out = model(x) if probe._positional else model(**{sig.input_param: x})
+            layout = batch_first
             break
         except Exception as exc:
             errors.append(exc)
@@ -145,22 +154,27 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
     if out is None:
         raise AdaptError(_forward_raised(model, sig, errors, attempts))
     try:
-        profile.output_access = _find_logits(out)
+        probe = probe_with(probe, batch_first=layout, output_access=_find_logits(out))
     except AdaptError as exc:
         raise AdaptError(_cannot_adapt(model, sig, str(exc), attempts)) from exc
-    logits = adapted(ids)
+    logits = probe(ids)
     if logits.dim() == 3 and logits.shape[1] == 1 and ids.shape[1] > 1:
-        _full_logits_via_labels(adapted, ids)
-        logits = adapted(ids)
+        notes.append(_full_logits_via_labels(probe, ids))
+        probe = probe_with(probe, full_logits_via="labels")
+        logits = probe(ids)
     _expect_batch_dims(logits, ids, type(model).__name__)
     if "batch_first" not in ov and logits.dim() == 3:
-        _detect_layout(adapted, ids, vocab)
-        logits = adapted(ids)
-    profile.output_kind = _output_kind(logits)
-    if profile.output_kind != "logits":
-        profile.notes.append(f"the model returns {profile.output_kind.replace('_', '-')}, "
-                             "not raw logits")
+        layout, note = _detect_layout(probe, ids, vocab)
+        notes += [note] if note else []
+        probe = probe_with(probe, batch_first=layout)
+        logits = probe(ids)
+    kind = _output_kind(logits)
+    if kind != "logits":
+        notes.append(f"the model returns {kind.replace('_', '-')}, not raw logits")
+    probe = probe_with(probe, output_kind=kind)
     if sig.mask_param is not None:
-        _detect_mask_convention(adapted, ids, ov.get("mask_convention"))
-    _finish_profile(adapted, logits, ids, config, ov, vocab, vocab_src)
-    return adapted
+        convention, verified, note = _detect_mask_convention(probe, ids, ov.get("mask_convention"))
+        notes += [note] if note else []
+        probe = probe_with(probe, mask_convention=convention, mask_verified=verified)
+    found, more = _sizes_and_task(probe, logits, ids, config, ov, vocab, vocab_src)
+    return AdaptedModel(model, replace(probe.profile, **found, notes=tuple(notes + more)))

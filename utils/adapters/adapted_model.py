@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -96,6 +97,34 @@ class AdaptedModel(nn.Module):
         for a causal LM, on the target for seq2seq; -100 never trained on)."""
         return lm_loss(logits, labels, self.profile.task, self.profile.output_kind)[0]
 
+    @property
+    def takes_labels(self) -> bool:
+        """Whether forward takes a labels/targets parameter the model computes its own loss
+        from (never through the graph executor, which calls the modules one by one)."""
+        return self.profile.signature.label_param is not None and not self.profile.uses_graph_executor
+
+    @property
+    def labels_are_inputs(self) -> bool:
+        """Hugging Face's convention (`labels` = input_ids, the model shifts) rather than
+        nanoGPT's (`targets` = the next tokens, the caller shifts)."""
+        return self.profile.signature.label_param in ("labels", "label")
+
+    def own_loss(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """The model's own training loss on `ids` (B, T), called by its own label convention;
+        None when forward takes no labels or returns no scalar loss."""
+        if not self.takes_labels:
+            return None
+        p = self.profile
+        if self.labels_are_inputs:
+            x, y = ids, ids  # (B, T), (B, T)
+        else:
+            x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()  # (B, T-1), (B, T-1)
+        if not p.batch_first:
+            x, y = x.t(), y.t()  # seq-first models take (T, B)
+        kwargs = {p.signature.label_param: y, **self._static}
+        out = self.model(x, **kwargs) if self._positional else self.model(**{p.input_name: x}, **kwargs)
+        return _loss_in(out)
+
     def with_model(self, model: nn.Module) -> AdaptedModel:
         """The same adapter (profile, graph) around another instance of the user's class: a
         reloaded or rebuilt copy is called exactly the way this one is."""
@@ -124,6 +153,17 @@ def start_and_pad(model: nn.Module) -> tuple[int, int]:
     start = getattr(cfg, "decoder_start_token_id", None)
     pad = pad if isinstance(pad, int) else 0
     return (start if isinstance(start, int) else pad), pad
+
+
+def _loss_in(out: Any) -> torch.Tensor | None:
+    """The scalar loss in a forward's output: `.loss`, `['loss']`, or a 0-d tensor in a tuple."""
+    if isinstance(out, Mapping) and isinstance(out.get("loss"), torch.Tensor):
+        return out["loss"]
+    if isinstance(getattr(out, "loss", None), torch.Tensor):
+        return out.loss
+    if isinstance(out, (tuple, list)):
+        return next((t for t in out if isinstance(t, torch.Tensor) and t.dim() == 0), None)
+    return None
 
 
 def _extract(out: Any, how: str) -> torch.Tensor:

@@ -8,6 +8,7 @@ import site
 import sys
 import sysconfig
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from utils._frames import file_line, raised_at, user_frame
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
+from utils.loading.config import ModelConfig
 from utils.vocabulary import (
     KEEP_ONE_MASK_NAMES,
     MASK_CONVENTIONS,
@@ -34,32 +36,37 @@ _PROBE_B, _PROBE_T = 3, 5
 _CAUSAL_HINTS = ("gpt", "llama", "decoder", "causal", "mistral", "qwen", "falcon")
 
 
-def _full_logits_via_labels(adapted: AdaptedModel, ids: torch.Tensor) -> None:
-    """nanoGPT returns logits for the last position only unless targets are given."""
+def probe_with(adapted: AdaptedModel, **facts: Any) -> AdaptedModel:
+    """The adapter under probe with some facts set: the profile is frozen, so each probe
+    calls the model through a copy of it rather than changing it."""
+    return AdaptedModel(adapted.model, replace(adapted.profile, **facts), adapted.executor)
+
+
+def _full_logits_via_labels(adapted: AdaptedModel, ids: torch.Tensor) -> str:
+    """nanoGPT returns logits for the last position only unless targets are given. Returns
+    the note saying so, once passing the labels is shown to give every position."""
     p = adapted.profile
     if p.signature.label_param is None:
         raise AdaptError(
             f"{p.model_class} returns logits for one position when given {ids.shape[1]} and "
             "takes no labels/targets parameter that could ask for all of them"
         )
-    p.full_logits_via = "labels"
-    logits = adapted(ids)
+    logits = probe_with(adapted, full_logits_via="labels")(ids)
     if logits.shape[1] != ids.shape[1]:
         raise AdaptError(
             f"{p.model_class} returns logits for {logits.shape[1]} position(s) for an input of "
             f"{ids.shape[1]}, with or without {p.signature.label_param!r}"
         )
-    p.notes.append(f"full-sequence logits obtained by passing {p.signature.label_param}=input_ids "
-                   "(the model otherwise returns only the last position)")
+    return (f"full-sequence logits obtained by passing {p.signature.label_param}=input_ids "
+            "(the model otherwise returns only the last position)")
 
 
-def _detect_layout(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> None:
+def _detect_layout(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> tuple[bool, str | None]:
     """Batch-first or seq-first, by behaviour: changing token (0, 0) of a batch-first model
     moves only row 0; of a seq-first model fed (B, T) it moves only column 0. Seq-first is
     accepted only if, transposed, the model also treats identical rows identically (a
     batch-first model whose attention lacks `batch_first=True` fails that and stays
-    batch-first, for Tier 1 to flag)."""
-    p = adapted.profile
+    batch-first, for Tier 1 to flag). Returns batch_first and the note explaining a change."""
     base = adapted(ids)
     alt = ids.clone()
     alt[0, 0] = (alt[0, 0] + 1) % vocab
@@ -67,16 +74,14 @@ def _detect_layout(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> None
     rows_only = not moved[1:].any()
     cols_only = not moved[:, 1:].any()
     if rows_only or not cols_only:
-        return
-    p.batch_first = False
+        return True, None
+    seq_first = probe_with(adapted, batch_first=False)
     same = ids.clone()
     same[1] = same[0]
-    out = adapted(same)
-    if torch.allclose(out[0], out[1], atol=1e-5) and not _rows_mix(adapted, ids, vocab):
-        p.notes.append("seq-first model: inputs and logits are transposed (B, T) <-> (T, B)")
-    else:
-        p.batch_first = True
-        p.notes.append("the model mixes the batch dimension (check batch_independence)")
+    out = seq_first(same)
+    if torch.allclose(out[0], out[1], atol=1e-5) and not _rows_mix(seq_first, ids, vocab):
+        return False, "seq-first model: inputs and logits are transposed (B, T) <-> (T, B)"
+    return True, "the model mixes the batch dimension (check batch_independence)"
 
 
 def _rows_mix(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> bool:
@@ -86,19 +91,19 @@ def _rows_mix(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> bool:
     return bool((adapted(alt)[1:] - base[1:]).abs().max() > 1e-6)
 
 
-def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: str | None) -> None:
+def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: str | None
+                            ) -> tuple[str, bool, str | None]:
     """Pad part of row 0, change what the pad positions hold, and keep the convention under
     which the real positions do not move. Right padding first (a causal model under the wrong
     convention masks its first real token), then left padding (a bidirectional model that
     ignores pads on the right still sees them on the left). Names decide only when behaviour
-    cannot."""
+    cannot. Returns the convention, whether behaviour verified it, and a note when not."""
     p = adapted.profile
     by_name = "keep_one" if p.mask_name in KEEP_ONE_MASK_NAMES else "pad_true"
     if forced is not None:
         if forced not in MASK_CONVENTIONS:
             raise AdaptError(f"mask_convention={forced!r}: use 'keep_one' or 'pad_true'")
-        p.mask_convention, p.mask_verified = forced, False
-        return
+        return forced, False, None
     T = ids.shape[1]
     n_pad = max(1, T // 2)
     ok: list[str] = []
@@ -107,10 +112,8 @@ def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: st
         real[pads] = False
         ok = [c for c in MASK_CONVENTIONS if _real_positions_still(adapted, ids, pads, real, c)]
         if len(ok) == 1:
-            p.mask_convention, p.mask_verified = ok[0], True
-            return
-    p.mask_convention, p.mask_verified = by_name, False
-    p.notes.append(
+            return ok[0], True, None
+    return by_name, False, (
         f"padding mask convention taken from the name {p.mask_name!r} ({by_name}): "
         + ("the model's output does not depend on its mask" if len(ok) == 2 else
            "neither convention kept real positions independent of pad content")
@@ -120,20 +123,16 @@ def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: st
 def _real_positions_still(adapted: AdaptedModel, ids: torch.Tensor, pads: slice,
                           real: torch.Tensor, convention: str) -> bool:
     """True when, under `convention`, row 0's real outputs ignore what its pads hold."""
-    p = adapted.profile
+    probe = probe_with(adapted, mask_convention=convention)
     mask = torch.ones_like(ids)
     mask[0, pads] = 0
     alt = ids.clone()
     alt[0, pads] = (alt[0, pads] + 7) % max(int(ids.max()) + 1, 8)
-    previous = p.mask_convention
-    p.mask_convention = convention
     try:
-        a, b = adapted(ids, mask), adapted(alt, mask)
+        a, b = probe(ids, mask), probe(alt, mask)
     except Exception as exc:  # a convention the model rejects is simply not its convention
         log.debug("mask probe %s failed: %s", convention, exc)
         return False
-    finally:
-        p.mask_convention = previous
     # (B, T, V): the real positions of row 0; (B, C): row 0's single prediction
     ra, rb = (a[0, real], b[0, real]) if a.dim() == 3 else (a[0], b[0])
     if not (torch.isfinite(ra).all() and torch.isfinite(rb).all()):
@@ -141,64 +140,68 @@ def _real_positions_still(adapted: AdaptedModel, ids: torch.Tensor, pads: slice,
     return bool((ra - rb).abs().max() <= 1e-5)
 
 
-def _finish_profile(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
-                    config: Any, ov: dict, vocab_hint: int, vocab_src: str) -> None:
-    p = adapted.profile
+def _sizes_and_task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
+                    config: ModelConfig | None, ov: dict, vocab_hint: int, vocab_src: str
+                    ) -> tuple[dict[str, Any], list[str]]:
+    """The profile's last facts (classes, vocabulary, task and where each came from) and the
+    notes about them, from the probe's logits."""
+    notes: list[str] = []
     width = int(logits.shape[-1])
-    if logits.dim() == 2:
-        p.num_classes = width
+    found: dict[str, Any] = {"num_classes": width if logits.dim() == 2 else None}
     if "vocab_size" in ov:
-        p.vocab_size, p.vocab_source = int(ov["vocab_size"]), "override"
+        vocab, source = int(ov["vocab_size"]), "override"
     elif vocab_src in ("config", "model attribute", "model config"):
-        p.vocab_size, p.vocab_source = vocab_hint, vocab_src
+        vocab, source = vocab_hint, vocab_src
     elif logits.dim() == 3:
-        p.vocab_size, p.vocab_source = width, "output width"
+        vocab, source = width, "output width"
     elif vocab_src != "probe default":
-        p.vocab_size, p.vocab_source = vocab_hint, vocab_src
+        vocab, source = vocab_hint, vocab_src
     else:
-        p.vocab_size, p.vocab_source = None, "unknown"
-        p.notes.append("vocabulary size unknown: pass vocab_size=...")
-    if p.max_seq_len is None:
-        p.notes.append("maximum sequence length unknown: pass max_seq_len=...")
-    p.task, p.task_source = _task(adapted, logits, ids, config, ov)
+        vocab, source = None, "unknown"
+        notes.append("vocabulary size unknown: pass vocab_size=...")
+    if adapted.profile.max_seq_len is None:
+        notes.append("maximum sequence length unknown: pass max_seq_len=...")
+    task, task_source, note = _task(adapted, logits, ids, config, ov, vocab)
+    notes += [note] if note else []
+    found.update(vocab_size=vocab, vocab_source=source, task=task, task_source=task_source)
+    return found, notes
 
 
-def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor, config: Any,
-          ov: dict) -> tuple[str, str]:
+def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
+          config: ModelConfig | None, ov: dict, vocab: int | None) -> tuple[str, str, str | None]:
+    """The task, where it came from, and a note when it is only a default."""
     if ov.get("task"):
-        return ov["task"], "override"
+        return ov["task"], "override", None
     raw = _raw(config)
     if raw.get("task") in TASKS:
-        return raw["task"], "config"
+        return raw["task"], "config", None
     if logits.dim() == 2:
-        return "classification", "output shape (B, C)"
+        return "classification", "output shape (B, C)", None
     arch = " ".join(_hf_config(adapted.model).get("architectures") or [])
     for key, task in (("CausalLM", "causal_lm"), ("LMHeadModel", "causal_lm"),
                       ("MaskedLM", "masked_lm"), ("SequenceClassification", "classification")):
         if key in arch or key in type(adapted.model).__name__:
-            return task, "model class"
+            return task, "model class", None
     template = str(raw.get("template") or raw.get("model_type") or "")
     if any(k in template.lower() for k in _CAUSAL_HINTS):
-        return "causal_lm", f"template {template!r}"
+        return "causal_lm", f"template {template!r}", None
     cls = type(adapted.model).__name__
     if any(k in cls.lower() for k in _CAUSAL_HINTS):
-        return "causal_lm", f"class name {cls!r}"
-    vocab = adapted.profile.vocab_size
+        return "causal_lm", f"class name {cls!r}", None
     if vocab is not None and logits.shape[-1] != vocab:
-        return "encoder", "output width differs from the vocabulary"
+        return "encoder", "output width differs from the vocabulary", None
     buffer = _causal_buffer(adapted.model)
     if buffer is not None:
-        return "causal_lm", f"causal mask buffer {buffer!r}"
+        return "causal_lm", f"causal mask buffer {buffer!r}", None
     causal = _is_causal(adapted, ids)
     if causal is None:
-        adapted.profile.notes.append(
+        return "causal_lm", "default (behaviour not measurable)", (
             "task taken as causal_lm: outputs are not finite or not repeatable in eval mode, so "
             "behaviour could not tell; pass task=... if that is wrong"
         )
-        return "causal_lm", "default (behaviour not measurable)"
     if causal:
-        return "causal_lm", "behaviour (no position sees later tokens)"
-    return "masked_lm", "behaviour (positions see later tokens)"
+        return "causal_lm", "behaviour (no position sees later tokens)", None
+    return "masked_lm", "behaviour (positions see later tokens)", None
 
 
 def _is_causal(adapted: AdaptedModel, ids: torch.Tensor) -> bool | None:
@@ -288,20 +291,12 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _raw(config: Any) -> dict:
-    if config is None:
-        return {}
-    if isinstance(config, dict):
-        return config
-    return dict(getattr(config, "raw", None) or {})
+def _raw(config: ModelConfig | None) -> dict:
+    return {} if config is None else config.raw
 
 
-def _config_value(config: Any, name: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, dict):
-        return config.get(name)
-    return getattr(config, name, None)
+def _config_value(config: ModelConfig | None, name: str) -> Any:
+    return None if config is None else getattr(config, name)
 
 
 def _hf_config(model: nn.Module) -> dict:
@@ -324,7 +319,7 @@ def _model_attr(model: nn.Module, names: tuple[str, ...]) -> tuple[int | None, s
     return None, ""
 
 
-def _declared(model: nn.Module, config: Any, ov: dict, key: str, attrs: tuple[str, ...]
+def _declared(model: nn.Module, config: ModelConfig | None, ov: dict, key: str, attrs: tuple[str, ...]
               ) -> tuple[int | None, str]:
     """A size someone stated: an override, the config, or an attribute of the model or of
     its own config object, in that order."""
@@ -336,7 +331,7 @@ def _declared(model: nn.Module, config: Any, ov: dict, key: str, attrs: tuple[st
     return _model_attr(model, attrs)
 
 
-def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
+def _vocab_hint(model: nn.Module, config: ModelConfig | None, ov: dict) -> tuple[int, str]:
     """A vocabulary bound that keeps probe ids valid: override, config, model attribute, else
     the smallest embedding table (a token id below every table's size is safe)."""
     value, label = _declared(model, config, ov, "vocab_size", VOCAB_SIZE_NAMES)
@@ -348,7 +343,7 @@ def _vocab_hint(model: nn.Module, config: Any, ov: dict) -> tuple[int, str]:
     return 64, "probe default"
 
 
-def _max_seq_len(model: nn.Module, config: Any, ov: dict) -> tuple[int | None, str]:
+def _max_seq_len(model: nn.Module, config: ModelConfig | None, ov: dict) -> tuple[int | None, str]:
     value, label = _declared(model, config, ov, "max_seq_len", SEQ_LEN_NAMES)
     if value and label != "override":
         return _after_padding_index(model, value, label)
@@ -410,7 +405,7 @@ def installed_package(model: nn.Module) -> str | None:
     return top
 
 
-def _attention_modules(model: nn.Module) -> list[str]:
+def _attention_modules(model: nn.Module) -> tuple[str, ...]:
     """Outermost modules that do attention: nn.MultiheadAttention or a class named so."""
     found: list[str] = []
     for name, m in model.named_modules():
@@ -421,7 +416,7 @@ def _attention_modules(model: nn.Module) -> list[str]:
         )
         if is_attn and name and not any(name.startswith(f + ".") for f in found):
             found.append(name)
-    return found
+    return tuple(found)
 
 
 def _forward_raised(model: nn.Module, sig: SignatureInfo, errors: list[Exception],

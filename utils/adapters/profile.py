@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from utils.adapters.signature import SignatureInfo
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelProfile:
-    """What `adapt` found about a model; every downstream step reads it instead of guessing."""
+    """What `adapt` found about a model; every downstream step reads it instead of guessing.
+
+    Frozen: `adapt` assembles it once, and a changed copy is made with `dataclasses.replace`."""
 
     model_class: str
     signature: SignatureInfo
@@ -27,14 +29,14 @@ class ModelProfile:
     vocab_source: str
     max_seq_len: int | None
     max_seq_len_source: str
-    attention_modules: list[str] = field(default_factory=list)
+    attention_modules: tuple[str, ...] = ()
     uses_graph_executor: bool = False
     graph_source: str | None = None
     tied_output: bool = False
     num_classes: int | None = None
     library: str | None = None  # the installed package the class comes from; None: user code
     target_shift: str | None = None  # seq2seq: how target ids become decoder inputs
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
     @property
     def accepts_mask(self) -> bool:

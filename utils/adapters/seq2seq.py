@@ -3,7 +3,7 @@ the model's own rule) to the decoder, and the logits are over the target."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -15,22 +15,24 @@ from utils.adapters.detectors import (
     _cannot_adapt,
     _device,
     _find_logits,
-    _finish_profile,
     _hf_config,
     _max_seq_len,
     _output_kind,
     _probe_ids,
     _probe_len,
     _raw,
+    _sizes_and_task,
     _vocab_hint,
     installed_package,
+    probe_with,
 )
 from utils.adapters.profile import ModelProfile
 from utils.adapters.signature import SignatureInfo
 from utils.errors import AdaptError
+from utils.loading.config import ModelConfig
 
 
-def encoder_decoder(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> str | None:
+def encoder_decoder(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict) -> str | None:
     """Why the model is an encoder-decoder (its config says so, or forward takes decoder
     input ids), or None. A task set to anything else, by override or config, wins."""
     if ov.get("task") not in (None, "seq2seq") or _raw(config).get("task") not in (None, "seq2seq"):
@@ -42,7 +44,7 @@ def encoder_decoder(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict)
     return "override" if ov.get("task") == "seq2seq" else None
 
 
-def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -> AdaptedModel:
+def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict) -> AdaptedModel:
     """Probe with a source and a target of different lengths, so that logits over the wrong
     one are caught, and verify the source mask by changing source pad content."""
     why = encoder_decoder(model, sig, config, ov)
@@ -55,7 +57,7 @@ def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -
     start, _ = start_and_pad(model)
     prepare = callable(getattr(model, "prepare_decoder_input_ids_from_labels", None))
     task_source = "override" if why == "override" else why
-    profile = ModelProfile(
+    probe = AdaptedModel(model, ModelProfile(
         model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
         mask_name=sig.mask_param, mask_convention="keep_one" if sig.mask_param else None,
         mask_verified=False, batch_first=True, output_access="tensor", full_logits_via="forward",
@@ -64,42 +66,46 @@ def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: Any, ov: dict) -
         attention_modules=_attention_modules(model), library=installed_package(model),
         target_shift=("model.prepare_decoder_input_ids_from_labels" if prepare else
                       f"shifted right after decoder start token {start}"),
-    )
-    adapted = AdaptedModel(model, profile)
+    ))
     device = _device(model)
     source = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)  # (B, T)
     target = _probe_ids(_PROBE_B, max(1, _probe_len(max_len) - 1), vocab, device)  # (B, S)
     try:
-        call = {DECODER_INPUT: adapted.decoder_inputs(target), **adapted._static}
-        out = model(source, **call) if adapted._positional else model(**{sig.input_param: source}, **call)
-        profile.output_access = _find_logits(out)
-        logits = adapted(source, target_ids=target)  # (B, S, V)
+        call = {DECODER_INPUT: probe.decoder_inputs(target), **probe._static}
+        out = model(source, **call) if probe._positional else model(**{sig.input_param: source}, **call)
+        probe = probe_with(probe, output_access=_find_logits(out))
+        logits = probe(source, target_ids=target)  # (B, S, V)
     except Exception as exc:
         raise AdaptError(_cannot_adapt(model, sig, f"calling it as an encoder-decoder ({why}) failed: "
                                        f"{type(exc).__name__}: {exc}")) from exc
     if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(target.shape):
-        raise AdaptError(f"{profile.model_class} returned logits of shape {tuple(logits.shape)} for a source "
+        raise AdaptError(f"{probe.profile.model_class} returned logits of shape {tuple(logits.shape)} for a source "
                          f"{tuple(source.shape)} and a target {tuple(target.shape)}; expected (B, target "
                          "length, V)")
-    profile.output_kind = _output_kind(logits)
-    profile.notes.append(f"encoder-decoder: source ids and mask to the encoder, target ids "
-                         f"({profile.target_shift}) to the decoder; logits over the target")
+    probe = probe_with(probe, output_kind=_output_kind(logits))
+    notes = [f"encoder-decoder: source ids and mask to the encoder, target ids "
+             f"({probe.profile.target_shift}) to the decoder; logits over the target"]
     if sig.mask_param is not None:
-        _verify_source_mask(adapted, source, target)
-    _finish_profile(adapted, logits, source, config, {**ov, "task": "seq2seq"}, vocab, vocab_src)
-    profile.task_source = task_source
-    return adapted
+        verified, note = _verify_source_mask(probe, source, target)
+        notes += [note] if note else []
+        probe = probe_with(probe, mask_verified=verified)
+    found, more = _sizes_and_task(probe, logits, source, config, {**ov, "task": "seq2seq"},
+                                  vocab, vocab_src)
+    found["task_source"] = task_source
+    return AdaptedModel(model, replace(probe.profile, **found, notes=tuple(notes + more)))
 
 
-def _verify_source_mask(adapted: AdaptedModel, source: torch.Tensor, target: torch.Tensor) -> None:
+def _verify_source_mask(adapted: AdaptedModel, source: torch.Tensor, target: torch.Tensor
+                        ) -> tuple[bool, str | None]:
     """keep_one (1 = real source token) is verified when right-padding the source and
-    changing what its pads hold leaves every target logit where it was."""
+    changing what its pads hold leaves every target logit where it was. Returns whether it
+    was, and the note when not."""
     p = adapted.profile
     mask = torch.ones_like(source)  # (B, T)
     mask[0, -max(1, source.shape[1] // 2):] = 0
     alt = source.masked_fill(mask == 0, 0) + (mask == 0).long()  # pads now hold token 1
     a, b = adapted(source, mask, target), adapted(alt, mask, target)
-    p.mask_verified = bool(torch.isfinite(a).all()) and bool((a - b).abs().max() <= 1e-5)
-    if not p.mask_verified:
-        p.notes.append(f"source padding mask taken from the name {p.mask_name!r} (keep_one): pad "
-                       "content still moved the target logits")
+    if bool(torch.isfinite(a).all()) and bool((a - b).abs().max() <= 1e-5):
+        return True, None
+    return False, (f"source padding mask taken from the name {p.mask_name!r} (keep_one): pad "
+                   "content still moved the target logits")

@@ -18,8 +18,9 @@ import torch
 
 from utils.adapters import AdaptedModel
 from utils.analysis.hooks import embedding_output, feed_embedding
-from utils.analysis.locate import embedding_table, find_token_embedding
+from utils.analysis.locate import embedding_table
 from utils.analysis.predictions import kl_divergence, target_log_probs
+from utils.vocabulary import token_embedding
 
 # Candidates per row verified by a forward: the first-order ranking is good at the top and
 # noisy below, so a handful of verified swaps beats many estimated ones.
@@ -79,7 +80,7 @@ def hotflip(
     vocabulary). Call with the model in eval mode; the model is not changed."""
     p = adapted.profile
     high = id_high or p.vocab_size
-    found = find_token_embedding(adapted.model, p.vocab_size)
+    found = token_embedding(adapted.model, p.vocab_size)
     if found is None or not high:
         raise ValueError("HotFlip needs a token embedding and a known vocabulary size")
     name, emb = found

@@ -22,8 +22,8 @@ from torch import nn
 
 from utils.adapters import AdaptedModel
 from utils.analysis.hooks import embedding_output, feed_embedding
-from utils.analysis.locate import find_token_embedding
 from utils.analysis.predictions import target_log_probs
+from utils.vocabulary import token_embedding
 
 # IG's completeness error (|sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|)
 # must be under this before the attributions are trusted: the bar the issue sets, and the
@@ -70,7 +70,7 @@ def integrated_gradients(
     embedding of `baseline_id` (the pad token) at every position, else zeros. Call it with the
     model in eval mode; the model is not changed."""
     p = adapted.profile
-    found = find_token_embedding(adapted.model, p.vocab_size)
+    found = token_embedding(adapted.model, p.vocab_size)
     if found is None:
         raise ValueError("the model has no nn.Embedding (or get_input_embeddings()) to attribute over")
     emb_name, emb = found

@@ -46,26 +46,6 @@ def batch_major(t: torch.Tensor, B: int, T: int) -> torch.Tensor | None:
     return None
 
 
-def find_token_embedding(model: nn.Module, vocab_size: int | None) -> tuple[str, nn.Module] | None:
-    """(qualified name, module) of the layer that turns token ids into vectors:
-    `get_input_embeddings()` when the model has one, else the nn.Embedding with `vocab_size`
-    rows, else the largest nn.Embedding (position tables are shorter than vocabularies)."""
-    names = {id(m): n for n, m in model.named_modules()}
-    getter = getattr(model, "get_input_embeddings", None)
-    if callable(getter):
-        try:
-            emb = getter()
-        except Exception:  # noqa: BLE001 - base classes raise when a model has none
-            emb = None
-        if isinstance(emb, nn.Module) and id(emb) in names:
-            return names[id(emb)], emb
-    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
-    for n, m in tables:
-        if m.num_embeddings == vocab_size:
-            return n, m
-    return max(tables, key=lambda nm: nm[1].num_embeddings) if tables else None
-
-
 def embedding_table(module: nn.Module, vocab_size: int) -> torch.Tensor:
     """(V, C) the vector the embedding module outputs for each token id."""
     if isinstance(module, nn.Embedding):

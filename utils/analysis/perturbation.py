@@ -17,8 +17,8 @@ import torch
 
 from utils.adapters import AdaptedModel
 from utils.analysis.hooks import ReplaceOutput
-from utils.analysis.locate import find_token_embedding
 from utils.analysis.predictions import all_log_probs, flip_rate, kl_divergence
+from utils.vocabulary import token_embedding
 
 # Shares of real tokens replaced by random ones: from one token in twenty to most of them.
 TOKEN_RATES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
@@ -61,7 +61,7 @@ def perturbation_curves(
         for rate in rates:
             ids = replace_tokens(input_ids, keep, rate, high, generator)
             token[float(rate)] = _point(clean, adapted(ids, attention_mask), p, keep)
-        found = find_token_embedding(adapted.model, p.vocab_size)
+        found = token_embedding(adapted.model, p.vocab_size)
         noise = {}
         if found is not None:
             for size in sizes:

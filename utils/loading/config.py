@@ -225,7 +225,9 @@ def _read_text(data: dict, key: str, where: str, found_at: dict[str, str]) -> st
     return data[key]
 
 
-def _as_config(config: ModelConfig | Mapping | str | Path | None) -> ModelConfig | None:
+def as_config(config: ModelConfig | Mapping | str | Path | None) -> ModelConfig | None:
+    """Any way a caller may give a config (None, a ModelConfig, a dict or the path of a
+    config.json) as a ModelConfig, so that code past the door reads one type."""
     if config is None or isinstance(config, ModelConfig):
         return config
     if isinstance(config, Mapping):

@@ -3,33 +3,20 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from torch import nn
 
 from utils.errors import LoadError
 from utils.loading.config import ModelConfig
-from utils.vocabulary import (
-    position_embedding,
-)
-
-_NOT_TOKEN_EMBEDDING = re.compile(r"pos|wpe|token_type|segment|type_emb", re.IGNORECASE)
-
-
-def _token_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
-    """The first nn.Embedding that is not a position or segment table."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding) and not _NOT_TOKEN_EMBEDDING.search(name):
-            return name, module
-    return None
+from utils.vocabulary import position_embedding, token_embedding
 
 
 def _check_against_model(model: nn.Module, config: ModelConfig, path: Path | None) -> None:
     """A config that disagrees with the built model would train the wrong thing quietly
     (a tokenizer sized from the config, ids past the embedding): refuse it now."""
     code = str(path) if path else "the model's code"
-    token = _token_embedding(model)
+    token = token_embedding(model, by_name=True)
     if config.vocab_size is not None and token is not None:
         name, emb = token
         if emb.num_embeddings != config.vocab_size:

@@ -30,14 +30,15 @@ from typing import Any
 from torch import nn
 
 from utils.errors import LoadError
-from utils.loading.config import CONFIG_FIELDS, ModelConfig, _as_config
-from utils.loading.consistency import _check_against_model, _token_embedding
+from utils.loading.config import CONFIG_FIELDS, ModelConfig, as_config
+from utils.loading.consistency import _check_against_model
 from utils.loading.construction import _construct
 from utils.loading.discovery import _factories, _find_model, _listing, _model_classes
 from utils.loading.importing import _import_file
 from utils.vocabulary import (
     CONFIG_SEQ_LEN_KEYS,
     CONFIG_VOCAB_KEYS,
+    token_embedding,
 )
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class LoadedModel:
             if isinstance(m, nn.Embedding)
             for p in m.parameters(recurse=False)
         }
-        token = _token_embedding(model)
+        token = token_embedding(model, by_name=True)
         found = {
             name: (len(value) if isinstance(value, list) else value)
             for name in CONFIG_FIELDS
@@ -135,7 +136,7 @@ def _load(
     allow_gist: bool,
     cache_dir: str | Path | None,
 ) -> LoadedModel:
-    override = _as_config(config)
+    override = as_config(config)
     if isinstance(source, nn.Module):
         return _load_instance(source, override or ModelConfig(), class_name)
     if isinstance(source, type) and issubclass(source, nn.Module):

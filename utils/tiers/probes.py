@@ -61,25 +61,6 @@ def changed(a: torch.Tensor, b: torch.Tensor) -> float:
 # -- finding modules ----------------------------------------------------------------------
 
 
-def token_embedding(model: nn.Module, vocab_size: int | None) -> tuple[str, nn.Module] | None:
-    """The module that turns token ids into vectors: `get_input_embeddings()` when the model
-    has it, else the nn.Embedding with `vocab_size` rows, else the first nn.Embedding."""
-    names = {id(m): n for n, m in model.named_modules()}
-    getter = getattr(model, "get_input_embeddings", None)
-    if callable(getter):
-        try:
-            emb = getter()
-        except Exception:  # noqa: BLE001 - base classes raise when a model has none
-            emb = None
-        if isinstance(emb, nn.Module) and id(emb) in names:
-            return names[id(emb)], emb
-    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
-    for n, m in tables:
-        if m.num_embeddings == vocab_size:
-            return n, m
-    return tables[0] if tables else None
-
-
 def block_candidates(model: nn.Module, attention: Sequence[str]) -> list[str]:
     """Modules worth naming when something goes wrong: the attention modules, the model's
     direct children, and every element of a ModuleList/Sequential (the blocks)."""

@@ -25,10 +25,10 @@ from torch import nn
 
 from utils.adapters import AdaptedModel, ModelProfile
 from utils.adapters.losses import lm_loss
-from utils.analysis.locate import find_token_embedding
 from utils.checks import CheckResult
 from utils.checks.catalogue import Check, CheckSet, Verdict
 from utils.tiers.tier1.context import keep_modes
+from utils.vocabulary import token_embedding
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Tier2Context:
     @functools.cached_property
     def embedding(self) -> tuple[str, nn.Module] | None:
         """(name, module) of the token embedding, found once."""
-        return find_token_embedding(self.model, self.profile.vocab_size)
+        return token_embedding(self.model, self.profile.vocab_size)
 
     # -- trained or not ----------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from utils.tiers.probes import (
     block_candidates,
     changed,
     first_divergent,
-    token_embedding,
 )
 from utils.tiers.tier1.context import (
     LM_TASKS,
@@ -29,7 +28,7 @@ from utils.tiers.tier1.context import (
     eval_mode,
     other_task,
 )
-from utils.vocabulary import KEEP_ONE_MASK_NAMES, PAD_TRUE_MASK_NAMES
+from utils.vocabulary import KEEP_ONE_MASK_NAMES, PAD_TRUE_MASK_NAMES, token_embedding
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds); here it is not the tier's time
@@ -172,48 +171,12 @@ def overfit_batch(ctx: Tier1Context, v: Verdict) -> CheckResult:
 # -- label_leakage ----------------------------------------------------------------------------
 
 
-def _loss_in(out: Any) -> torch.Tensor | None:
-    """The scalar loss in a forward's output: `.loss`, `['loss']`, or a 0-d tensor in a tuple."""
-    if isinstance(out, Mapping) and isinstance(out.get("loss"), torch.Tensor):
-        return out["loss"]
-    if isinstance(getattr(out, "loss", None), torch.Tensor):
-        return out.loss
-    if isinstance(out, (tuple, list)):
-        return next((t for t in out if isinstance(t, torch.Tensor) and t.dim() == 0), None)
-    return None
-
-
-def own_loss(ctx: Tier1Context) -> Callable[[nn.Module, torch.Tensor], torch.Tensor | None] | None:
-    """How to get the model's own training loss, for models whose forward takes labels.
-
-    `labels` follows the Hugging Face convention (labels = input_ids, the model shifts);
-    `targets`/`target`/`y` the nanoGPT one (the caller passes the next tokens)."""
-    p = ctx.profile
-    sig = p.signature
-    if sig.label_param is None or p.uses_graph_executor:
-        return None
-    hf = sig.label_param in ("labels", "label")
-    static = {"use_cache": False} if "use_cache" in sig.params else {}
-    positional = bool(sig.params) and sig.params[0] == p.input_name
-
-    def call(model: nn.Module, ids: torch.Tensor) -> torch.Tensor | None:
-        x, y = (ids, ids) if hf else (ids[:, :-1].contiguous(), ids[:, 1:].contiguous())
-        if not p.batch_first:
-            x, y = x.t(), y.t()
-        kwargs = {sig.label_param: y, **static}
-        out = model(x, **kwargs) if positional else model(**{p.input_name: x}, **kwargs)
-        return _loss_in(out)
-
-    return call
-
-
-def _own_convention(ctx: Tier1Context, call, ids: torch.Tensor, rtol: float) -> str:
-    """Whether the model's own loss is the shifted next-token loss ('shifted'), the loss
-    against the same position ('unshifted'), or something else ('other')."""
-    hf = ctx.profile.signature.label_param in ("labels", "label")
+def _own_convention(ctx: Tier1Context, own: torch.Tensor, ids: torch.Tensor, rtol: float) -> str:
+    """Whether the model's own loss `own` on `ids` is the shifted next-token loss ('shifted'),
+    the loss against the same position ('unshifted'), or something else ('other')."""
+    hf = ctx.adapted.labels_are_inputs
     x = ids if hf else ids[:, :-1].contiguous()
     with torch.no_grad(), eval_mode(ctx.adapted):
-        own = call(ctx.model, ids)
         logits = ctx.adapted(x)
         kind = ctx.profile.output_kind
         if hf:
@@ -254,18 +217,14 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
                for _ in range(t.max_steps)]
     if ctx.task == "seq2seq":
         return _target_leakage(ctx, v, batches, pool, K)
-    call = own_loss(ctx)
-    convention = None
-    if call is not None:
-        with torch.no_grad(), eval_mode(ctx.adapted):
-            has_loss = call(ctx.model, batches[0]) is not None
-        convention = _own_convention(ctx, call, batches[0], t.own_loss_rtol) if has_loss else None
-        call = call if has_loss else None
+    with torch.no_grad(), eval_mode(ctx.adapted):
+        own = ctx.adapted.own_loss(batches[0])
+    convention = None if own is None else _own_convention(ctx, own, batches[0], t.own_loss_rtol)
     trainee = copy.deepcopy(ctx.adapted).eval()
 
     def step_loss(s: int) -> torch.Tensor:
-        if call is not None:
-            return call(trainee.model, batches[s])
+        if own is not None:
+            return trainee.own_loss(batches[s])
         return ctx.loss(trainee(batches[s]), batches[s])
 
     chance = math.log(K)
@@ -278,7 +237,7 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
     history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
     window = [sum(history[i:i + t.window]) / t.window
               for i in range(max(0, len(history) - t.window + 1))]
-    metrics = {"loss_used": "model's own (labels)" if call else "shifted next-token loss",
+    metrics = {"loss_used": "model's own (labels)" if own is not None else "shifted next-token loss",
                "own_loss_convention": convention, "tokens_in_use": K, "chance_loss": chance,
                "fail_below": floor, "steps": len(history),
                "lowest_window_mean": min(window) if window else None, "ended_by": why,
