@@ -430,7 +430,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from utils.tiers.tier1 import run_tier1
 
-    return _finish(args, run_tier1(_load(args), **_tier_options(args)))
+    options = _tier_options(args)
+    _refuse_what_cannot_fit(args, options["device"])
+    return _finish(args, run_tier1(_load(args), **options))
+
+
+def _refuse_what_cannot_fit(args: argparse.Namespace, device: str) -> None:
+    """Count the weights on the meta device and refuse, with the numbers, a model the tier
+    cannot hold in the memory free on `device`, before building it for real (a 2B-parameter
+    model would otherwise allocate gigabytes only to run out of memory)."""
+    import torch
+
+    from utils.tiers.tier1.budget import free_memory, tier_memory_shortfall, weight_bytes
+
+    try:
+        counted = _load(args, device="meta")
+    except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is built for real
+        return
+    shortfall = tier_memory_shortfall(weight_bytes(counted.model), free_memory(torch.device(device)))
+    if shortfall:
+        raise CommandError(f"{counted.source}: {shortfall}")
 
 
 def _catalogue() -> list[tuple[str, list[Any]]]:
