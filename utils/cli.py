@@ -499,8 +499,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from utils.tiers.tier1 import run_tier1
     from utils.tiers.tier2 import run_tier2
 
+    options = _tier_options(args)
+    _refuse_what_cannot_fit(args, options["device"])
     loaded = _load(args)
-    tier1 = run_tier1(loaded, **_tier_options(args))
+    tier1 = run_tier1(loaded, **options)
     tier2 = run_tier2(loaded, **_analysis_options(args))
     if tier1.status == "fail":
         log.info("Tier 3 (train) not run: Tier 1 failed; fix what it reports first.")
