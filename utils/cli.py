@@ -439,15 +439,16 @@ def _refuse_what_cannot_fit(args: argparse.Namespace, device: str) -> None:
     """Count the weights on the meta device and refuse, with the numbers, a model the tier
     cannot hold in the memory free on `device`, before building it for real (a 2B-parameter
     model would otherwise allocate gigabytes only to run out of memory)."""
-    import torch
-
     from utils.tiers.tier1.budget import free_memory, tier_memory_shortfall, weight_bytes
+    from utils.tiers.tier1.run import tier_device
 
+    dev = tier_device(device)  # a device that cannot be used is named by its flag first
     try:
         counted = _load(args, device="meta")
     except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is built for real
         return
-    shortfall = tier_memory_shortfall(weight_bytes(counted.model), free_memory(torch.device(device)))
+    free = free_memory(dev)
+    shortfall = tier_memory_shortfall(weight_bytes(counted.model), free)
     if shortfall:
         raise CommandError(f"{counted.source}: {shortfall}")
 
