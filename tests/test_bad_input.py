@@ -220,6 +220,28 @@ def test_info_counts_a_model_larger_than_memory_without_building_it(capsys, tmp_
     assert code == 0 and "2,200,000,000 total" in out
 
 
+def test_check_refuses_a_model_larger_than_memory_before_building_it(capsys, tmp_path):
+    import resource
+
+    import torch
+
+    from utils.tiers.tier1.budget import free_memory
+
+    free = free_memory(torch.device("cpu"))
+    if free is None:
+        pytest.skip("this system does not say how much memory is free")
+    width = free // (4 * 50_000) + 1  # float32 weights alone exceed all the free memory
+    folder = export(tmp_path / "huge", HUGE.replace("d=44_000", f"d={width}"),
+                    {"vocab_size": 50_000})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, out, err = run(capsys, "check", str(folder), "--device", "cpu")
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    line = one_error(err)
+    assert code == 2 and out == "" and "was not built" in line and "GB" in line
+    assert "says nothing about the model" in line
+    assert grown_kb < 512 * 1024, f"peak memory grew by {grown_kb} kB"
+
+
 def test_info_builds_for_real_when_the_constructor_cannot_run_on_meta(capsys, tmp_path):
     source = TINY_LM.replace("        self.head = nn.Linear(d, vocab_size)\n",
                              "        self.head = nn.Linear(d, vocab_size)\n"

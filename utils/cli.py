@@ -430,7 +430,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from utils.tiers.tier1 import run_tier1
 
-    return _finish(args, run_tier1(_load(args), **_tier_options(args)))
+    options = _tier_options(args)
+    _refuse_what_cannot_fit(args, options["device"])
+    return _finish(args, run_tier1(_load(args), **options))
+
+
+def _refuse_what_cannot_fit(args: argparse.Namespace, device: str) -> None:
+    """Count the weights on the meta device and refuse, with the numbers, a model the tier
+    cannot hold in the memory free on `device`, before building it for real (a 2B-parameter
+    model would otherwise allocate gigabytes only to run out of memory)."""
+    from utils.tiers.tier1.budget import free_memory, tier_memory_shortfall, weight_bytes
+    from utils.tiers.tier1.run import tier_device
+
+    dev = tier_device(device)  # a device that cannot be used is named by its flag first
+    try:
+        counted = _load(args, device="meta")
+    except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is built for real
+        return
+    free = free_memory(dev)
+    shortfall = tier_memory_shortfall(weight_bytes(counted.model), free)
+    if shortfall:
+        raise CommandError(f"{counted.source}: {shortfall}")
 
 
 def _catalogue() -> list[tuple[str, list[Any]]]:
@@ -480,8 +500,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from utils.tiers.tier1 import run_tier1
     from utils.tiers.tier2 import run_tier2
 
+    options = _tier_options(args)
+    _refuse_what_cannot_fit(args, options["device"])
     loaded = _load(args)
-    tier1 = run_tier1(loaded, **_tier_options(args))
+    tier1 = run_tier1(loaded, **options)
     tier2 = run_tier2(loaded, **_analysis_options(args))
     if tier1.status == "fail":
         log.info("Tier 3 (train) not run: Tier 1 failed; fix what it reports first.")

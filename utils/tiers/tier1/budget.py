@@ -217,3 +217,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def _gb(n: int) -> str:
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def tier_memory_shortfall(weights: int, free: int | None) -> str | None:
+    """Why Tier 1 cannot run in `free` bytes, or None when it can (or `free` is unknown). The
+    tier holds the model and, for its gradient checks, one gradient per weight: twice the
+    weights must fit in MEMORY_FRACTION of what is free. Decided from a meta-device build,
+    before a single weight is allocated."""
+    need = 2 * weights
+    if free is None or need <= MEMORY_FRACTION * free:
+        return None
+    return (f"Tier 1 needs about {_gb(need)} (the {_gb(weights)} of float32 weights and as much "
+            f"again for their gradients) and {_gb(free)} is free here, so the model was not "
+            "built. This says nothing about the model: run on a machine with more memory (or a "
+            "GPU with enough of it), or check a smaller configuration of the same model.")

@@ -83,7 +83,7 @@ def run_tier1(
     selected = _select(checks)
     time_budget = default_time_budget() if time_budget is None else time_budget
     _validate(batch_size, seq_len, time_budget, vocab_size, max_seq_len, seed)
-    dev = _device(device)
+    dev = tier_device(device)
     for module in _modules(model_or_adapted):
         _check_overrides(module, vocab_size, max_seq_len)
     started = time.perf_counter()
@@ -187,7 +187,8 @@ def _check_overrides(model: nn.Module, vocab_size: int | None, max_seq_len: int 
                           f"{max(rows)} up would crash it; give at most {max(rows)}")
 
 
-def _device(device: str | torch.device) -> torch.device:
+def tier_device(device: str | torch.device) -> torch.device:
+    """The device Tier 1 runs on, or an OptionError naming `device` when it cannot."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OptionError("device", str(device), "no CUDA device is available here; use 'cpu' "
