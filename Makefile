@@ -29,6 +29,7 @@ notebook: setup
 
 lint: setup
 	$(PYTHON) -m ruff check utils tests benchmarks
+	$(PYTHON) -m ruff format --check utils tests benchmarks
 
 clean:
 	rm -rf .cache build *.egg-info .pytest_cache

@@ -21,8 +21,9 @@ def load_text(path: Path) -> tuple[str, str]:
     return "\n".join(topics.values()), "pydoc_data.topics"
 
 
-def paired_medians(a: Callable[[], object], b: Callable[[], object], repeats: int = 200,
-                   warmup: int = 20) -> tuple[float, float]:
+def paired_medians(
+    a: Callable[[], object], b: Callable[[], object], repeats: int = 200, warmup: int = 20
+) -> tuple[float, float]:
     for _ in range(warmup):
         a()
         b()
@@ -39,8 +40,9 @@ def paired_medians(a: Callable[[], object], b: Callable[[], object], repeats: in
     return statistics.median(ta), statistics.median(tb)
 
 
-def paired_best(a: Callable[[], object], b: Callable[[], object], repeats: int = 15,
-                warmup: int = 1) -> tuple[float, float]:
+def paired_best(
+    a: Callable[[], object], b: Callable[[], object], repeats: int = 15, warmup: int = 1
+) -> tuple[float, float]:
     """Best time of each over `repeats` interleaved runs: on a shared machine other work only
     ever adds time, so the fastest run is the closest to what the code itself costs."""
     for _ in range(warmup):

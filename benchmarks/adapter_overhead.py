@@ -25,8 +25,9 @@ def _cases():
 
     loaded = load_model("example:gpt-mini")
     yield "gpt-mini", loaded.model, loaded.config, lambda m, ids: m(ids)
-    gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=8000,
-                                            n_positions=256, bos_token_id=0, eos_token_id=0))
+    gpt2 = tf.GPT2LMHeadModel(
+        tf.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=8000, n_positions=256, bos_token_id=0, eos_token_id=0)
+    )
     yield "hf-gpt2-small-ish", gpt2, None, lambda m, ids: m(input_ids=ids, use_cache=False).logits
 
 
@@ -40,8 +41,9 @@ def main() -> int:
         V = adapted.profile.vocab_size
         ids = torch.randint(0, V, (8, 128))
         with torch.inference_mode():
-            t_direct, t_adapted = paired_medians(lambda d=direct, m=model, x=ids: d(m, x),
-                                                 lambda a=adapted, x=ids: a(x))
+            t_direct, t_adapted = paired_medians(
+                lambda d=direct, m=model, x=ids: d(m, x), lambda a=adapted, x=ids: a(x)
+            )
         ratio = t_adapted / t_direct
         worst = max(worst, ratio)
         print(f"{name:<20} {t_direct * 1e3:>10.3f} {t_adapted * 1e3:>11.3f} {ratio:>7.3f}")

@@ -38,25 +38,34 @@ def raw_tokenizers(lines: list[str], vocab_size: int) -> int:
     """The same byte-level BPE, straight from the library."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(lines, trainer, length=len(lines))
     return tok.get_vocab_size()
 
 
 def ours(lines: list[str], vocab_size: int) -> int:
-    return len(FastBPETrainer(cache=False, show_progress=False).train_on_dataset(texts=lines,
-                                                                             vocab_size=vocab_size))
+    return len(FastBPETrainer(cache=False, show_progress=False).train_on_dataset(texts=lines, vocab_size=vocab_size))
 
 
 def sentencepiece_bpe(lines: list[str], vocab_size: int) -> float:
     model = io.BytesIO()
     start = time.perf_counter()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
-        byte_fallback=True, num_threads=os.cpu_count() or 1, minloglevel=2,
-        input_sentence_size=0, max_sentence_length=1 << 16,
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        num_threads=os.cpu_count() or 1,
+        minloglevel=2,
+        input_sentence_size=0,
+        max_sentence_length=1 << 16,
     )
     return time.perf_counter() - start
 
@@ -74,14 +83,16 @@ def main() -> int:
 
     sizes = {ours(lines, args.vocab_size), raw_tokenizers(lines, args.vocab_size)}
     assert len(sizes) == 1, f"different vocabulary sizes: {sizes}"
-    t_raw, t_ours = paired_medians(lambda: raw_tokenizers(lines, args.vocab_size),
-                                   lambda: ours(lines, args.vocab_size),
-                                   repeats=args.repeats, warmup=1)
+    t_raw, t_ours = paired_medians(
+        lambda: raw_tokenizers(lines, args.vocab_size),
+        lambda: ours(lines, args.vocab_size),
+        repeats=args.repeats,
+        warmup=1,
+    )
     t_spm = statistics.median(sentencepiece_bpe(lines, args.vocab_size) for _ in range(args.repeats))
     ratio = t_ours / t_raw
     print(f"{'trainer':<28} {'seconds':>8} {'MB/s':>7}")
-    for label, t in [("tokenizers (raw library)", t_raw), ("FastBPETrainer", t_ours),
-                     ("sentencepiece BPE", t_spm)]:
+    for label, t in [("tokenizers (raw library)", t_raw), ("FastBPETrainer", t_ours), ("sentencepiece BPE", t_spm)]:
         print(f"{label:<28} {t:8.3f} {mb / t:7.2f}")
     print(f"FastBPETrainer / raw tokenizers = {ratio:.3f} (goal <= {GOAL})")
     print(f"sentencepiece / FastBPETrainer  = {t_spm / t_ours:.2f}")

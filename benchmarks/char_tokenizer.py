@@ -25,6 +25,8 @@ from utils.tokenization import CharacterLevelTokenizer, FastBPETrainer
 GOAL = 10.0
 BATCH_GOALS = {"tok(batch, return_tensors='pt', padding=True)": 10.0, "tok(batch)": 3.0}
 CHUNK = 4096
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS)
@@ -57,15 +59,17 @@ def main() -> int:
     t_api, t_bpe = paired_best(ours_hf_api, bpe_batch, repeats=args.repeats, warmup=1)
     t_decode, _ = paired_best(lambda: tok.decode(ids), lambda: None, repeats=args.repeats, warmup=1)
     print(f"{'encoder':<40} {'seconds':>8} {'MB/s':>8}")
-    for label, t in [("python dict loop", t_loop), ("CharacterLevelTokenizer.encode_to_arrays", t_ours),
-                     ("CharacterLevelTokenizer.encode (HF API)", t_api),
-                     ("BPE encode_batch (tokenizers, Rust)", t_bpe),
-                     ("CharacterLevelTokenizer.decode", t_decode)]:
+    for label, t in [
+        ("python dict loop", t_loop),
+        ("CharacterLevelTokenizer.encode_to_arrays", t_ours),
+        ("CharacterLevelTokenizer.encode (HF API)", t_api),
+        ("BPE encode_batch (tokenizers, Rust)", t_bpe),
+        ("CharacterLevelTokenizer.decode", t_decode),
+    ]:
         print(f"{label:<40} {t:8.4f} {mb / t:8.1f}")
     print(f"encode (HF API) vs dict loop  = {t_loop / t_api:.1f}x")
     print(f"encode_to_arrays vs BPE encode_batch = {t_bpe / t_ours:.1f}x")
-    ratios = {"encode_to_arrays": (t_loop / t_ours, GOAL),
-              **_batch_calls(tok, text, vocab, unk, mb, args.repeats)}
+    ratios = {"encode_to_arrays": (t_loop / t_ours, GOAL), **_batch_calls(tok, text, vocab, unk, mb, args.repeats)}
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nvs the python dict loop (best of {args.repeats}; load average {load}):")
     for label, (ratio, goal) in ratios.items():
@@ -74,8 +78,9 @@ def main() -> int:
     return 0 if all(ratio >= goal for ratio, goal in ratios.values()) else 1
 
 
-def _batch_calls(tok: CharacterLevelTokenizer, text: str, vocab: dict, unk: int, mb: float,
-                 repeats: int) -> dict[str, tuple[float, float]]:
+def _batch_calls(
+    tok: CharacterLevelTokenizer, text: str, vocab: dict, unk: int, mb: float, repeats: int
+) -> dict[str, tuple[float, float]]:
     """The Hugging Face call on 4 KB chunks, against the dict loop over the same chunks:
     each call's (ratio, goal)."""
     chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
@@ -83,9 +88,10 @@ def _batch_calls(tok: CharacterLevelTokenizer, text: str, vocab: dict, unk: int,
     def dict_loop() -> list[list[int]]:
         return [[vocab.get(ch, unk) for ch in chunk] for chunk in chunks]
 
-    calls = {"tok(batch, return_tensors='pt', padding=True)":
-             lambda: tok(chunks, return_tensors="pt", padding=True),
-             "tok(batch)": lambda: tok(chunks)}
+    calls = {
+        "tok(batch, return_tensors='pt', padding=True)": lambda: tok(chunks, return_tensors="pt", padding=True),
+        "tok(batch)": lambda: tok(chunks),
+    }
     assert tok(chunks)["input_ids"] == dict_loop(), "batch call disagrees with the dict loop"
     padded = tok(chunks, return_tensors="pt", padding=True)
     assert padded["input_ids"][padded["attention_mask"].bool()].tolist() == sum(dict_loop(), [])

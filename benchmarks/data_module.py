@@ -35,14 +35,14 @@ def load_lines(path: Path) -> tuple[list[str], str]:
 
 
 def naive(dataset: datasets.Dataset, tokenizer) -> int:
-    mapped = dataset.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"],
-                         load_from_cache_file=False)
+    mapped = dataset.map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"], load_from_cache_file=False
+    )
     return len(mapped)
 
 
 def ours(lines: list[str], tokenizer, max_length: int) -> int:
-    dm = AdaptiveTokenizerDataModule(dataset=lines, tokenizer=tokenizer, max_length=max_length,
-                                     cache=False)
+    dm = AdaptiveTokenizerDataModule(dataset=lines, tokenizer=tokenizer, max_length=max_length, cache=False)
     dm.setup()
     return dm.stats["train_tokens"]
 
@@ -59,17 +59,19 @@ def main() -> int:
     mb = sum(len(line.encode()) + 1 for line in lines) / 1e6
     dataset = datasets.Dataset.from_dict({"text": lines})
     tokenizers = {
-        "byte-level BPE (8000)": FastBPETrainer(show_progress=False).train_on_dataset(
-            texts=lines, vocab_size=8000),
+        "byte-level BPE (8000)": FastBPETrainer(show_progress=False).train_on_dataset(texts=lines, vocab_size=8000),
         "character (1000)": CharacterLevelTokenizer(vocab_size=1000, texts=lines),
     }
     print(f"corpus: {name}, {mb:.2f} MB, {len(lines)} documents; max_length={args.max_length}")
     print(f"{'tokenizer':<24} {'naive map s':>12} {'data module s':>14} {'speedup':>8}")
     worst = float("inf")
     for label, tok in tokenizers.items():
-        t_naive, t_ours = paired_medians(lambda tok=tok: naive(dataset, tok),
-                                         lambda tok=tok: ours(lines, tok, args.max_length),
-                                         repeats=args.repeats, warmup=1)
+        t_naive, t_ours = paired_medians(
+            lambda tok=tok: naive(dataset, tok),
+            lambda tok=tok: ours(lines, tok, args.max_length),
+            repeats=args.repeats,
+            warmup=1,
+        )
         speedup = t_naive / t_ours
         worst = min(worst, speedup)
         print(f"{label:<24} {t_naive:12.3f} {t_ours:14.3f} {speedup:7.1f}x")

@@ -44,12 +44,10 @@ def main() -> int:
     ids = torch.randint(0, config.vocab_size, (8, config.max_seq_len))
     with torch.inference_mode():
         diff = (ex.forward(ids) - reference_forward(model, config, ids)).abs().max().item()
-        t_ref, t_ex = paired_medians(lambda: reference_forward(model, config, ids),
-                                     lambda: ex.forward(ids))
+        t_ref, t_ex = paired_medians(lambda: reference_forward(model, config, ids), lambda: ex.forward(ids))
     ratio = t_ex / t_ref
     print(f"max |executor - reference| = {diff:.2e}")
-    print(f"reference {t_ref * 1e3:.3f} ms, executor {t_ex * 1e3:.3f} ms, ratio {ratio:.3f} "
-          f"(goal <= {GOAL})")
+    print(f"reference {t_ref * 1e3:.3f} ms, executor {t_ex * 1e3:.3f} ms, ratio {ratio:.3f} (goal <= {GOAL})")
     return 0 if diff < 1e-5 else 1
 
 

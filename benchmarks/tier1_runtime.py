@@ -27,8 +27,7 @@ from utils.tiers.tier1 import run_tier1
 GOAL_SECONDS = 30.0
 BUDGET = 60.0
 BUDGET_SLACK = 1.2
-GPT2_SMALL = {"vocab_size": 50257, "d_model": 768, "num_heads": 12, "num_layers": 12,
-              "d_ff": 3072, "max_seq_len": 1024}
+GPT2_SMALL = {"vocab_size": 50257, "d_model": 768, "num_heads": 12, "num_layers": 12, "d_ff": 3072, "max_seq_len": 1024}
 
 
 class FiveSecondLM(nn.Module):
@@ -54,16 +53,19 @@ def _models() -> dict[str, tuple[object, dict, float]]:
     """name -> (what run_tier1 gets, its options, the goal in seconds)."""
     import json
 
-    config = json.loads((Path(__file__).resolve().parents[1] / "utils" / "examples" / "gpt_mini"
-                         / "config.json").read_text())
+    config = json.loads(
+        (Path(__file__).resolve().parents[1] / "utils" / "examples" / "gpt_mini" / "config.json").read_text()
+    )
     return {
         "gpt-mini": (lambda: load_model("example:gpt-mini"), {}, GOAL_SECONDS),
         "builder-export": (lambda: load_model("example:builder-export"), {}, GOAL_SECONDS),
         "bert-mini": (lambda: load_model("example:bert-mini"), {}, GOAL_SECONDS),
-        "slow-5s": (FiveSecondLM, {"task": "causal_lm", "time_budget": BUDGET},
-                    BUDGET * BUDGET_SLACK),
-        "gpt2-small": (lambda: load_model("example:gpt-mini", config={**config, **GPT2_SMALL}),
-                       {"time_budget": BUDGET}, BUDGET * BUDGET_SLACK),
+        "slow-5s": (FiveSecondLM, {"task": "causal_lm", "time_budget": BUDGET}, BUDGET * BUDGET_SLACK),
+        "gpt2-small": (
+            lambda: load_model("example:gpt-mini", config={**config, **GPT2_SMALL}),
+            {"time_budget": BUDGET},
+            BUDGET * BUDGET_SLACK,
+        ),
     }
 
 
@@ -82,8 +84,7 @@ def main() -> int:
     names = args.only.split(",") if args.only else list(models)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"first-use imports (matplotlib): {_import_seconds():.2f} s")
-    print(f"{'model':<16} {'params':>12} {'seconds':>8} {'goal':>6} {'ratio':>6}  slowest checks; "
-          "skipped")
+    print(f"{'model':<16} {'params':>12} {'seconds':>8} {'goal':>6} {'ratio':>6}  slowest checks; skipped")
     within = True
     for name in names:
         build, options, goal = models[name]
@@ -97,9 +98,11 @@ def main() -> int:
         slow = sorted(report, key=lambda r: r.seconds, reverse=True)[:3]
         slowest = ", ".join(f"{r.id} {r.seconds:.1f}s" for r in slow)
         skipped = ", ".join(r.id for r in report.skipped) or "none"
-        print(f"{name:<16} {params:>12,} {seconds:>8.2f} {goal:>6.0f} {seconds / goal:>6.2f}  "
-              f"{slowest}; skipped: {skipped} [{report.status}, first forward "
-              f"{report.meta.get('first_forward_s') or 0:.3g} s]")
+        print(
+            f"{name:<16} {params:>12,} {seconds:>8.2f} {goal:>6.0f} {seconds / goal:>6.2f}  "
+            f"{slowest}; skipped: {skipped} [{report.status}, first forward "
+            f"{report.meta.get('first_forward_s') or 0:.3g} s]"
+        )
     print("every model within its goal (ratio <= 1.00)" if within else "a model missed its goal")
     return 0 if within else 1
 

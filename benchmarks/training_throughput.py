@@ -39,28 +39,36 @@ def gpt2(n_layer: int, n_embd: int, n_head: int, vocab: int, ctx: int) -> torch.
     import transformers as tf
 
     torch.manual_seed(0)
-    config = tf.GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab,
-                           n_positions=ctx, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
-                           embd_pdrop=0.0, attn_pdrop=0.0)
+    config = tf.GPT2Config(
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        vocab_size=vocab,
+        n_positions=ctx,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return tf.GPT2LMHeadModel(config)
 
 
-def hand_loop(model: torch.nn.Module, data, cfg: TrainConfig, device: torch.device,
-              autocast: torch.dtype | None) -> tuple[float, float]:
+def hand_loop(
+    model: torch.nn.Module, data, cfg: TrainConfig, device: torch.device, autocast: torch.dtype | None
+) -> tuple[float, float]:
     """The loop a practitioner writes: same batches, AdamW groups, schedule and clipping.
     Returns (tokens per second, validation loss)."""
     model.to(device).train()
     task = model.profile.task
     train_set = data.train_dataloader().dataset
     sampler = StreamBatchSampler(len(train_set), cfg.batch_size, cfg.max_steps, cfg.seed)
-    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
-                                         collate_fn=data.collator if hasattr(data, "collator")
-                                         else None)
-    opt = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                            betas=cfg.betas)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_sampler=sampler, collate_fn=data.collator if hasattr(data, "collator") else None
+    )
+    opt = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.learning_rate, betas=cfg.betas)
     warmup = resolve_warmup(cfg.warmup_steps, cfg.max_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, warmup, cfg.max_steps, cfg.min_lr_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, cfg.max_steps, cfg.min_lr_ratio))
     tokens = 0
     start = time.perf_counter()
     for batch in loader:
@@ -95,8 +103,15 @@ def evaluate(model, data, cfg: TrainConfig, device, autocast) -> float:
     return sum(x * w for x, w in zip(losses, weights)) / sum(weights)
 
 
-def compare(name: str, base: torch.nn.Module, data, cfg: TrainConfig, device: torch.device,
-            autocast: torch.dtype | None, repeats: int) -> dict:
+def compare(
+    name: str,
+    base: torch.nn.Module,
+    data,
+    cfg: TrainConfig,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    repeats: int,
+) -> dict:
     adapted = adapt(base)
     best_train, best_loop, train_loss, loop_loss = 0.0, 0.0, None, None
     for _ in range(repeats):
@@ -107,9 +122,15 @@ def compare(name: str, base: torch.nn.Module, data, cfg: TrainConfig, device: to
         theirs = copy.deepcopy(adapted)
         rate, loop_loss = hand_loop(theirs, data, cfg, device, autocast)
         best_loop = max(best_loop, rate)
-    row = {"case": name, "train_tok_s": best_train, "loop_tok_s": best_loop,
-           "ratio": best_train / best_loop, "train_val": train_loss, "loop_val": loop_loss,
-           "loss_diff": abs(train_loss - loop_loss)}
+    row = {
+        "case": name,
+        "train_tok_s": best_train,
+        "loop_tok_s": best_loop,
+        "ratio": best_train / best_loop,
+        "train_val": train_loss,
+        "loop_val": loop_loss,
+        "loss_diff": abs(train_loss - loop_loss),
+    }
     if device.type == "cuda":
         batch = next(iter(data.train_dataloader()))
         fpt = flops_per_token(adapt(base), batch, "causal_lm", device)
@@ -125,14 +146,22 @@ def cpu_case(steps: int, corpus: Path, repeats: int) -> dict:
     text, _ = load_text(corpus)
     vocab, ctx = 256, 128
     tok = CharacterLevelTokenizer(vocab_size=vocab)
-    data = AdaptiveTokenizerDataModule([text[:400_000]], tok, batch_size=16, max_length=ctx,
-                                       val_split=0.05, cache=False)
+    data = AdaptiveTokenizerDataModule(
+        [text[:400_000]], tok, batch_size=16, max_length=ctx, val_split=0.05, cache=False
+    )
     data.setup()
-    cfg = TrainConfig(max_steps=steps, batch_size=16, seq_len=ctx, learning_rate=1e-3,
-                      eval_every=steps, eval_batches=8, progress=False, logger="none",
-                      accelerator="cpu")
-    return compare("cpu gpt2 4x128", gpt2(4, 128, 4, vocab, ctx), data, cfg,
-                   torch.device("cpu"), None, repeats)
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=16,
+        seq_len=ctx,
+        learning_rate=1e-3,
+        eval_every=steps,
+        eval_batches=8,
+        progress=False,
+        logger="none",
+        accelerator="cpu",
+    )
+    return compare("cpu gpt2 4x128", gpt2(4, 128, 4, vocab, ctx), data, cfg, torch.device("cpu"), None, repeats)
 
 
 def gpu_case(steps: int) -> dict:
@@ -141,11 +170,27 @@ def gpu_case(steps: int) -> dict:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 50257, (512, 1024), generator=g)
     data = SimpleDataModule(ids, batch_size=8, val_split=0.05)
-    cfg = TrainConfig(max_steps=steps, batch_size=8, seq_len=1024, learning_rate=6e-4,
-                      eval_every=steps, eval_batches=4, precision="bf16-mixed", progress=False,
-                      logger="none", accelerator="gpu")
-    return compare("gpu gpt2-small bf16", gpt2(12, 768, 12, 50257, 1024), data, cfg,
-                   torch.device("cuda"), torch.bfloat16, repeats=1)
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=8,
+        seq_len=1024,
+        learning_rate=6e-4,
+        eval_every=steps,
+        eval_batches=4,
+        precision="bf16-mixed",
+        progress=False,
+        logger="none",
+        accelerator="gpu",
+    )
+    return compare(
+        "gpu gpt2-small bf16",
+        gpt2(12, 768, 12, 50257, 1024),
+        data,
+        cfg,
+        torch.device("cuda"),
+        torch.bfloat16,
+        repeats=1,
+    )
 
 
 def main() -> int:
@@ -162,16 +207,19 @@ def main() -> int:
     if torch.cuda.is_available():
         rows.append(gpu_case(args.gpu_steps))
     ok = True
-    print(f"{'case':<22} {'train() tok/s':>13} {'loop tok/s':>11} {'ratio':>6} "
-          f"{'val train()':>11} {'val loop':>9} {'diff':>6} {'MFU ours/loop':>14}")
+    print(
+        f"{'case':<22} {'train() tok/s':>13} {'loop tok/s':>11} {'ratio':>6} "
+        f"{'val train()':>11} {'val loop':>9} {'diff':>6} {'MFU ours/loop':>14}"
+    )
     for r in rows:
-        mfu = (f"{r['train_mfu']:.1%}/{r['loop_mfu']:.1%}" if "train_mfu" in r else "-")
-        print(f"{r['case']:<22} {r['train_tok_s']:>13,.0f} {r['loop_tok_s']:>11,.0f} "
-              f"{r['ratio']:>6.3f} {r['train_val']:>11.4f} {r['loop_val']:>9.4f} "
-              f"{r['loss_diff']:>6.4f} {mfu:>14}")
+        mfu = f"{r['train_mfu']:.1%}/{r['loop_mfu']:.1%}" if "train_mfu" in r else "-"
+        print(
+            f"{r['case']:<22} {r['train_tok_s']:>13,.0f} {r['loop_tok_s']:>11,.0f} "
+            f"{r['ratio']:>6.3f} {r['train_val']:>11.4f} {r['loop_val']:>9.4f} "
+            f"{r['loss_diff']:>6.4f} {mfu:>14}"
+        )
         ok &= r["ratio"] >= RATIO_GOAL and r["loss_diff"] <= LOSS_GOAL
-    print(f"goal: ratio >= {RATIO_GOAL}, loss diff <= {LOSS_GOAL} nats: "
-          f"{'met' if ok else 'NOT met'}")
+    print(f"goal: ratio >= {RATIO_GOAL}, loss diff <= {LOSS_GOAL} nats: {'met' if ok else 'NOT met'}")
     return 0 if ok else 1
 
 

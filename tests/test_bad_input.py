@@ -60,12 +60,12 @@ def one_error(err: str) -> str:
 
 
 def test_a_forward_that_raises_shows_its_text_and_the_line_of_model_py(capsys, tmp_path):
-    source = TINY_LM.replace("        T = input_ids.shape[1]\n",
-                             "        T = input_ids.shape[1]\n"
-                             "        raise RuntimeError('boom: the head was never built')\n")
+    source = TINY_LM.replace(
+        "        T = input_ids.shape[1]\n",
+        "        T = input_ids.shape[1]\n        raise RuntimeError('boom: the head was never built')\n",
+    )
     line = source.splitlines().index("        raise RuntimeError('boom: the head was never built')") + 1
-    code, out, _ = run(capsys, "check", str(export(tmp_path / "x", source)), "-q",
-                       "--checks", "forward_signature")
+    code, out, _ = run(capsys, "check", str(export(tmp_path / "x", source)), "-q", "--checks", "forward_signature")
     assert code == 1
     flat = " ".join(out.split())
     assert "its forward raised RuntimeError: boom: the head was never built" in flat
@@ -79,18 +79,27 @@ def test_a_forward_that_raises_shows_its_text_and_the_line_of_model_py(capsys, t
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["tokenizer", "--vocab-size", "0"],
-         "error: tbuilder tokenizer: argument --vocab-size: 0 is too small: give 6 or more"),
-        (["tokenizer", "--vocab-size", "many"],
-         "error: tbuilder tokenizer: argument --vocab-size: 'many' is not a whole number"),
-        (["check", "--vocab-size", "0"],
-         "error: tbuilder check: argument --vocab-size: 0 is too small: give 2 or more"),
-        (["check", "--max-seq-len", "-3"],
-         "error: tbuilder check: argument --max-seq-len: -3 is too small: give 1 or more"),
-        (["check", "--time-budget", "0"],
-         "error: tbuilder check: argument --time-budget: 0 is not a positive number of seconds"),
-        (["check", "--device", "tpu"],
-         "error: tbuilder check: argument --device: 'tpu' is not a device"),
+        (
+            ["tokenizer", "--vocab-size", "0"],
+            "error: tbuilder tokenizer: argument --vocab-size: 0 is too small: give 6 or more",
+        ),
+        (
+            ["tokenizer", "--vocab-size", "many"],
+            "error: tbuilder tokenizer: argument --vocab-size: 'many' is not a whole number",
+        ),
+        (
+            ["check", "--vocab-size", "0"],
+            "error: tbuilder check: argument --vocab-size: 0 is too small: give 2 or more",
+        ),
+        (
+            ["check", "--max-seq-len", "-3"],
+            "error: tbuilder check: argument --max-seq-len: -3 is too small: give 1 or more",
+        ),
+        (
+            ["check", "--time-budget", "0"],
+            "error: tbuilder check: argument --time-budget: 0 is not a positive number of seconds",
+        ),
+        (["check", "--device", "tpu"], "error: tbuilder check: argument --device: 'tpu' is not a device"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(capsys, argv, message):
@@ -101,24 +110,29 @@ def test_bad_options_are_refused_before_any_work(capsys, argv, message):
 
 def test_an_instant_error_loads_neither_torch_nor_transformers():
     # Lightning, transformers and torch cost 5-7 s to import; a typo is answered without them
-    code = ("import sys; from utils.cli import main; status = main(['tokenizer', "
-            "'--vocab-size', '0']); heavy = [m for m in ('torch', 'transformers', "
-            "'pytorch_lightning') if m in sys.modules]; print(status, heavy)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=REPO, check=False, timeout=120)
+    code = (
+        "import sys; from utils.cli import main; status = main(['tokenizer', "
+        "'--vocab-size', '0']); heavy = [m for m in ('torch', 'transformers', "
+        "'pytorch_lightning') if m in sys.modules]; print(status, heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False, timeout=120
+    )
     assert result.stdout.strip() == "2 []", result.stderr
 
 
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--max-seq-len", "40", "error: --max-seq-len 40: the model's position table 'pos' has 16 "
-         "rows; give at most 16"),
+        (
+            "--max-seq-len",
+            "40",
+            "error: --max-seq-len 40: the model's position table 'pos' has 16 rows; give at most 16",
+        ),
         ("--vocab-size", "500", "error: --vocab-size 500: the model's largest embedding has 50 rows"),
     ],
 )
-def test_overrides_past_the_models_tables_name_the_flag_and_both_numbers(capsys, tmp_path, flag,
-                                                                         value, message):
+def test_overrides_past_the_models_tables_name_the_flag_and_both_numbers(capsys, tmp_path, flag, value, message):
     code, out, err = run(capsys, "check", str(export(tmp_path / "m", TINY_LM)), flag, value)
     assert code == 2 and out == ""
     assert one_error(err).startswith(message)
@@ -158,8 +172,9 @@ def test_json_that_is_a_folder_and_out_that_is_a_file_fail_before_the_work(capsy
     (tmp_path / "taken").write_text("keep me")
     code, out, err = run(capsys, "info", "--json", str(tmp_path))
     assert code == 2 and out == ""
-    assert one_error(err) == (f"error: cannot write {tmp_path}: it is a folder; give a file name "
-                              f"inside it, e.g. {tmp_path / 'report.json'}")
+    assert one_error(err) == (
+        f"error: cannot write {tmp_path}: it is a folder; give a file name inside it, e.g. {tmp_path / 'report.json'}"
+    )
     code, out, err = run(capsys, "check", "--out", str(tmp_path / "taken"))
     assert code == 2 and out == "" and "Built" not in err
     assert one_error(err).startswith(f"error: cannot write into {tmp_path / 'taken'}: it is a file")
@@ -174,8 +189,7 @@ def test_a_read_only_folder_is_one_line(capsys, tmp_path):
     try:
         code, _, err = run(capsys, "info", "--json", str(locked / "info.json"))
         assert code == 2
-        assert one_error(err).endswith(f"the folder {locked} is not writable; choose a folder "
-                                       "you can write to")
+        assert one_error(err).endswith(f"the folder {locked} is not writable; choose a folder you can write to")
     finally:
         locked.chmod(0o700)
 
@@ -231,8 +245,7 @@ def test_check_refuses_a_model_larger_than_memory_before_building_it(capsys, tmp
     if free is None:
         pytest.skip("this system does not say how much memory is free")
     width = free // (4 * 50_000) + 1  # float32 weights alone exceed all the free memory
-    folder = export(tmp_path / "huge", HUGE.replace("d=44_000", f"d={width}"),
-                    {"vocab_size": 50_000})
+    folder = export(tmp_path / "huge", HUGE.replace("d=44_000", f"d={width}"), {"vocab_size": 50_000})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     code, out, err = run(capsys, "check", str(folder), "--device", "cpu")
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -243,9 +256,11 @@ def test_check_refuses_a_model_larger_than_memory_before_building_it(capsys, tmp
 
 
 def test_info_builds_for_real_when_the_constructor_cannot_run_on_meta(capsys, tmp_path):
-    source = TINY_LM.replace("        self.head = nn.Linear(d, vocab_size)\n",
-                             "        self.head = nn.Linear(d, vocab_size)\n"
-                             "        self.scale = float(self.head.weight.detach().abs().max())\n")
+    source = TINY_LM.replace(
+        "        self.head = nn.Linear(d, vocab_size)\n",
+        "        self.head = nn.Linear(d, vocab_size)\n"
+        "        self.scale = float(self.head.weight.detach().abs().max())\n",
+    )
     code, out, err = run(capsys, "info", str(export(tmp_path / "m", source)))
     assert code == 0 and "Could not build on the meta device" in err
     assert "978 total" in out
@@ -274,10 +289,14 @@ def test_the_exports_own_utils_wins_and_the_toolkit_is_restored(tmp_path, layout
     import utils as toolkit
     from utils.loading import load_model
 
-    folder = export(tmp_path / layout, USES_OWN_UTILS.replace(
-        "from utils.inner import width  # a package's submodule, when utils is a folder\n",
-        "from utils.inner import width\n" if layout == "package" else "width = lambda: 8\n"),
-        {"vocab_size": 50})
+    folder = export(
+        tmp_path / layout,
+        USES_OWN_UTILS.replace(
+            "from utils.inner import width  # a package's submodule, when utils is a folder\n",
+            "from utils.inner import width\n" if layout == "package" else "width = lambda: 8\n",
+        ),
+        {"vocab_size": 50},
+    )
     helpers = "import torch\n\n\ndef act(x):\n    return torch.tanh(x)\n"
     if layout == "file":
         (folder / "utils.py").write_text(helpers)
@@ -292,8 +311,7 @@ def test_the_exports_own_utils_wins_and_the_toolkit_is_restored(tmp_path, layout
     assert not list(folder.rglob("__pycache__")), "importing wrote bytecode into the export"
 
 
-def test_importing_from_the_toolkits_name_without_a_utils_file_says_where_to_put_it(capsys,
-                                                                                   tmp_path):
+def test_importing_from_the_toolkits_name_without_a_utils_file_says_where_to_put_it(capsys, tmp_path):
     code, _, err = run(capsys, "info", str(export(tmp_path / "m", USES_OWN_UTILS)))
     line = one_error(err)
     assert code == 2 and "model.py line 3 imports from 'utils'" in line
@@ -304,9 +322,11 @@ def test_sys_exit_at_import_is_an_error_of_the_file(capsys, tmp_path):
     folder = export(tmp_path / "m", "import sys\n\nsys.exit(3)\n")
     code, _, err = run(capsys, "info", str(folder))
     assert code == 2
-    assert one_error(err) == (f"error: {folder / 'model.py'} line 3 called sys.exit(3) while being "
-                              "imported, so nothing could be loaded. Put script code under "
-                              "`if __name__ == \"__main__\":`.")
+    assert one_error(err) == (
+        f"error: {folder / 'model.py'} line 3 called sys.exit(3) while being "
+        "imported, so nothing could be loaded. Put script code under "
+        '`if __name__ == "__main__":`.'
+    )
 
 
 def test_a_binary_model_py_is_named_as_binary(capsys, tmp_path):
@@ -314,8 +334,9 @@ def test_a_binary_model_py_is_named_as_binary(capsys, tmp_path):
     (folder / "model.py").write_bytes(b"PK\x03\x04\x00\x00binary")
     code, _, err = run(capsys, "info", str(folder))
     assert code == 2 and "syntax error" not in err
-    assert one_error(err).startswith(f"error: {folder / 'model.py'} is not Python source: it holds "
-                                     "binary data (a NUL byte at offset 4)")
+    assert one_error(err).startswith(
+        f"error: {folder / 'model.py'} is not Python source: it holds binary data (a NUL byte at offset 4)"
+    )
 
 
 # -- the tokenizer command ----------------------------------------------------------------
@@ -338,6 +359,5 @@ def test_tokenizer_shortfall_is_said_once_with_advice_the_cli_can_follow(capsys,
     assert out.count("reached") == 1 and "reached" not in err
     assert "--min-frequency 1" in out
     assert "\n\n" not in err.strip("\n")
-    code, out, _ = run(capsys, "tokenizer", "--vocab-size", "5000", "--data", str(data),
-                       "--min-frequency", "1")
+    code, out, _ = run(capsys, "tokenizer", "--vocab-size", "5000", "--data", str(data), "--min-frequency", "1")
     assert code == 0 and "min_frequency=1" not in out

@@ -33,15 +33,11 @@ def test_info_defaults_to_the_embedded_example(capsys):
     assert code == 0
     assert rows["class"] == "GPTMini" and rows["source"] == "example:gpt-mini"
     assert rows["built with"].startswith("keyword arguments from config.json: vocab_size")
-    assert rows["vocab size"].startswith(
-        "2048, from config vocab_size; token embedding 'tok_emb' has 2048 rows"
-    )
+    assert rows["vocab size"].startswith("2048, from config vocab_size; token embedding 'tok_emb' has 2048 rows")
     assert rows["max length"] == "256, from config max_seq_len"
     assert rows["forward"].startswith("forward(input_ids")
     assert rows["missing"] == "nodes, edges"
-    total, trainable, embedding = (
-        int(x.split()[0].replace(",", "")) for x in rows["parameters"].split(", ")
-    )
+    total, trainable, embedding = (int(x.split()[0].replace(",", "")) for x in rows["parameters"].split(", "))
     assert 800_000 < total < 1_300_000 and trainable == total and 0 < embedding < total
     assert "Built GPTMini" in err
 
@@ -66,9 +62,7 @@ def test_info_on_designer_exports(capsys, folder, vocab, max_len, missing):
 
 def test_info_writes_json_and_out_with_options_before_or_after_the_command(capsys, tmp_path):
     after = tmp_path / "after.json"
-    code, _, _ = run(
-        capsys, "info", "example:bert-mini", "--json", str(after), "--out", str(tmp_path / "dir")
-    )
+    code, _, _ = run(capsys, "info", "example:bert-mini", "--json", str(after), "--out", str(tmp_path / "dir"))
     assert code == 0
     facts = json.loads(after.read_text())
     assert facts["class"] == "BertMini" and facts["vocab_size"] == 3000
@@ -166,9 +160,7 @@ def bad_data(folder: Path, kind: str) -> Path:
     ],
 )
 def test_tokenizer_data_errors(capsys, tmp_path, kind, message):
-    code, _, err = run(
-        capsys, "tokenizer", "--vocab-size", "300", "--data", str(bad_data(tmp_path, kind))
-    )
+    code, _, err = run(capsys, "tokenizer", "--vocab-size", "300", "--data", str(bad_data(tmp_path, kind)))
     assert code == 2
     assert re.search(message, err), err
 
@@ -203,9 +195,7 @@ QUICK = "output_shape,causality,padding_invariance"
 
 def test_check_passes_a_correct_model(capsys, tmp_path):
     out_dir, record = tmp_path / "report", tmp_path / "report.json"
-    code, out, _ = run(
-        capsys, "-q", "check", "--checks", QUICK, "--out", str(out_dir), "--json", str(record)
-    )
+    code, out, _ = run(capsys, "-q", "check", "--checks", QUICK, "--out", str(out_dir), "--json", str(record))
     assert code == 0, out
     data = json.loads(record.read_text())
     assert data["status"] == "pass"
@@ -217,9 +207,7 @@ def test_check_passes_a_correct_model(capsys, tmp_path):
 def test_check_fails_a_leaky_model_with_exit_1(capsys):
     # simple_graph has no causal mask: as a causal LM it sees future tokens
     source = str(FIXTURES / "simple_graph")
-    code, out, _ = run(
-        capsys, "-q", "check", source, "--task", "causal_lm", "--checks", "causality"
-    )
+    code, out, _ = run(capsys, "-q", "check", source, "--task", "causal_lm", "--checks", "causality")
     assert code == 1
     assert "FAIL  causality" in out and out.rstrip().splitlines()[-1].startswith("FAIL:")
     code, out, err = run(
@@ -254,8 +242,7 @@ def test_version(capsys):
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"tbuilder {__version__}"
 
 
-@pytest.mark.parametrize(("flags", "message"), [(["--steps", "0"], "--steps 0"),
-                                                (["--search", "-1"], "--search -1")])
+@pytest.mark.parametrize(("flags", "message"), [(["--steps", "0"], "--steps 0"), (["--search", "-1"], "--search -1")])
 def test_train_refuses_bad_numbers_before_training(capsys, tmp_path, flags, message):
     code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), *flags)
     assert code == 2 and f"error: {message}" in err

@@ -18,9 +18,7 @@ def test_examples_are_listed_and_found():
     for name in list_examples():
         folder = example_path(name)
         assert (folder / "model.py").is_file() and (folder / "config.json").is_file()
-    with pytest.raises(
-        ValueError, match="unknown example 'gpt2'; examples: gpt-mini, builder-export, bert-mini"
-    ):
+    with pytest.raises(ValueError, match="unknown example 'gpt2'; examples: gpt-mini, builder-export, bert-mini"):
         example_path("gpt2")
 
 

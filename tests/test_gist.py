@@ -228,9 +228,7 @@ def test_token_is_sent_when_set(github, tmp_path, monkeypatch):
 
 
 def test_rate_limit_honours_retry_after(github, tmp_path):
-    github.add(
-        f"/gists/{GIST_ID}", (429, {"Retry-After": "1"}, {"message": "slow down"}), gist_body()
-    )
+    github.add(f"/gists/{GIST_ID}", (429, {"Retry-After": "1"}, {"message": "slow down"}), gist_body())
     start = time.monotonic()
     ref, _ = client(tmp_path).fetch(GistRef(GIST_ID))
     assert time.monotonic() - start >= 1.0
@@ -258,13 +256,8 @@ def test_rate_limit_that_does_not_clear(github, tmp_path):
         client(tmp_path, max_retries=2).fetch(GistRef(GIST_ID))
     assert len(github.requests) == 3
     message = str(err.value)
-    assert (
-        f"GitHub's rate limit stopped the download of gist:{GIST_ID} (HTTP 429 after 3 tries"
-        in message
-    )
-    assert (
-        "GITHUB_TOKEN" in message and f"git clone https://gist.github.com/{GIST_ID}.git" in message
-    )
+    assert f"GitHub's rate limit stopped the download of gist:{GIST_ID} (HTTP 429 after 3 tries" in message
+    assert "GITHUB_TOKEN" in message and f"git clone https://gist.github.com/{GIST_ID}.git" in message
 
 
 def test_rate_limit_asking_for_too_long_a_wait_is_reported_at_once(github, tmp_path):
@@ -291,9 +284,7 @@ def test_server_error_is_retried_with_backoff(github, tmp_path):
 
 
 def test_not_found(github, tmp_path):
-    with pytest.raises(
-        GistError, match=rf"gist {GIST_ID} was not found \(HTTP 404 from .*\)\. Check the id"
-    ):
+    with pytest.raises(GistError, match=rf"gist {GIST_ID} was not found \(HTTP 404 from .*\)\. Check the id"):
         load_model(f"gist:{GIST_ID}", cache_dir=tmp_path)
     with pytest.raises(GistError, match=rf"revision {REV_OLD} of gist {GIST_ID} was not found"):
         load_model(f"gist:{GIST_ID}@{REV_OLD}", cache_dir=tmp_path)
@@ -375,7 +366,5 @@ def test_answer_without_a_revision_asks_to_pin_one(github, tmp_path):
     body = gist_body()
     del body["history"]
     github.add(f"/gists/{GIST_ID}", body)
-    with pytest.raises(
-        GistError, match=rf"names no revision .* pin one instead: gist:{GIST_ID}@<revision>"
-    ):
+    with pytest.raises(GistError, match=rf"names no revision .* pin one instead: gist:{GIST_ID}@<revision>"):
         client(tmp_path).fetch(GistRef(GIST_ID))

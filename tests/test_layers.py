@@ -9,18 +9,27 @@ from pathlib import Path
 
 UTILS = Path(__file__).resolve().parents[1] / "utils"
 LAYERS = {
-    "errors": 0, "vocabulary": 0, "checks": 0, "_io": 0, "_frames": 0,
-    "loading": 1, "examples": 1,
+    "errors": 0,
+    "vocabulary": 0,
+    "checks": 0,
+    "_io": 0,
+    "_frames": 0,
+    "loading": 1,
+    "examples": 1,
     "adapters": 2,
-    "tokenization": 3, "tiers": 3, "analysis": 3, "training": 3,
-    "cli": 4, "__main__": 4, "notebook": 4,
+    "tokenization": 3,
+    "tiers": 3,
+    "analysis": 3,
+    "training": 3,
+    "cli": 4,
+    "__main__": 4,
+    "notebook": 4,
 }
 
 
 def modules() -> list[Path]:
     """The package's own modules; the embedded example models are user code, not layers."""
-    return [p for p in UTILS.rglob("*.py")
-            if not (p.parent != UTILS / "examples" and UTILS / "examples" in p.parents)]
+    return [p for p in UTILS.rglob("*.py") if not (p.parent != UTILS / "examples" and UTILS / "examples" in p.parents)]
 
 
 def component(path: Path) -> str | None:
@@ -35,8 +44,13 @@ def component(path: Path) -> str | None:
 def imported_components(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+            else []
+        )
         for name in names:
             parts = name.split(".")
             if parts[0] == "utils" and len(parts) > 1:
@@ -57,8 +71,10 @@ def test_imports_point_down_the_layers():
             continue
         for other in imported_components(path):
             if other in LAYERS and LAYERS[other] > LAYERS[own]:
-                upward.append(f"{path.relative_to(UTILS.parent)} imports utils.{other} "
-                              f"(layer {LAYERS[other]} above {LAYERS[own]})")
+                upward.append(
+                    f"{path.relative_to(UTILS.parent)} imports utils.{other} "
+                    f"(layer {LAYERS[other]} above {LAYERS[own]})"
+                )
     assert not upward, "\n".join(upward)
 
 
@@ -68,13 +84,11 @@ def test_no_two_components_import_each_other():
         own = component(path)
         if own is not None:
             edges.setdefault(own, set()).update(imported_components(path) - {own})
-    cycles = sorted(f"{a} <-> {b}" for a, deps in edges.items() for b in deps
-                    if a < b and a in edges.get(b, set()))
+    cycles = sorted(f"{a} <-> {b}" for a, deps in edges.items() for b in deps if a < b and a in edges.get(b, set()))
     assert not cycles, cycles
 
 
 def test_imports_inside_functions_are_seen(tmp_path):
     source = tmp_path / "probe.py"
-    source.write_text("import utils.errors\n\ndef f():\n    from utils.cli import main\n"
-                      "    from . import sibling\n")
+    source.write_text("import utils.errors\n\ndef f():\n    from utils.cli import main\n    from . import sibling\n")
     assert imported_components(source) == {"errors", "cli"}

@@ -17,9 +17,7 @@ from utils.loading import ConfigNamespace, LoadedModel, LoadError, ModelConfig, 
 FIXTURES = Path(__file__).parent / "fixtures" / "builder_exports"
 
 
-def write_export(
-    folder: Path, code: str, config: dict | str | None = None, name: str = "model.py"
-) -> Path:
+def write_export(folder: Path, code: str, config: dict | str | None = None, name: str = "model.py") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(textwrap.dedent(code))
     if config is not None:
@@ -67,9 +65,7 @@ def test_examples_load_with_their_construction_way(name, cls, how):
 
 
 def test_unknown_example_lists_the_known_ones():
-    with pytest.raises(
-        LoadError, match=r"unknown example 'gpt-huge'; examples: gpt-mini, builder-export"
-    ):
+    with pytest.raises(LoadError, match=r"unknown example 'gpt-huge'; examples: gpt-mini, builder-export"):
         load_model("example:gpt-huge")
 
 
@@ -152,9 +148,7 @@ def test_module_instance_and_class():
     assert loaded.model is model and loaded.construction == "given as a built instance"
     built = load_model(Doubler, config={"n_embd": 6, "vocab_size": 12})
     assert built.model.emb.weight.shape == (12, 6)
-    assert (
-        built.construction == "keyword arguments from the config: d_model (from n_embd), vocab_size"
-    )
+    assert built.construction == "keyword arguments from the config: d_model (from n_embd), vocab_size"
     with pytest.raises(LoadError, match="the source is already a built Doubler"):
         load_model(model, class_name="Doubler")
 
@@ -244,9 +238,7 @@ def test_several_candidates_is_an_error_naming_them_and_how_to_choose(tmp_path):
         load_model(folder)
     message = str(err.value)
     assert "several model classes that no other class uses: Small, Large" in message
-    assert (
-        "--class Small" in message and "class_name='Small'" in message and "model_name" in message
-    )
+    assert "--class Small" in message and "class_name='Small'" in message and "model_name" in message
     assert load_model(folder, class_name="Large").model.lin.in_features == 8
 
 
@@ -263,9 +255,7 @@ def test_config_model_name_that_is_not_defined_warns_and_falls_back(tmp_path, ca
 
 
 def test_unknown_class_name_lists_what_the_file_defines(tmp_path):
-    with pytest.raises(
-        LoadError, match="has no model class or factory named 'Huge'; it defines: Small, Large"
-    ):
+    with pytest.raises(LoadError, match="has no model class or factory named 'Huge'; it defines: Small, Large"):
         load_model(write_export(tmp_path, TWO_MODELS), class_name="Huge")
 
 
@@ -309,9 +299,7 @@ def test_no_model_class(tmp_path):
     def helper(x):
         return x
     """
-    with pytest.raises(
-        LoadError, match=r"model\.py defines no model: no nn.Module subclass and no build_model\(\)"
-    ):
+    with pytest.raises(LoadError, match=r"model\.py defines no model: no nn.Module subclass and no build_model\(\)"):
         load_model(write_export(tmp_path, code))
 
 
@@ -339,9 +327,7 @@ def test_keyword_arguments_from_graph_node_params(tmp_path):
     loaded = load_model(write_export(tmp_path, code, config))
     assert loaded.model.tok.weight.shape == (50, 16)
     # node params that disagree (dropout 0.1 vs 0.2) are not passed: the default stays
-    assert (
-        loaded.construction == "keyword arguments from config.json: vocab_size, d_model, num_heads"
-    )
+    assert loaded.construction == "keyword arguments from config.json: vocab_size, d_model, num_heads"
 
 
 def test_nanogpt_style_config_dataclass(tmp_path):
@@ -362,18 +348,14 @@ def test_nanogpt_style_config_dataclass(tmp_path):
             self.wte = nn.Embedding(config.vocab_size, config.n_embd)
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
     """
-    loaded = load_model(
-        write_export(tmp_path, code, {"vocab_size": 64, "max_seq_len": 32, "d_model": 8})
-    )
+    loaded = load_model(write_export(tmp_path, code, {"vocab_size": 64, "max_seq_len": 32, "d_model": 8}))
     assert type(loaded.model.config).__name__ == "GPTConfig"
     assert (
         loaded.model.config.vocab_size,
         loaded.model.config.block_size,
         loaded.model.config.n_embd,
     ) == (64, 32, 8)
-    assert (
-        loaded.construction == "a GPTConfig built from config.json (vocab_size, block_size, n_embd)"
-    )
+    assert loaded.construction == "a GPTConfig built from config.json (vocab_size, block_size, n_embd)"
 
 
 def test_required_dataclass_field_missing(tmp_path):
@@ -453,15 +435,9 @@ def test_constructor_argument_the_config_does_not_provide(tmp_path):
         load_model(folder)
     message = str(err.value)
     assert "Net needs the constructor argument 'num_layers'" in message
-    assert (
-        f"which {folder / 'config.json'} does not provide (its fields: d_model, vocab_size)"
-        in message
-    )
+    assert f"which {folder / 'config.json'} does not provide (its fields: d_model, vocab_size)" in message
     assert 'Add "num_layers": <value> to config.json' in message
-    assert (
-        load_model(folder, config={"vocab_size": 10, "d_model": 4, "n_layer": 2}).class_name
-        == "Net"
-    )
+    assert load_model(folder, config={"vocab_size": 10, "d_model": 4, "n_layer": 2}).class_name == "Net"
 
 
 def test_constructor_that_raises_points_at_the_line(tmp_path):
@@ -614,9 +590,7 @@ def test_config_max_len_longer_than_the_position_table(tmp_path):
             self.wte = nn.Embedding(100, 8)
             self.wpe = nn.Embedding(64, 8)
     """
-    with pytest.raises(
-        LoadError, match="says max_seq_len 128 .* position embedding 'wpe' has only 64 rows"
-    ):
+    with pytest.raises(LoadError, match="says max_seq_len 128 .* position embedding 'wpe' has only 64 rows"):
         load_model(write_export(tmp_path, code, {"max_seq_len": 128}))
     assert load_model(write_export(tmp_path, code, {"max_seq_len": 32})).config.max_seq_len == 32
 
@@ -657,9 +631,7 @@ def test_missing_import_says_what_to_install(tmp_path):
 
 
 def test_missing_import_uses_the_package_name(tmp_path):
-    with pytest.raises(
-        LoadError, match="line 1 imports sklearn which is not installed: pip install scikit-learn"
-    ):
+    with pytest.raises(LoadError, match="line 1 imports sklearn which is not installed: pip install scikit-learn"):
         load_model(write_export(tmp_path, "import sklearn\n"))
 
 
@@ -699,10 +671,7 @@ def test_describe_counts_parameters_once_and_embeddings():
     assert model.lm_head.weight is model.tok_emb.weight
     unique = {id(p): p.numel() for p in model.parameters()}
     assert facts["parameters"]["total"] == sum(unique.values())
-    assert (
-        facts["parameters"]["embedding"]
-        == model.tok_emb.weight.numel() + model.pos_emb.weight.numel()
-    )
+    assert facts["parameters"]["embedding"] == model.tok_emb.weight.numel() + model.pos_emb.weight.numel()
     model.tok_emb.weight.requires_grad_(False)
     frozen = loaded.describe()["parameters"]
     assert frozen["trainable"] == frozen["total"] - model.tok_emb.weight.numel()

@@ -12,9 +12,7 @@ import traceback
 from pathlib import Path
 
 _PACKAGE = str(Path(__file__).resolve().parent)
-_LIBRARIES = tuple(
-    {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")} | {sys.prefix}
-)
+_LIBRARIES = tuple({sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")} | {sys.prefix})
 
 
 def _is_user_file(filename: str) -> bool:

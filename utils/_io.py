@@ -14,17 +14,16 @@ def writable_target(path: str | os.PathLike) -> Path:
     and its nearest existing folder is a writable folder. Raises WriteError otherwise."""
     path = Path(path)
     if path.is_dir():
-        raise WriteError(f"cannot write {path}: it is a folder; give a file name inside it, "
-                         f"e.g. {path / 'report.json'}")
+        raise WriteError(
+            f"cannot write {path}: it is a folder; give a file name inside it, e.g. {path / 'report.json'}"
+        )
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise WriteError(f"cannot write {path}: {parent} is a file, not a folder; choose "
-                         "another path")
+        raise WriteError(f"cannot write {path}: {parent} is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise WriteError(f"cannot write {path}: the folder {parent} is not writable; choose a "
-                         "folder you can write to")
+        raise WriteError(f"cannot write {path}: the folder {parent} is not writable; choose a folder you can write to")
     return path
 
 
@@ -32,8 +31,9 @@ def writable_folder(path: str | os.PathLike) -> Path:
     """Like `writable_target`, for a folder the output goes into."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise WriteError(f"cannot write into {path}: it is a file, not a folder; give a "
-                         "folder (it is created when missing)")
+        raise WriteError(
+            f"cannot write into {path}: it is a file, not a folder; give a folder (it is created when missing)"
+        )
     writable_target(path / ".probe")
     return path
 

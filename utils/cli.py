@@ -128,8 +128,7 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         "--no-gist",
         action="store_true",
         default=default(False),
-        help="refuse gist sources (loading a model runs its code; this keeps code from the "
-        "internet out)",
+        help="refuse gist sources (loading a model runs its code; this keeps code from the internet out)",
     )
     group.add_argument(
         "-v",
@@ -150,10 +149,15 @@ def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None
 def _add_tier_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options (override what is inferred)")
     group.add_argument("--task", choices=TASKS, help="what the model does")
-    group.add_argument("--vocab-size", type=_whole(2), metavar="N",
-                       help="vocabulary size (2 or more; at most the model's embedding rows)")
-    group.add_argument("--max-seq-len", type=_whole(1), metavar="N",
-                       help="longest input (at most the model's position table)")
+    group.add_argument(
+        "--vocab-size",
+        type=_whole(2),
+        metavar="N",
+        help="vocabulary size (2 or more; at most the model's embedding rows)",
+    )
+    group.add_argument(
+        "--max-seq-len", type=_whole(1), metavar="N", help="longest input (at most the model's position table)"
+    )
     group.add_argument(
         "--device",
         metavar="DEV",
@@ -199,18 +203,25 @@ CLI_TRAIN = {"max_steps": 200, "batch_size": 8, "seq_len": 128}
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training options (Tier 3)")
-    group.add_argument("--data", metavar="PATH",
-                       help="training text: a file or a folder of .txt files (default: the "
-                       "embedded corpus)")
-    group.add_argument("--steps", type=int, metavar="N",
-                       help=f"optimizer steps (default {CLI_TRAIN['max_steps']}, of "
-                       f"{CLI_TRAIN['batch_size']} rows of up to {CLI_TRAIN['seq_len']} tokens)")
-    group.add_argument("--search", type=int, default=0, metavar="N",
-                       help="hyperparameter-search trials before training (default 0: none)")
-    group.add_argument("--no-baseline", action="store_true",
-                       help="skip the size-matched GPT-2/BERT baseline run")
-    group.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its last checkpoint")
+    group.add_argument(
+        "--data", metavar="PATH", help="training text: a file or a folder of .txt files (default: the embedded corpus)"
+    )
+    group.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help=f"optimizer steps (default {CLI_TRAIN['max_steps']}, of "
+        f"{CLI_TRAIN['batch_size']} rows of up to {CLI_TRAIN['seq_len']} tokens)",
+    )
+    group.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hyperparameter-search trials before training (default 0: none)",
+    )
+    group.add_argument("--no-baseline", action="store_true", help="skip the size-matched GPT-2/BERT baseline run")
+    group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,9 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tbuilder {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(
-        name: str, run: Callable[[argparse.Namespace], int], summary: str
-    ) -> argparse.ArgumentParser:
+    def command(name: str, run: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=summary, description=summary)
         sub.set_defaults(run=run)
         return sub
@@ -252,8 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     check = command(
-        "check", _cmd_check, "Tier 1: is the model correct and trainable? (within --time-budget, "
-        "60 s by default)"
+        "check", _cmd_check, "Tier 1: is the model correct and trainable? (within --time-budget, 60 s by default)"
     )
     source(check)
     _add_tier_options(check)
@@ -272,17 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tier_options(run)
     _add_check_options(run)
     _add_analysis_options(run, time_budget=False, data=False)
-    catalogue = command(
-        "checks", _cmd_checks, "List every check with its purpose, or explain one."
-    )
+    catalogue = command("checks", _cmd_checks, "List every check with its purpose, or explain one.")
     catalogue.add_argument(
         "--explain",
         metavar="ID",
         help="what the check does, why it matters, false alarms, a broken example, the fix",
     )
-    tok = command(
-        "tokenizer", _cmd_tokenizer, "Pick (or train) the tokenizer for a vocabulary size."
-    )
+    tok = command("tokenizer", _cmd_tokenizer, "Pick (or train) the tokenizer for a vocabulary size.")
     tok.add_argument(
         "--vocab-size",
         type=_whole(MIN_VOCAB_SIZE),
@@ -295,8 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_whole(1),
         default=2,
         metavar="N",
-        help="BPE merges only pairs seen N times or more (default 2; 1 fills a large "
-        "vocabulary from little text)",
+        help="BPE merges only pairs seen N times or more (default 2; 1 fills a large vocabulary from little text)",
     )
     tok.add_argument(
         "--data",
@@ -328,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     previous_level = root.level
     root.addHandler(handler)
-    root.setLevel(
-        logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    )
+    root.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         if args.command is None:
             parser.print_help(sys.stderr)
@@ -377,8 +378,9 @@ def _emit(text: str) -> None:
 def _load(args: argparse.Namespace, device: str | None = None) -> Any:
     from utils.loading import load_model
 
-    return load_model(args.source, class_name=args.class_name, config=args.config,
-                      allow_gist=not args.no_gist, device=device)
+    return load_model(
+        args.source, class_name=args.class_name, config=args.config, allow_gist=not args.no_gist, device=device
+    )
 
 
 def _load_for_counting(args: argparse.Namespace) -> Any:
@@ -389,8 +391,7 @@ def _load_for_counting(args: argparse.Namespace) -> Any:
     except Exception as exc:  # noqa: BLE001 - a real build decides; its own error wins
         meta_error = exc
     loaded = _load(args)
-    log.info("Could not build on the meta device (%s); built it for real",
-             str(meta_error).splitlines()[0])
+    log.info("Could not build on the meta device (%s); built it for real", str(meta_error).splitlines()[0])
     return loaded
 
 
@@ -488,8 +489,7 @@ def _cmd_checks(args: argparse.Namespace) -> int:
     by_id = {c.id: c for _, checks in groups for c in checks}
     if args.explain not in by_id:
         raise CommandError(
-            f"--explain {args.explain}: no check has that id; `tbuilder checks` lists them "
-            f"({', '.join(by_id)})"
+            f"--explain {args.explain}: no check has that id; `tbuilder checks` lists them ({', '.join(by_id)})"
         )
     _emit(by_id[args.explain].explain())
     return EXIT_OK
@@ -539,8 +539,14 @@ def _analysis_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.tokenizer:
         options["tokenizer"] = args.tokenizer
         options["texts"] = read_texts(data) if data else paragraphs(default_corpus())
-    log.info("Tier 2 analyses %s.", "your text" if data else "the embedded corpus" if args.tokenizer
-             else "seeded random tokens (pass --data and --tokenizer for real text)")
+    log.info(
+        "Tier 2 analyses %s.",
+        "your text"
+        if data
+        else "the embedded corpus"
+        if args.tokenizer
+        else "seeded random tokens (pass --data and --tokenizer for real text)",
+    )
     return options
 
 
@@ -560,13 +566,18 @@ def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
     texts = read_texts(args.data) if args.data else paragraphs(default_corpus())
     out = Path(args.out or Path("tbuilder_runs") / loaded.class_name)
     overrides = _train_defaults(loaded)
-    overrides.update({k: v for k, v in (("max_steps", args.steps), ("seed", args.seed))
-                      if v is not None})
+    overrides.update({k: v for k, v in (("max_steps", args.steps), ("seed", args.seed)) if v is not None})
     if args.resume:
         overrides["resume"] = True
-    report = run_tier3(loaded, data=texts, search_trials=args.search,
-                       baseline=not args.no_baseline, out_dir=out, progress=not args.quiet,
-                       **overrides)
+    report = run_tier3(
+        loaded,
+        data=texts,
+        search_trials=args.search,
+        baseline=not args.no_baseline,
+        out_dir=out,
+        progress=not args.quiet,
+        **overrides,
+    )
     log.info("Wrote the run folder %s", out)
     return report
 
@@ -639,9 +650,7 @@ def read_texts(path: str | Path) -> list[str]:
         try:
             texts += paragraphs(file.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
-            raise CommandError(
-                f"--data {file} is not UTF-8 text (byte {exc.start}); convert it to UTF-8."
-            ) from exc
+            raise CommandError(f"--data {file} is not UTF-8 text (byte {exc.start}); convert it to UTF-8.") from exc
     if not texts:
         raise CommandError(f"--data {path} holds no text.")
     return texts

@@ -76,8 +76,9 @@ def position_embedding(model: nn.Module) -> tuple[str, nn.Embedding] | None:
 _NOT_TOKEN_TABLE = re.compile(r"pos|wpe|token_type|segment|type_emb", re.IGNORECASE)
 
 
-def token_embedding(model: nn.Module, vocab_size: int | None = None, *, by_name: bool = False
-                    ) -> tuple[str, nn.Module] | None:
+def token_embedding(
+    model: nn.Module, vocab_size: int | None = None, *, by_name: bool = False
+) -> tuple[str, nn.Module] | None:
     """(qualified name, module) of the layer that turns token ids into vectors: the model's
     `get_input_embeddings()` when it has one, else the nn.Embedding with `vocab_size` rows,
     else the first nn.Embedding not named like a position or segment table, else the largest

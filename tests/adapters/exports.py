@@ -58,12 +58,18 @@ def _model_source(s: ExportSpec) -> str:
     ]
     if drop:
         init.append(f"        self.embedding_0_dropout = {drop}")
-    ffn_layers = [f"nn.Linear({d}, {ff})", "nn.GELU()"] + ([drop] if drop else []) + \
-                 [f"nn.Linear({ff}, {d})"] + ([drop] if drop else [])
+    ffn_layers = (
+        [f"nn.Linear({d}, {ff})", "nn.GELU()"]
+        + ([drop] if drop else [])
+        + [f"nn.Linear({ff}, {d})"]
+        + ([drop] if drop else [])
+    )
     n_ln = 2 * s.n_blocks + (1 if s.pre_ln else 0)
     for i in range(s.n_blocks):
-        init.append(f"        self.mhsa_{i} = nn.MultiheadAttention(embed_dim={d}, num_heads={s.heads}, "
-                    f"dropout={s.dropout}, batch_first=True)")
+        init.append(
+            f"        self.mhsa_{i} = nn.MultiheadAttention(embed_dim={d}, num_heads={s.heads}, "
+            f"dropout={s.dropout}, batch_first=True)"
+        )
         init.append(f"        self.ffn_{i} = nn.Sequential({', '.join(ffn_layers)})")
     for j in range(n_ln):
         init.append(f"        self.layernorm_{j} = nn.LayerNorm({d}, eps=1e-05)")
@@ -76,30 +82,38 @@ def _model_source(s: ExportSpec) -> str:
         "        positions = torch.arange(0, T, device=input_0_tokens.device)",
         "        tok_emb = self.embedding_0_token(input_0_tokens)",
         "        pos_emb = self.embedding_0_pos(positions)",
-        "        embedding_0_x = self.embedding_0_dropout(tok_emb + pos_emb)" if drop else
-        "        embedding_0_x = tok_emb + pos_emb",
+        "        embedding_0_x = self.embedding_0_dropout(tok_emb + pos_emb)"
+        if drop
+        else "        embedding_0_x = tok_emb + pos_emb",
     ]
     x = "embedding_0_x"
     for i in range(s.n_blocks):
         a, b = _ln_ids(s, i)
-        params += [f"mhsa_{i}_output: torch.Tensor", f"residual_{2 * i}_output: torch.Tensor",
-                   f"residual_{2 * i + 1}_output: torch.Tensor"]
+        params += [
+            f"mhsa_{i}_output: torch.Tensor",
+            f"residual_{2 * i}_output: torch.Tensor",
+            f"residual_{2 * i + 1}_output: torch.Tensor",
+        ]
         if s.pre_ln:
-            body += [f"        layernorm_{a}_output = self.layernorm_{a}({x})",
-                     f"        mhsa_{i}_output, _ = self.mhsa_{i}(layernorm_{a}_output, "
-                     f"layernorm_{a}_output, layernorm_{a}_output)",
-                     f"        # residual: residual_{2 * i}",
-                     f"        layernorm_{b}_output = self.layernorm_{b}(residual_{2 * i}_output)",
-                     f"        ffn_{i}_output = self.ffn_{i}(layernorm_{b}_output)",
-                     f"        # residual: residual_{2 * i + 1}"]
+            body += [
+                f"        layernorm_{a}_output = self.layernorm_{a}({x})",
+                f"        mhsa_{i}_output, _ = self.mhsa_{i}(layernorm_{a}_output, "
+                f"layernorm_{a}_output, layernorm_{a}_output)",
+                f"        # residual: residual_{2 * i}",
+                f"        layernorm_{b}_output = self.layernorm_{b}(residual_{2 * i}_output)",
+                f"        ffn_{i}_output = self.ffn_{i}(layernorm_{b}_output)",
+                f"        # residual: residual_{2 * i + 1}",
+            ]
             x = f"residual_{2 * i + 1}_output"
         else:
-            body += [f"        mhsa_{i}_output, _ = self.mhsa_{i}({x}, {x}, {x})",
-                     f"        # residual: residual_{2 * i}",
-                     f"        layernorm_{a}_output = self.layernorm_{a}(residual_{2 * i}_output)",
-                     f"        ffn_{i}_output = self.ffn_{i}(layernorm_{a}_output)",
-                     f"        # residual: residual_{2 * i + 1}",
-                     f"        layernorm_{b}_output = self.layernorm_{b}(residual_{2 * i + 1}_output)"]
+            body += [
+                f"        mhsa_{i}_output, _ = self.mhsa_{i}({x}, {x}, {x})",
+                f"        # residual: residual_{2 * i}",
+                f"        layernorm_{a}_output = self.layernorm_{a}(residual_{2 * i}_output)",
+                f"        ffn_{i}_output = self.ffn_{i}(layernorm_{a}_output)",
+                f"        # residual: residual_{2 * i + 1}",
+                f"        layernorm_{b}_output = self.layernorm_{b}(residual_{2 * i + 1}_output)",
+            ]
             x = f"layernorm_{b}_output"
     if s.pre_ln:
         body.append(f"        layernorm_{n_ln - 1}_output = self.layernorm_{n_ln - 1}({x})")
@@ -111,41 +125,70 @@ def _model_source(s: ExportSpec) -> str:
         "class CustomTransformer(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
         + "\n".join(init)
         + f"\n\n    def forward(self, {sig}) -> torch.Tensor:\n"
-        + "\n".join(body) + "\n"
+        + "\n".join(body)
+        + "\n"
     )
 
 
 def _config(s: ExportSpec) -> dict:
     if not s.graph:
-        return {"model_name": "CustomTransformer", "version": "1.0", "vocab_size": s.vocab,
-                "d_model": s.d_model, "nhead": s.heads, "num_layers": s.n_blocks,
-                "max_seq_len": s.max_len}
-    nodes = [{"id": "input_0", "type": "input", "params": {"max_seq_len": s.max_len}},
-             {"id": "embedding_0", "type": "embedding",
-              "params": {"vocab_size": s.vocab, "d_model": s.d_model, "max_seq_len": s.max_len,
-                         "dropout": s.dropout}}]
+        return {
+            "model_name": "CustomTransformer",
+            "version": "1.0",
+            "vocab_size": s.vocab,
+            "d_model": s.d_model,
+            "nhead": s.heads,
+            "num_layers": s.n_blocks,
+            "max_seq_len": s.max_len,
+        }
+    nodes = [
+        {"id": "input_0", "type": "input", "params": {"max_seq_len": s.max_len}},
+        {
+            "id": "embedding_0",
+            "type": "embedding",
+            "params": {"vocab_size": s.vocab, "d_model": s.d_model, "max_seq_len": s.max_len, "dropout": s.dropout},
+        },
+    ]
     edges = [("input_0", "embedding_0")]
     x = "embedding_0"
     for i in range(s.n_blocks):
         a, b = _ln_ids(s, i)
         r0, r1 = f"residual_{2 * i}", f"residual_{2 * i + 1}"
-        nodes += [{"id": f"mhsa_{i}", "type": "mhsa",
-                   "params": {"d_model": s.d_model, "num_heads": s.heads, "dropout": s.dropout,
-                              "causal": s.causal}},
-                  {"id": r0, "type": "residual", "params": {}},
-                  {"id": f"layernorm_{a}", "type": "layernorm", "params": {"d_model": s.d_model}},
-                  {"id": f"ffn_{i}", "type": "ffn", "params": {"d_model": s.d_model}},
-                  {"id": r1, "type": "residual", "params": {}},
-                  {"id": f"layernorm_{b}", "type": "layernorm", "params": {"d_model": s.d_model}}]
+        nodes += [
+            {
+                "id": f"mhsa_{i}",
+                "type": "mhsa",
+                "params": {"d_model": s.d_model, "num_heads": s.heads, "dropout": s.dropout, "causal": s.causal},
+            },
+            {"id": r0, "type": "residual", "params": {}},
+            {"id": f"layernorm_{a}", "type": "layernorm", "params": {"d_model": s.d_model}},
+            {"id": f"ffn_{i}", "type": "ffn", "params": {"d_model": s.d_model}},
+            {"id": r1, "type": "residual", "params": {}},
+            {"id": f"layernorm_{b}", "type": "layernorm", "params": {"d_model": s.d_model}},
+        ]
         if s.pre_ln:
-            edges += [(x, f"layernorm_{a}"), (f"layernorm_{a}", f"mhsa_{i}"), (x, r0),
-                      (f"mhsa_{i}", r0), (r0, f"layernorm_{b}"), (f"layernorm_{b}", f"ffn_{i}"),
-                      (r0, r1), (f"ffn_{i}", r1)]
+            edges += [
+                (x, f"layernorm_{a}"),
+                (f"layernorm_{a}", f"mhsa_{i}"),
+                (x, r0),
+                (f"mhsa_{i}", r0),
+                (r0, f"layernorm_{b}"),
+                (f"layernorm_{b}", f"ffn_{i}"),
+                (r0, r1),
+                (f"ffn_{i}", r1),
+            ]
             x = r1
         else:
-            edges += [(x, f"mhsa_{i}"), (x, r0), (f"mhsa_{i}", r0), (r0, f"layernorm_{a}"),
-                      (f"layernorm_{a}", f"ffn_{i}"), (f"layernorm_{a}", r1), (f"ffn_{i}", r1),
-                      (r1, f"layernorm_{b}")]
+            edges += [
+                (x, f"mhsa_{i}"),
+                (x, r0),
+                (f"mhsa_{i}", r0),
+                (r0, f"layernorm_{a}"),
+                (f"layernorm_{a}", f"ffn_{i}"),
+                (f"layernorm_{a}", r1),
+                (f"ffn_{i}", r1),
+                (r1, f"layernorm_{b}"),
+            ]
             x = f"layernorm_{b}"
     if s.pre_ln:
         last = f"layernorm_{2 * s.n_blocks}"
@@ -154,12 +197,18 @@ def _config(s: ExportSpec) -> dict:
         x = last
     nodes.append({"id": "output_0", "type": "output", "params": {"vocab_size": s.vocab}})
     edges.append((x, "output_0"))
-    return {"model_name": "CustomTransformer", "version": "1.0", "template": "GPT-mini",
-            "nodes": nodes, "edges": [{"source": a, "target": b} for a, b in edges]}
+    return {
+        "model_name": "CustomTransformer",
+        "version": "1.0",
+        "template": "GPT-mini",
+        "nodes": nodes,
+        "edges": [{"source": a, "target": b} for a, b in edges],
+    }
 
 
-def reference_forward(g: nn.Module, s: ExportSpec, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def reference_forward(
+    g: nn.Module, s: ExportSpec, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The forward the canvas meant, written by hand over the generated module's weights."""
     B, T = input_ids.shape
     x = g.embedding_0_token(input_ids) + g.embedding_0_pos(torch.arange(T))

@@ -24,8 +24,7 @@ def test_plain_tensor_output():
     assert p.attention_modules == ("blocks.0.attn", "blocks.1.attn")
 
 
-@pytest.mark.parametrize("cls,access", [(zoo.DictOutputLM, "key:logits"),
-                                        (zoo.TupleOutputLM, "index:0")])
+@pytest.mark.parametrize("cls,access", [(zoo.DictOutputLM, "key:logits"), (zoo.TupleOutputLM, "index:0")])
 def test_dict_and_tuple_outputs(cls, access):
     torch.manual_seed(0)
     model = cls()
@@ -67,8 +66,9 @@ def test_log_softmax_output_recorded():
     assert adapt(zoo.LogSoftmaxLM()).profile.output_kind == "log_probs"
 
 
-@pytest.mark.parametrize("cls,name,conv", [(zoo.TinyGPT, "attention_mask", "keep_one"),
-                                           (zoo.PadTrueLM, "key_padding_mask", "pad_true")])
+@pytest.mark.parametrize(
+    "cls,name,conv", [(zoo.TinyGPT, "attention_mask", "keep_one"), (zoo.PadTrueLM, "key_padding_mask", "pad_true")]
+)
 def test_mask_convention_verified_by_probe(cls, name, conv):
     torch.manual_seed(0)
     a = adapt(cls())
@@ -184,24 +184,37 @@ def test_adapt_restores_training_mode_and_pickles():
 def _hf(name):
     small = dict(num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     if name == "gpt2":
-        return tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=101,
-                                                n_positions=32, bos_token_id=0, eos_token_id=0))
+        return tf.GPT2LMHeadModel(
+            tf.GPT2Config(
+                n_layer=2, n_embd=32, n_head=4, vocab_size=101, n_positions=32, bos_token_id=0, eos_token_id=0
+            )
+        )
     if name == "llama":
-        return tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, num_key_value_heads=2,
-                                                  vocab_size=103, max_position_embeddings=64,
-                                                  bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                                                  **small))
-    cfg = tf.BertConfig(hidden_size=32, vocab_size=107, max_position_embeddings=48, num_labels=3,
-                        **small)
+        return tf.LlamaForCausalLM(
+            tf.LlamaConfig(
+                hidden_size=32,
+                num_key_value_heads=2,
+                vocab_size=103,
+                max_position_embeddings=64,
+                bos_token_id=0,
+                eos_token_id=0,
+                pad_token_id=0,
+                **small,
+            )
+        )
+    cfg = tf.BertConfig(hidden_size=32, vocab_size=107, max_position_embeddings=48, num_labels=3, **small)
     return tf.BertForMaskedLM(cfg) if name == "bert" else tf.BertForSequenceClassification(cfg)
 
 
-@pytest.mark.parametrize("name,task,vocab,max_len,shape", [
-    ("gpt2", "causal_lm", 101, 32, (2, 9, 101)),
-    ("llama", "causal_lm", 103, 64, (2, 9, 103)),
-    ("bert", "masked_lm", 107, 48, (2, 9, 107)),
-    ("bert_cls", "classification", 107, 48, (2, 3)),
-])
+@pytest.mark.parametrize(
+    "name,task,vocab,max_len,shape",
+    [
+        ("gpt2", "causal_lm", 101, 32, (2, 9, 101)),
+        ("llama", "causal_lm", 103, 64, (2, 9, 103)),
+        ("bert", "masked_lm", 107, 48, (2, 9, 107)),
+        ("bert_cls", "classification", 107, 48, (2, 3)),
+    ],
+)
 def test_hugging_face_models(name, task, vocab, max_len, shape):
     torch.manual_seed(0)
     model = _hf(name).eval()

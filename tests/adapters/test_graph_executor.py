@@ -31,7 +31,7 @@ def _inputs(spec, B=3, T=7):
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, spec.vocab, (B, T), generator=g)
     mask = torch.ones(B, T, dtype=torch.long)
-    mask[0, T - 2:] = 0
+    mask[0, T - 2 :] = 0
     return ids, mask
 
 
@@ -125,8 +125,7 @@ def test_node_without_module_is_named(tmp_path):
     model, config = _build(tmp_path, VARIANTS["post_ln_graph"])
     config["nodes"].append({"id": "rmsnorm_7", "type": "rmsnorm", "params": {}})
     config["edges"] = [e for e in config["edges"] if e["target"] != "output_0"]
-    config["edges"] += [{"source": "layernorm_3", "target": "rmsnorm_7"},
-                        {"source": "rmsnorm_7", "target": "output_0"}]
+    config["edges"] += [{"source": "layernorm_3", "target": "rmsnorm_7"}, {"source": "rmsnorm_7", "target": "output_0"}]
     with pytest.raises(GraphError, match="rmsnorm_7"):
         ComputationalGraphExecutor(model, None, config)
 
@@ -166,8 +165,10 @@ def test_config_as_the_second_positional_argument(tmp_path):
     assert ex.source == "config edges"
     ids, _ = _inputs(spec)
     with torch.no_grad():
-        torch.testing.assert_close(ex.forward(ids), ComputationalGraphExecutor(
-            model, ModelSignatureInspector(model), config).forward(ids))
-    with pytest.raises(TypeError, match="the second argument is a dict, not a "
-                       "ModelSignatureInspector; pass the config as config="):
+        torch.testing.assert_close(
+            ex.forward(ids), ComputationalGraphExecutor(model, ModelSignatureInspector(model), config).forward(ids)
+        )
+    with pytest.raises(
+        TypeError, match="the second argument is a dict, not a ModelSignatureInspector; pass the config as config="
+    ):
         ComputationalGraphExecutor(model, config, config)

@@ -27,13 +27,20 @@ class Windows(Dataset):
         return len(self.ids) - self.block
 
     def __getitem__(self, i):
-        x = self.ids[i:i + self.block]
+        x = self.ids[i : i + self.block]
         return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x.clone()}
 
 
 def _trainer(steps, **kw):
-    return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, **kw)
+    return pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
 
 
 def test_causal_loss_shifts_by_one():
@@ -56,7 +63,8 @@ def test_ignore_index_never_trained_whatever_the_pad_id():
     padded[1, 3:] = IGNORE_INDEX
     loss, n = lm_loss(logits, padded, "causal_lm")
     manual = torch.nn.functional.cross_entropy(
-        torch.cat([logits[0, :-1], logits[1, :2]]), torch.cat([labels[0, 1:], labels[1, 1:3]]))
+        torch.cat([logits[0, :-1], logits[1, :2]]), torch.cat([labels[0, 1:], labels[1, 1:3]])
+    )
     assert n == 7
     torch.testing.assert_close(loss, manual)
 
@@ -66,8 +74,7 @@ def test_masked_and_classification_losses():
     labels = torch.full((2, 5), IGNORE_INDEX)
     labels[0, 2], labels[1, 4] = 3, 7
     loss, n = lm_loss(logits, labels, "masked_lm")
-    manual = torch.nn.functional.cross_entropy(torch.stack([logits[0, 2], logits[1, 4]]),
-                                               torch.tensor([3, 7]))
+    manual = torch.nn.functional.cross_entropy(torch.stack([logits[0, 2], logits[1, 4]]), torch.tensor([3, 7]))
     assert n == 2
     torch.testing.assert_close(loss, manual)
     cls_loss, n = lm_loss(torch.randn(4, 3), torch.tensor([0, 2, 1, 1]), "classification")
@@ -110,8 +117,9 @@ def test_gpt_mini_learns_a_pattern_and_generates_it():
 
     torch.manual_seed(0)
     loaded = load_model("example:gpt-mini")
-    module = UniversalModelAdapter(adapt(loaded.model, loaded.config), learning_rate=3e-3,
-                                   warmup_steps=20, weight_decay=0.0)
+    module = UniversalModelAdapter(
+        adapt(loaded.model, loaded.config), learning_rate=3e-3, warmup_steps=20, weight_decay=0.0
+    )
     data = Windows(PATTERN * 30, block=32)
     batch = next(iter(DataLoader(data, batch_size=16)))
     start, _ = module._step(batch)
@@ -132,8 +140,7 @@ def _tiny_module(**kw):
 def test_mixed_precision_accumulation_and_logging():
     module = _tiny_module()
     data = Windows(PATTERN * 4, block=12)
-    trainer = _trainer(4, precision="bf16-mixed", accumulate_grad_batches=2,
-                       limit_val_batches=2, val_check_interval=4)
+    trainer = _trainer(4, precision="bf16-mixed", accumulate_grad_batches=2, limit_val_batches=2, val_check_interval=4)
     trainer.fit(module, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
     m = trainer.callback_metrics
     for key in ("train_loss", "train_ppl", "lr", "tokens_per_sec", "val_loss", "val_ppl"):
@@ -152,8 +159,7 @@ def test_pickles_and_checkpoints_round_trip(tmp_path):
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     torch.manual_seed(123)
-    restored = UniversalModelAdapter.load_from_checkpoint(path, model=zoo.TinyGPT(),
-                                                          weights_only=True)
+    restored = UniversalModelAdapter.load_from_checkpoint(path, model=zoo.TinyGPT(), weights_only=True)
     assert restored.hparams.eos_token_id == 3 and restored.hparams.learning_rate == 1e-3
     torch.testing.assert_close(restored.eval()(ids), module.eval()(ids))
 
@@ -161,13 +167,13 @@ def test_pickles_and_checkpoints_round_trip(tmp_path):
 def test_generate_crops_context_samples_and_stops_at_eos():
     module = _tiny_module()
     long_prompt = torch.randint(1, zoo.V, (2, zoo.L + 5))  # longer than the position table
-    out = module.generate(long_prompt, max_new_tokens=4, temperature=0.8, top_k=5, top_p=0.9,
-                          generator=torch.Generator().manual_seed(0))
+    out = module.generate(
+        long_prompt, max_new_tokens=4, temperature=0.8, top_k=5, top_p=0.9, generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (2, zoo.L + 9)
     greedy = module.generate(long_prompt[:, :4], max_new_tokens=1, temperature=0)
     eos = int(greedy[0, -1])
-    stopped = module.generate(long_prompt[:1, :4], max_new_tokens=10, temperature=0,
-                              eos_token_id=eos)
+    stopped = module.generate(long_prompt[:1, :4], max_new_tokens=10, temperature=0, eos_token_id=eos)
     assert stopped.shape == (1, 5) and int(stopped[0, -1]) == eos
 
 
@@ -181,8 +187,8 @@ def test_top_k_one_equals_greedy():
     module = _tiny_module()
     prompt = torch.randint(1, zoo.V, (3, 5))
     torch.testing.assert_close(
-        module.generate(prompt, 6, temperature=1.0, top_k=1),
-        module.generate(prompt, 6, temperature=0))
+        module.generate(prompt, 6, temperature=1.0, top_k=1), module.generate(prompt, 6, temperature=0)
+    )
 
 
 def test_encoder_has_no_objective():

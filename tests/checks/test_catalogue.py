@@ -45,7 +45,11 @@ def test_one_declaration_gives_id_title_sections_and_results():
     assert "How to fix:\n  use batch_first=True." in c.explain()
     failed, passed = c.run(0.9), c.run(0.1)
     assert (failed.id, failed.title, failed.status, failed.advice) == (
-        "catalogue.limit", "Rows never mix", "fail", "make it smaller")
+        "catalogue.limit",
+        "Rows never mix",
+        "fail",
+        "make it smaller",
+    )
     assert passed.status == "pass" and passed.metrics == {"value": 0.1}
     assert c in registered() and list(checks) == [c] and checks.ids == ("catalogue.limit",)
 

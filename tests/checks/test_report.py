@@ -194,8 +194,8 @@ def test_runner_isolates_a_crashing_check():
     crashed = report["runner.boom"]
     assert crashed.status == "fail" and crashed.title == "crashes"
     assert crashed.summary.startswith(
-        "The check could not run: RuntimeError: shape mismatch in block 2 (raised at "
-        "test_report.py:")  # the line that raised, outside the toolkit
+        "The check could not run: RuntimeError: shape mismatch in block 2 (raised at test_report.py:"
+    )  # the line that raised, outside the toolkit
     assert "RuntimeError" in crashed.metrics["traceback"] and crashed.advice
     assert report.status == "fail" and report.meta == {"m": 1}
     assert all(r.seconds >= 0 for r in report)

@@ -37,8 +37,11 @@ def test_an_unadaptable_model_still_gets_a_report():
     sig = report["forward_signature"]
     assert sig.status == "fail"
     assert "alpha" in sig.metrics["error"]
-    assert all(r.status == "skip" and "could not be adapted" in r.summary and r.advice
-               for r in report if r.id != "forward_signature")
+    assert all(
+        r.status == "skip" and "could not be adapted" in r.summary and r.advice
+        for r in report
+        if r.id != "forward_signature"
+    )
 
 
 def test_bad_options_are_refused_with_the_value():
@@ -90,8 +93,7 @@ def test_an_adapted_model_with_overrides_and_a_loaded_model_are_accepted():
 
 
 def test_the_report_carries_figures_and_renders():
-    report = run_tier1(CheckedGPT(), progress=False,
-                       checks=["numerical_stability", "gradient_flow", "inference_speed"])
+    report = run_tier1(CheckedGPT(), progress=False, checks=["numerical_stability", "gradient_flow", "inference_speed"])
     assert report["numerical_stability"].figures["activation_ranges"].startswith(PNG)
     assert report["gradient_flow"].figures["gradient_norms"].startswith(PNG)
     data = json.loads(report.to_json())
@@ -103,8 +105,7 @@ def test_the_report_carries_figures_and_renders():
 
 def test_same_model_same_seed_same_numbers():
     model = CheckedGPT()
-    runs = [run_tier1(model, checks=["initial_loss", "overfit_batch"], seed=3, progress=False)
-            for _ in range(2)]
+    runs = [run_tier1(model, checks=["initial_loss", "overfit_batch"], seed=3, progress=False) for _ in range(2)]
     for check_id in ("initial_loss", "overfit_batch"):
         assert runs[0][check_id].metrics == runs[1][check_id].metrics
     other = run_tier1(model, checks=["initial_loss"], seed=4, progress=False)
@@ -114,14 +115,28 @@ def test_same_model_same_seed_same_numbers():
 def _hf_models():
     torch.manual_seed(0)
     return {
-        "gpt2": GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=101,
-                                           n_positions=32)),
-        "llama": LlamaForCausalLM(LlamaConfig(
-            vocab_size=103, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48)),
-        "bert": BertForMaskedLM(BertConfig(
-            vocab_size=107, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=64, max_position_embeddings=40)),
+        "gpt2": GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=101, n_positions=32)),
+        "llama": LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=103,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=48,
+            )
+        ),
+        "bert": BertForMaskedLM(
+            BertConfig(
+                vocab_size=107,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=40,
+            )
+        ),
     }
 
 

@@ -83,16 +83,23 @@ class Hungry(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
-            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
-                               "can't allocate memory: you tried to allocate 9000000000 bytes.")
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                "can't allocate memory: you tried to allocate 9000000000 bytes."
+            )
         return self.head(self.emb(input_ids))
 
 
 def test_out_of_memory_is_a_skip_never_a_fail():
-    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory")) and is_out_of_memory(
-        MemoryError())
-    report = run_tier1(Hungry(), task="causal_lm", vocab_size=30, max_seq_len=8, progress=False,
-                       checks=["memory_footprint", "initial_loss"])
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory")) and is_out_of_memory(MemoryError())
+    report = run_tier1(
+        Hungry(),
+        task="causal_lm",
+        vocab_size=30,
+        max_seq_len=8,
+        progress=False,
+        checks=["memory_footprint", "initial_loss"],
+    )
     result = report["memory_footprint"]
     assert result.status == "skip", result.summary
     assert "ran out of memory" in result.summary and "says nothing about the model" in result.summary
@@ -102,8 +109,7 @@ def test_checks_whose_weight_copies_cannot_fit_skip_before_running(monkeypatch):
     import utils.tiers.tier1.run as tier1
 
     monkeypatch.setattr(tier1, "free_memory", lambda device: 10_000)  # 10 kB free
-    report = run_tier1(SlowLM(0.0), task="causal_lm", progress=False,
-                       checks=["overfit_batch", "initial_loss"])
+    report = run_tier1(SlowLM(0.0), task="causal_lm", progress=False, checks=["overfit_batch", "initial_loss"])
     skipped = report["overfit_batch"]
     assert skipped.status == "skip" and "4 x the" in skipped.summary
     assert "is free here" in skipped.summary and skipped.metrics == {}

@@ -61,8 +61,7 @@ BROKEN = [
     ("forward_signature", NeedsUnknownArgs, {}, "fail", ["alpha", "input_ids"]),
     ("output_shape", ShortPositionLM, {}, "fail", ["`pos` (8 rows)", "max_seq_len 16"]),
     ("output_shape", TinyGPT, {}, "warn", ["IndexError", "raise ValueError"]),
-    ("causality", NoCausalMaskGPT, {"task": "causal_lm"}, "fail",
-     ["`blocks.0.attn`", "masked_fill"]),
+    ("causality", NoCausalMaskGPT, {"task": "causal_lm"}, "fail", ["`blocks.0.attn`", "masked_fill"]),
     ("causality", LateLeakGPT, {"task": "causal_lm"}, "fail", ["`blocks.2.attn`", "masked_fill"]),
     ("causality", LateLeakNet, {}, "warn", ["`blocks.2.attn`", "masked LM", "task='causal_lm'"]),
     ("batch_independence", BatchMixingLM, {}, "fail", ["`attn`", "batch_first=True"]),
@@ -85,16 +84,12 @@ BROKEN = [
     ("gradient_flow", VanishingBranchLM, {}, "warn", ["span a factor"]),
     ("parameter_initialization", HugeInitLM, {}, "fail", ["head.weight", "gain"]),
     ("weight_sharing", DataTiedLM, {}, "fail", ["head.weight = tok.weight", ".data"]),
-    ("device_portability", FixedDeviceLM, {}, "fail",
-     ["torch.embedding", "torch.arange(T))", "device=idx.device"]),
+    ("device_portability", FixedDeviceLM, {}, "fail", ["torch.embedding", "torch.arange(T))", "device=idx.device"]),
     ("device_portability", PlainAttributeLM, {}, "warn", ["scale_table", "register_buffer"]),
     ("overfit_batch", PositionOnlyLM, {}, "fail", ["Could not memorise", "input tokens"]),
-    ("label_leakage", NoCausalMaskGPT, {"task": "causal_lm"}, "fail",
-     ["far below chance", "`blocks.0.attn`"]),
-    ("label_leakage", LateLeakGPT, {"task": "causal_lm"}, "fail",
-     ["far below chance", "`blocks.2.attn`"]),
-    ("label_leakage", PeekAheadGPT, {"task": "causal_lm"}, "fail",
-     ["far below chance", "`blocks.0.attn`"]),
+    ("label_leakage", NoCausalMaskGPT, {"task": "causal_lm"}, "fail", ["far below chance", "`blocks.0.attn`"]),
+    ("label_leakage", LateLeakGPT, {"task": "causal_lm"}, "fail", ["far below chance", "`blocks.2.attn`"]),
+    ("label_leakage", PeekAheadGPT, {"task": "causal_lm"}, "fail", ["far below chance", "`blocks.0.attn`"]),
     ("label_leakage", UnshiftedLossLM, {}, "fail", ["no shift", "labels[:, 1:]"]),
     ("state_dict_roundtrip", UnsavedRandomLM, {}, "fail", ["mix", "register_buffer"]),
     ("memory_footprint", CheckedGPT, {"batch_size": 10**9}, "warn", ["at most", "sequences"]),
@@ -102,8 +97,9 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize(("check_id", "model", "options", "status", "words"), BROKEN,
-                         ids=[f"{c}-{m.__name__}" for c, m, *_ in BROKEN])
+@pytest.mark.parametrize(
+    ("check_id", "model", "options", "status", "words"), BROKEN, ids=[f"{c}-{m.__name__}" for c, m, *_ in BROKEN]
+)
 def test_broken_model_is_caught(check_id, model, options, status, words):
     if check_id == "memory_footprint" and not Path("/proc/meminfo").exists():
         pytest.skip("available memory is read from /proc/meminfo, which this system lacks")
@@ -136,29 +132,27 @@ def test_causality_finds_exact_zeros_by_gradient(good_report):
 
 
 def test_failed_causality_counts_every_leaking_position():
-    result = run_tier1(NoCausalMaskGPT(), task="causal_lm", checks=["causality"],
-                       progress=False)["causality"]
+    result = run_tier1(NoCausalMaskGPT(), task="causal_lm", checks=["causality"], progress=False)["causality"]
     assert result.metrics["leaking_positions"] == result.metrics["positions_tested"]
     assert result.metrics["first_leaking_module"] == "blocks.0.attn"
 
 
 def test_checks_that_do_not_apply_skip_with_the_reason_and_what_to_do():
-    report = run_tier1(Classifier(), progress=False,
-                       checks=["causality", "label_leakage", "padding_invariance"])
+    report = run_tier1(Classifier(), progress=False, checks=["causality", "label_leakage", "padding_invariance"])
     assert report["causality"].status == "skip"
     assert "causal_lm models; this one is classification" in report["causality"].summary
     assert report["label_leakage"].status == "skip"
     assert all("task=" in report[c].advice for c in ("causality", "label_leakage"))
     assert report["padding_invariance"].status == "pass"
-    unmasked = run_tier1(PortableIdiomsLM(), progress=False, batch_size=1,
-                         checks=["padding_invariance", "batch_independence"])
+    unmasked = run_tier1(
+        PortableIdiomsLM(), progress=False, batch_size=1, checks=["padding_invariance", "batch_independence"]
+    )
     assert [r.status for r in unmasked] == ["skip", "skip"]
     assert "attention_mask" in unmasked["padding_invariance"].advice
     assert "batch_size=2" in unmasked["batch_independence"].advice
 
 
-@pytest.mark.parametrize(("model", "cause"), [(EvalDropoutLM, "determinism"),
-                                              (NaNLM, "numerical_stability")])
+@pytest.mark.parametrize(("model", "cause"), [(EvalDropoutLM, "determinism"), (NaNLM, "numerical_stability")])
 def test_checks_that_compare_two_forwards_skip_when_outputs_are_random_or_nan(model, cause):
     compared = ["causality", "batch_independence", "state_dict_roundtrip"]
     report = run_tier1(model(), task="causal_lm", checks=[*compared, cause], progress=False)
@@ -169,14 +163,14 @@ def test_checks_that_compare_two_forwards_skip_when_outputs_are_random_or_nan(mo
 
 
 def test_a_declared_masked_lm_skips_causality_without_a_warning():
-    result = run_tier1(LateLeakGPT(), task="masked_lm", checks=["causality"],
-                       progress=False)["causality"]
+    result = run_tier1(LateLeakGPT(), task="masked_lm", checks=["causality"], progress=False)["causality"]
     assert result.status == "skip" and "override" in result.summary
 
 
 def test_portable_idioms_and_a_minus_inf_mask_module_are_not_flagged():
-    report = run_tier1(PortableIdiomsLM(), progress=False,
-                       checks=["causality", "numerical_stability", "device_portability"])
+    report = run_tier1(
+        PortableIdiomsLM(), progress=False, checks=["causality", "numerical_stability", "device_portability"]
+    )
     for result in report:
         assert result.status == "pass", f"{result.id}: {result.summary}"
     stats = report["numerical_stability"].metrics
@@ -185,8 +179,7 @@ def test_portable_idioms_and_a_minus_inf_mask_module_are_not_flagged():
 
 
 def test_a_broken_forward_makes_dependent_checks_skip_with_the_reason():
-    report = run_tier1(ShortPositionLM(), progress=False,
-                       checks=["output_shape", "causality", "gradient_flow"])
+    report = run_tier1(ShortPositionLM(), progress=False, checks=["output_shape", "causality", "gradient_flow"])
     assert report["output_shape"].status == "fail"
     for check_id in ("causality", "gradient_flow"):
         assert report[check_id].status == "skip"
@@ -194,7 +187,6 @@ def test_a_broken_forward_makes_dependent_checks_skip_with_the_reason():
 
 
 def test_overfit_batch_skips_when_the_time_budget_is_spent():
-    result = run_tier1(CheckedGPT(), checks=["overfit_batch"], time_budget=1e-6,
-                       progress=False)["overfit_batch"]
+    result = run_tier1(CheckedGPT(), checks=["overfit_batch"], time_budget=1e-6, progress=False)["overfit_batch"]
     assert result.status == "skip"
     assert "time" in result.summary and "time_budget" in result.advice

@@ -32,7 +32,8 @@ def test_every_tier1_check_has_a_broken_model_it_catches(check):
     models = {m.__name__ for c, m, *_ in BROKEN if c == check.id}
     assert models, f"{check.id}: no broken model in tests/tiers/test_tier1_checks.py"
     assert any(name in check.sections()["Broken example"] for name in models), (
-        f"{check.id}: 'Broken example' names none of {sorted(models)}")
+        f"{check.id}: 'Broken example' names none of {sorted(models)}"
+    )
 
 
 def test_readme_table_is_the_catalogue():

@@ -55,8 +55,7 @@ def test_complex_signature_exports_have_no_false_failure(name):
 
 
 def test_causal_complex_export_passes_causality():
-    report = run_tier1(load_model(EXPORTS / "complex_edges"), progress=False,
-                       checks=["causality", "label_leakage"])
+    report = run_tier1(load_model(EXPORTS / "complex_edges"), progress=False, checks=["causality", "label_leakage"])
     assert report["causality"].status == "pass"
     assert report["label_leakage"].status == "pass"
 

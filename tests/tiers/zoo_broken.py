@@ -62,8 +62,7 @@ class PeekAttention(CausalSelfAttention):
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
         att = (q @ k.transpose(-2, -1)) / (C // self.heads) ** 0.5
-        att = att.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool, device=x.device), 2),
-                              float("-inf"))
+        att = att.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool, device=x.device), 2), float("-inf"))
         if key_padding is not None:
             att = att.masked_fill(key_padding[:, None, None, :], float("-inf"))
         att = torch.nan_to_num(F.softmax(att, dim=-1))

@@ -32,8 +32,28 @@ def make_corpus(n_docs: int = 300, seed: int = 0) -> list[str]:
     """Pseudo-English documents from a seeded syllable grammar: many distinct words (so BPE
     has merges to learn), punctuation, newlines, and a few non-Latin lines."""
     rng = random.Random(seed)
-    syllables = ["ka", "lo", "mi", "ren", "ta", "sho", "vel", "qu", "in", "ar", "est", "ou",
-                 "ph", "str", "ing", "ed", "ly", "the", "and", "of"]
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ren",
+        "ta",
+        "sho",
+        "vel",
+        "qu",
+        "in",
+        "ar",
+        "est",
+        "ou",
+        "ph",
+        "str",
+        "ing",
+        "ed",
+        "ly",
+        "the",
+        "and",
+        "of",
+    ]
     words = ["".join(rng.choices(syllables, k=rng.randint(1, 3))) for _ in range(600)]
     docs = []
     for d in range(n_docs):

@@ -29,8 +29,7 @@ def local_known(tmp_path, bpe_tokenizer) -> dict[int, KnownTokenizer]:
 def test_a_given_tokenizer_always_wins(tmp_path, corpus, local_known, bpe_tokenizer) -> None:
     folder = tmp_path / "mine"
     CharacterLevelTokenizer(vocab_size=700).save_pretrained(folder)
-    choice = AdaptiveTokenizer.load_or_create(vocab_size=800, texts=corpus, tokenizer=folder,
-                                              known=local_known)
+    choice = AdaptiveTokenizer.load_or_create(vocab_size=800, texts=corpus, tokenizer=folder, known=local_known)
     assert choice.strategy == "user" and isinstance(choice.tokenizer, CharacterLevelTokenizer)
     assert choice.unused_rows == 100 and "always wins" in choice.reason
     assert AdaptiveTokenizer.load_or_create(vocab_size=900, tokenizer=bpe_tokenizer).strategy == "user"
@@ -59,11 +58,13 @@ def test_padded_size_uses_the_pretrained_tokenizer_and_reports_unused_rows(local
 
 
 def test_pretrained_without_padding_token_gets_eos_as_padding(tmp_path, corpus) -> None:
-    plain = FastBPETrainer(special_tokens={"unk_token": "<unk>", "eos_token": "</s>"}, cache=False,
-                           show_progress=False).train_on_dataset(texts=corpus, vocab_size=700)
+    plain = FastBPETrainer(
+        special_tokens={"unk_token": "<unk>", "eos_token": "</s>"}, cache=False, show_progress=False
+    ).train_on_dataset(texts=corpus, vocab_size=700)
     plain.save_pretrained(tmp_path / "plain")
     choice = AdaptiveTokenizer.load_or_create(
-        vocab_size=700, known={700: KnownTokenizer(str(tmp_path / "plain"), 700, "Plain")})
+        vocab_size=700, known={700: KnownTokenizer(str(tmp_path / "plain"), 700, "Plain")}
+    )
     assert choice.tokenizer.pad_token == "</s>"
     assert "pad_token is set to eos_token" in choice.notes[0]
 
@@ -107,8 +108,9 @@ def test_no_text_is_character_level() -> None:
 
 
 def test_pretrained_can_be_switched_off(corpus, local_known, trainer) -> None:
-    choice = AdaptiveTokenizer.load_or_create(vocab_size=800, texts=corpus, known=local_known,
-                                              use_pretrained=False, bpe_trainer=trainer)
+    choice = AdaptiveTokenizer.load_or_create(
+        vocab_size=800, texts=corpus, known=local_known, use_pretrained=False, bpe_trainer=trainer
+    )
     assert choice.strategy == "bpe" and choice.tried[0].outcome == "skipped: use_pretrained=False"
 
 

@@ -62,8 +62,7 @@ def test_cache_by_fingerprint_of_corpus_and_settings(tmp_path, corpus) -> None:
     other_size = trainer(tmp_path).train(texts=corpus, vocab_size=601)
     other_text = trainer(tmp_path).train(texts=corpus[:-1], vocab_size=600)
     other_setting = trainer(tmp_path, min_frequency=3).train(texts=corpus, vocab_size=600)
-    fingerprints = {first.fingerprint, other_size.fingerprint, other_text.fingerprint,
-                    other_setting.fingerprint}
+    fingerprints = {first.fingerprint, other_size.fingerprint, other_text.fingerprint, other_setting.fingerprint}
     assert len(fingerprints) == 4 and not other_size.from_cache
 
 

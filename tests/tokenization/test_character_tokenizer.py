@@ -100,8 +100,9 @@ def test_hugging_face_call_padding_truncation_tensors_and_decode() -> None:
 
 
 def test_custom_special_tokens_take_the_first_ids() -> None:
-    tok = CharacterLevelTokenizer(vocab_size=200, pad_token="[PAD]", unk_token="[UNK]",
-                                  bos_token=None, eos_token="[EOS]", mask_token=None)
+    tok = CharacterLevelTokenizer(
+        vocab_size=200, pad_token="[PAD]", unk_token="[UNK]", bos_token=None, eos_token="[EOS]", mask_token=None
+    )
     assert tok.convert_ids_to_tokens([0, 1, 2]) == ["[PAD]", "[UNK]", "[EOS]"]
     assert tok.bos_token is None and tok.eos_token_id == 2
 

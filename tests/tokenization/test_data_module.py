@@ -31,8 +31,7 @@ def first_batch(dm: AdaptiveTokenizerDataModule, split: str = "train") -> dict[s
 
 def test_causal_lm_packs_documents_joined_with_eos_into_full_blocks(char_tok) -> None:
     docs = ["first document", "second one", "third"] * 20
-    dm = AdaptiveTokenizerDataModule(dataset=docs, tokenizer=char_tok, batch_size=4, max_length=16,
-                                     val_split=0.0)
+    dm = AdaptiveTokenizerDataModule(dataset=docs, tokenizer=char_tok, batch_size=4, max_length=16, val_split=0.0)
     dm.setup()
     stream = "".join(d + "</s>" for d in docs)
     n_tokens = len(char_tok.encode(stream))
@@ -50,8 +49,9 @@ def test_chunked_stream_equals_encoding_each_document(bpe_tokenizer, char_tok, c
     docs = corpus[:60] + ["line one\nline two\n" * 40, "x" * 700]
     for tok in (bpe_tokenizer, char_tok):
         flat, lengths = encode_ragged(tok, docs)
-        expected = np.concatenate([np.append(flat[s - n : s], tok.eos_token_id)
-                                   for s, n in zip(np.cumsum(lengths), lengths, strict=True)])
+        expected = np.concatenate(
+            [np.append(flat[s - n : s], tok.eos_token_id) for s, n in zip(np.cumsum(lengths), lengths, strict=True)]
+        )
         got = encode_stream(tok, docs, tok.eos_token_id)
         assert got.dtype == np.int32
         if tok is bpe_tokenizer:  # the word-less "xxx..." document must be cut mid-word
@@ -78,8 +78,9 @@ def test_ragged_encoding_matches_the_tokenizer_call(bpe_tokenizer) -> None:
 
 def test_unpacked_causal_lm_pads_and_masks_labels(char_tok) -> None:
     docs = ["a", "bb bb", "ccc ccc ccc"]
-    dm = AdaptiveTokenizerDataModule(dataset=docs, tokenizer=char_tok, batch_size=3, max_length=8,
-                                     val_split=0.0, packing=False)
+    dm = AdaptiveTokenizerDataModule(
+        dataset=docs, tokenizer=char_tok, batch_size=3, max_length=8, val_split=0.0, packing=False
+    )
     dm.setup()
     batch = dm.collator([dm.train_dataset[i] for i in range(3)])
     assert batch["input_ids"].shape == (3, 8)
@@ -96,8 +97,9 @@ def test_masked_lm_masks_fifteen_percent_80_10_10_and_never_special_tokens() -> 
     ids[:, 0] = 2  # a special token in every row
     attention = torch.ones_like(ids)
     attention[:, -12:] = 0
-    inputs, labels = mask_tokens(ids, attention, torch.tensor([0, 1, 2, 3, 4]), mask_id=4,
-                                 vocab_size=1000, probability=0.15, generator=gen)
+    inputs, labels = mask_tokens(
+        ids, attention, torch.tensor([0, 1, 2, 3, 4]), mask_id=4, vocab_size=1000, probability=0.15, generator=gen
+    )
     chosen = labels != -100
     assert abs(chosen.float().mean().item() - 0.15 * 500 / 512) < 0.01
     assert not chosen[:, 0].any() and not chosen[:, -12:].any()
@@ -111,14 +113,27 @@ def test_masked_lm_masks_fifteen_percent_80_10_10_and_never_special_tokens() -> 
 
 def test_masked_lm_masks_at_least_one_token_per_row() -> None:
     ids = torch.full((8, 3), 7)
-    _, labels = mask_tokens(ids, torch.ones_like(ids), torch.tensor([0]), 4, 10, probability=1e-6,
-                            generator=torch.Generator().manual_seed(1))
+    _, labels = mask_tokens(
+        ids,
+        torch.ones_like(ids),
+        torch.tensor([0]),
+        4,
+        10,
+        probability=1e-6,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert ((labels != -100).sum(1) == 1).all()
 
 
 def test_masked_lm_data_module(char_tok) -> None:
-    dm = AdaptiveTokenizerDataModule(dataset=["some text to mask " * 40], tokenizer=char_tok,
-                                     batch_size=2, max_length=64, task="masked_lm", val_split=0.0)
+    dm = AdaptiveTokenizerDataModule(
+        dataset=["some text to mask " * 40],
+        tokenizer=char_tok,
+        batch_size=2,
+        max_length=64,
+        task="masked_lm",
+        val_split=0.0,
+    )
     torch.manual_seed(0)
     batch = first_batch(dm)
     picked = batch["labels"] != -100
@@ -128,8 +143,9 @@ def test_masked_lm_data_module(char_tok) -> None:
 
 def test_classification_records_with_string_labels(char_tok) -> None:
     records = [{"text": "good " * (i % 5 + 1), "label": "pos" if i % 2 else "neg"} for i in range(20)]
-    dm = AdaptiveTokenizerDataModule(dataset=records, tokenizer=char_tok, batch_size=20, max_length=12,
-                                     task="classification", val_split=0.0)
+    dm = AdaptiveTokenizerDataModule(
+        dataset=records, tokenizer=char_tok, batch_size=20, max_length=12, task="classification", val_split=0.0
+    )
     dm.setup()
     assert dm.label_names == ["neg", "pos"] and dm.num_classes == 2
     batch = dm.collator([dm.train_dataset[i] for i in range(20)])
@@ -142,8 +158,7 @@ def test_split_is_deterministic_by_seed(char_tok) -> None:
     docs = [f"document number {i} " * 3 for i in range(50)]
 
     def val_blocks(seed: int) -> list[list[int]]:
-        dm = AdaptiveTokenizerDataModule(dataset=docs, tokenizer=char_tok, max_length=32, val_split=0.2,
-                                         seed=seed)
+        dm = AdaptiveTokenizerDataModule(dataset=docs, tokenizer=char_tok, max_length=32, val_split=0.2, seed=seed)
         dm.setup()
         return [dm.val_dataset[i]["input_ids"].tolist() for i in range(len(dm.val_dataset))]
 
@@ -159,8 +174,9 @@ def test_tokenised_once_then_read_from_the_cache(char_tok, tmp_path) -> None:
     second.setup()
     assert first.stats["cache"].startswith("written") and second.stats["cache"].startswith("hit")
     assert torch.equal(first.train_dataset[0]["input_ids"], second.train_dataset[0]["input_ids"])
-    other = AdaptiveTokenizerDataModule(dataset=docs, tokenizer=CharacterLevelTokenizer(vocab_size=900),
-                                        max_length=8, cache_dir=tmp_path)
+    other = AdaptiveTokenizerDataModule(
+        dataset=docs, tokenizer=CharacterLevelTokenizer(vocab_size=900), max_length=8, cache_dir=tmp_path
+    )
     other.setup()
     assert other.stats["cache"].startswith("written")
 
@@ -169,8 +185,14 @@ def test_the_cache_follows_the_column_not_just_the_file(char_tok, tmp_path) -> N
     (tmp_path / "two.csv").write_text("a,b\n" + "alpha alpha alpha,beta beta beta\n" * 10, encoding="utf-8")
 
     def first_block(column: str) -> str:
-        dm = AdaptiveTokenizerDataModule(dataset=tmp_path / "two.csv", tokenizer=char_tok, max_length=8,
-                                         val_split=0.0, text_column=column, cache_dir=tmp_path / "cache")
+        dm = AdaptiveTokenizerDataModule(
+            dataset=tmp_path / "two.csv",
+            tokenizer=char_tok,
+            max_length=8,
+            val_split=0.0,
+            text_column=column,
+            cache_dir=tmp_path / "cache",
+        )
         dm.setup()
         return char_tok.decode(dm.train_dataset[0]["input_ids"])
 
@@ -182,16 +204,21 @@ def test_text_csv_jsonl_and_parquet_files(char_tok, tmp_path) -> None:
     rows = [{"body": f"row {i} says hello", "y": i % 3} for i in range(30)]
     (tmp_path / "data.txt").write_text("\n".join(r["body"] for r in rows), encoding="utf-8")
     (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    (tmp_path / "data.csv").write_text("body,y\n" + "\n".join(f"{r['body']},{r['y']}" for r in rows),
-                                       encoding="utf-8")
+    (tmp_path / "data.csv").write_text("body,y\n" + "\n".join(f"{r['body']},{r['y']}" for r in rows), encoding="utf-8")
     Dataset.from_list(rows).to_parquet(str(tmp_path / "data.parquet"))
     txt = AdaptiveTokenizerDataModule(dataset=tmp_path / "data.txt", tokenizer=char_tok, max_length=16)
     txt.setup()
     assert char_tok.decode(txt.train_dataset.dataset[0]["input_ids"]) == "row 0 says hello"
     for name in ("data.jsonl", "data.csv", "data.parquet"):
-        dm = AdaptiveTokenizerDataModule(dataset=str(tmp_path / name), tokenizer=char_tok, max_length=16,
-                                         task="classification", text_column="body", label_column="y",
-                                         val_split=0.0)
+        dm = AdaptiveTokenizerDataModule(
+            dataset=str(tmp_path / name),
+            tokenizer=char_tok,
+            max_length=16,
+            task="classification",
+            text_column="body",
+            label_column="y",
+            val_split=0.0,
+        )
         dm.setup()
         assert len(dm.train_dataset) == 30 and dm.num_classes == 3, name
         assert char_tok.decode(dm.train_dataset[7]["input_ids"]) == "row 7 says hello"
@@ -199,8 +226,12 @@ def test_text_csv_jsonl_and_parquet_files(char_tok, tmp_path) -> None:
 
 
 def test_dataset_dict_uses_its_validation_split(char_tok) -> None:
-    dd = DatasetDict({"train": Dataset.from_dict({"text": ["train text " * 10] * 4}),
-                      "validation": Dataset.from_dict({"text": ["held out " * 10] * 2})})
+    dd = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["train text " * 10] * 4}),
+            "validation": Dataset.from_dict({"text": ["held out " * 10] * 2}),
+        }
+    )
     dm = AdaptiveTokenizerDataModule(dataset=dd, tokenizer=char_tok, max_length=20, val_split=0.5)
     batch = first_batch(dm, "val")
     assert char_tok.decode(batch["input_ids"][0]).startswith("held out")
@@ -219,7 +250,8 @@ def test_real_lightning_trainer_consumes_the_batches(char_tok) -> None:
         def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             logits = self.out(self.emb(batch["input_ids"]))  # (B, T, V)
             return torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1))
+                logits[:, :-1].reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1)
+            )
 
         def training_step(self, batch, _):
             return self._loss(batch)
@@ -230,11 +262,19 @@ def test_real_lightning_trainer_consumes_the_batches(char_tok) -> None:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    dm = AdaptiveTokenizerDataModule(dataset=["to be or not to be " * 30], tokenizer=char_tok,
-                                     batch_size=4, max_length=16, num_workers=1)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
-                         enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    dm = AdaptiveTokenizerDataModule(
+        dataset=["to be or not to be " * 30], tokenizer=char_tok, batch_size=4, max_length=16, num_workers=1
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(TinyLM(), datamodule=dm)
     assert trainer.global_step == 3 and torch.isfinite(trainer.callback_metrics["val_loss"])
 

@@ -36,8 +36,12 @@ def test_sentencepiece_model_decodes_through_sentencepiece(tmp_path) -> None:
     text_file = tmp_path / "corpus.txt"
     text_file.write_text("\n".join(make_corpus(80, seed=3)[1:]), encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(text_file), model_prefix=str(tmp_path / "sp"), vocab_size=300,
-        model_type="bpe", pad_id=3, minloglevel=2,
+        input=str(text_file),
+        model_prefix=str(tmp_path / "sp"),
+        vocab_size=300,
+        model_type="bpe",
+        pad_id=3,
+        minloglevel=2,
     )
     tok = load_user_tokenizer(tmp_path / "sp.model")
     assert isinstance(tok, SentencePieceTokenizer) and len(tok) == 300
@@ -56,9 +60,18 @@ def test_bert_vocab_txt_is_wordpiece_lowercased_when_the_vocabulary_has_no_capit
     path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n##s\n,\n", encoding="utf-8")
     tok = load_user_tokenizer(path)
     assert tok.convert_ids_to_tokens(tok.encode("Hello, worlds", add_special_tokens=False)) == [
-        "hello", ",", "world", "##s"]
+        "hello",
+        ",",
+        "world",
+        "##s",
+    ]
     assert (tok.pad_token, tok.unk_token, tok.mask_token, tok.bos_token, tok.eos_token) == (
-        "[PAD]", "[UNK]", "[MASK]", "[CLS]", "[SEP]")
+        "[PAD]",
+        "[UNK]",
+        "[MASK]",
+        "[CLS]",
+        "[SEP]",
+    )
     cased = tmp_path / "cased" / "vocab.txt"
     cased.parent.mkdir()
     cased.write_text("[UNK]\nHello\nhello\n", encoding="utf-8")
@@ -112,7 +125,8 @@ def test_folders_with_custom_code_or_no_tokenizer_are_refused(tmp_path) -> None:
     remote = tmp_path / "remote"
     remote.mkdir()
     (remote / "tokenizer_config.json").write_text(
-        json.dumps({"auto_map": {"AutoTokenizer": ["tok.MyTok", None]}}), encoding="utf-8")
+        json.dumps({"auto_map": {"AutoTokenizer": ["tok.MyTok", None]}}), encoding="utf-8"
+    )
     with pytest.raises(ValueError, match="custom tokenizer code .auto_map., which is never run"):
         load_user_tokenizer(remote)
     empty = tmp_path / "empty"

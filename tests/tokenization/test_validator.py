@@ -23,8 +23,12 @@ def statuses(report: TierReport) -> dict[str, str]:
 def test_a_fitting_lossless_tokenizer_passes_everything(bpe_tokenizer, corpus) -> None:
     report = TokenizerValidator.validate(bpe_tokenizer, expected_vocab_size=800, texts=corpus)
     assert isinstance(report, TierReport) and report.name == "tokenizer"
-    assert statuses(report) == {"tokenizer.id_range": "pass", "tokenizer.special_tokens": "pass",
-                                "tokenizer.round_trip": "pass", "tokenizer.coverage": "pass"}
+    assert statuses(report) == {
+        "tokenizer.id_range": "pass",
+        "tokenizer.special_tokens": "pass",
+        "tokenizer.round_trip": "pass",
+        "tokenizer.coverage": "pass",
+    }
     assert report["tokenizer.coverage"].metrics["chars_per_token"] > 2.0
 
 
@@ -51,8 +55,14 @@ def test_colliding_special_tokens_fail(bpe_tokenizer) -> None:
 
 
 def test_gpt2_style_shared_end_of_text_token_passes(corpus) -> None:
-    tok = CharacterLevelTokenizer(vocab_size=500, pad_token="<|endoftext|>", unk_token="<|endoftext|>",
-                                  bos_token="<|endoftext|>", eos_token="<|endoftext|>", mask_token=None)
+    tok = CharacterLevelTokenizer(
+        vocab_size=500,
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        mask_token=None,
+    )
     result = TokenizerValidator.validate(tok, expected_vocab_size=500)["tokenizer.special_tokens"]
     assert result.status == "pass"
 

@@ -19,10 +19,21 @@ def main(out: Path, devices: int, batch_size: int) -> None:
     torch.manual_seed(0)
     model = TinyLM()
     data = SimpleDataModule(token_data(n=64), val_split=0.25)
-    result = train(model, data, max_steps=8, batch_size=batch_size, learning_rate=3e-3,
-                   eval_every=4, eval_batches=16 // batch_size, accelerator="cpu", devices=devices,
-                   strategy="ddp" if devices > 1 else "auto", progress=False, logger="none",
-                   out_dir=out / "run")
+    result = train(
+        model,
+        data,
+        max_steps=8,
+        batch_size=batch_size,
+        learning_rate=3e-3,
+        eval_every=4,
+        eval_batches=16 // batch_size,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        progress=False,
+        logger="none",
+        out_dir=out / "run",
+    )
     rank = int(__import__("os").environ.get("RANK", 0))
     torch.save(model.state_dict(), out / f"weights{rank}.pt")
     (out / f"history{rank}.json").write_text(json.dumps(result.history))

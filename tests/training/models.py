@@ -18,8 +18,7 @@ class TinyLM(nn.Module):
         self.tok = nn.Embedding(vocab_size, D)
         self.pos = nn.Embedding(max_seq_len, D)
         self.qkv = nn.Linear(D, 3 * D)
-        self.mlp = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, 2 * D), nn.GELU(),
-                                 nn.Linear(2 * D, D))
+        self.mlp = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
         self.head = nn.Linear(D, vocab_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):

@@ -23,15 +23,29 @@ def _launch(out: Path, devices: int, batch_size: int) -> list[subprocess.Popen]:
     port = _free_port()
     procs = []
     for rank in range(devices):
-        env = dict(os.environ, PYTHONPATH=str(ROOT), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port), WORLD_SIZE=str(devices), RANK=str(rank),
-                   LOCAL_RANK=str(rank), NODE_RANK="0", OMP_NUM_THREADS="1")
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            WORLD_SIZE=str(devices),
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            NODE_RANK="0",
+            OMP_NUM_THREADS="1",
+        )
         if devices == 1:
             for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
                 env.pop(key)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.training.ddp_run", str(out), str(devices),
-             str(batch_size)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.training.ddp_run", str(out), str(devices), str(batch_size)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return procs
 
 

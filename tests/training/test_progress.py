@@ -21,12 +21,19 @@ def test_live_plot_draws_once_then_updates_in_place(monkeypatch):
 
     shown = []
     handle = Handle()
-    monkeypatch.setattr(IPython.display, "display",
-                        lambda obj, display_id=None: shown.append(obj) or handle)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=None: shown.append(obj) or handle)
     recorder = RunRecorder(tokens_per_step=100)
-    recorder.rows = [{"step": s, "tokens": 100 * s, "train_loss": torch.tensor(4.0 - s / 10),
-                      "val_loss": 3.5 if s == 5 else None, "lr": 1e-3, "grad_norm": None}
-                     for s in range(1, 6)]
+    recorder.rows = [
+        {
+            "step": s,
+            "tokens": 100 * s,
+            "train_loss": torch.tensor(4.0 - s / 10),
+            "val_loss": 3.5 if s == 5 else None,
+            "lr": 1e-3,
+            "grad_norm": None,
+        }
+        for s in range(1, 6)
+    ]
     plot = LiveLossPlot(recorder)
     plot.draw()
     plot.draw()
@@ -46,8 +53,9 @@ def test_precision_auto_is_32_on_cpu():
 
 def test_early_stopping_ends_a_run_that_does_not_improve(data, tmp_path):
     model = adapt(DeafLM(), task="causal_lm")
-    result = train(model, data, max_steps=50, out_dir=tmp_path,
-                   **(FAST | {"eval_every": 2, "early_stopping_patience": 2}))
+    result = train(
+        model, data, max_steps=50, out_dir=tmp_path, **(FAST | {"eval_every": 2, "early_stopping_patience": 2})
+    )
     assert result.stopped_reason == "early_stopping"
     assert result.steps == 6  # evaluations at 2 (best), 4 and 6 (no better): stop
     assert result.val_loss == pytest.approx(result.best_val_loss)

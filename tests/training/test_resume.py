@@ -44,8 +44,7 @@ def test_run_interrupted_by_ctrl_c_resumes_where_it_stopped(tmp_path):
     straight = train(model_a, data_a, out_dir=tmp_path / "a", **settings)
     model_b, data_b = _fresh()
     with pytest.raises(KeyboardInterrupt, match="state at step 20 .*resume=True"):
-        train(model_b, data_b, out_dir=tmp_path / "b",
-              callbacks=[InterruptAt(20, KeyboardInterrupt())], **settings)
+        train(model_b, data_b, out_dir=tmp_path / "b", callbacks=[InterruptAt(20, KeyboardInterrupt())], **settings)
     model_c, data_c = _fresh()  # a new process: nothing but the checkpoint carries over
     resumed = train(model_c, data_c, out_dir=tmp_path / "b", resume=True, **settings)
     assert resumed.steps == 40
@@ -59,8 +58,13 @@ def test_an_exception_inside_gradient_accumulation_resumes_from_the_last_checkpo
     straight = train(model_a, data_a, out_dir=tmp_path / "a", **settings)
     model_b, data_b = _fresh()
     with pytest.raises(RuntimeError):
-        train(model_b, data_b, out_dir=tmp_path / "b", callbacks=[
-            InterruptAt(2 * 14 + 1, RuntimeError("killed"))], **settings)
+        train(
+            model_b,
+            data_b,
+            out_dir=tmp_path / "b",
+            callbacks=[InterruptAt(2 * 14 + 1, RuntimeError("killed"))],
+            **settings,
+        )
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 10  # the evaluation's checkpoint, not a half step
     model_c, data_c = _fresh()

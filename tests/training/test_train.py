@@ -37,22 +37,24 @@ def test_train_learns_records_history_and_writes_loadable_checkpoints(data, tmp_
 def test_text_data_goes_through_the_data_module(tmp_path):
     texts = ["the quick brown fox jumps over the lazy dog. " * 8] * 12
     tok = CharacterLevelTokenizer(vocab_size=V)
-    result = train(TinyLM(), texts, tokenizer=tok, max_tokens=4 * 8 * 16, seq_len=16,
-                   out_dir=tmp_path, **FAST)
+    result = train(TinyLM(), texts, tokenizer=tok, max_tokens=4 * 8 * 16, seq_len=16, out_dir=tmp_path, **FAST)
     assert result.steps == 4 and result.val_loss is not None
     assert result.stopped_reason == "max_tokens" and result.tokens_seen == 512
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("learning_rate", float("inf"), "learning_rate=inf"),
-    ("learning_rate", 0.0, "learning_rate=0.0"),
-    ("learning_rate", -1e-3, "> 0"),
-    ("max_steps", 0, "max_steps=0"),
-    ("warmup_steps", 50, "warmup must end"),
-    ("batch_size", 0, "batch_size=0"),
-    ("precision", "fp8", "precision='fp8'"),
-    ("betas", (0.9, 1.5), "betas"),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("learning_rate", float("inf"), "learning_rate=inf"),
+        ("learning_rate", 0.0, "learning_rate=0.0"),
+        ("learning_rate", -1e-3, "> 0"),
+        ("max_steps", 0, "max_steps=0"),
+        ("warmup_steps", 50, "warmup must end"),
+        ("batch_size", 0, "batch_size=0"),
+        ("precision", "fp8", "precision='fp8'"),
+        ("betas", (0.9, 1.5), "betas"),
+    ],
+)
 def test_bad_settings_are_refused_with_their_name(field, value, words):
     with pytest.raises(TrainConfigError, match=words.replace("(", r"\(")):
         TrainConfig(**({"max_steps": 20} | {field: value}))
@@ -71,8 +73,7 @@ def test_inputs_that_cannot_fit_the_model_are_refused_before_training(tmp_path):
     with pytest.raises(DataMismatchError, match=r"200 ids.*61 rows"):
         train(TinyLM(), texts, tokenizer=big, max_steps=2, seq_len=16, **FAST)
     with pytest.raises(TrainConfigError, match=r"seq_len=64 is above the model's context of 24"):
-        train(TinyLM(), texts, tokenizer=CharacterLevelTokenizer(vocab_size=V), seq_len=64,
-              **FAST)
+        train(TinyLM(), texts, tokenizer=CharacterLevelTokenizer(vocab_size=V), seq_len=64, **FAST)
     short = SimpleDataModule(token_data(n=5), val_split=0.2)
     with pytest.raises(TrainConfigError, match=r"too little text for one batch: .* 4 row"):
         train(TinyLM(), short, max_steps=2, **FAST)
@@ -93,18 +94,27 @@ def test_nan_stop_holds_under_a_bare_trainer(data):
     model = NaNAfterLM(after=2)
     module = UniversalModelAdapter(adapt(model), learning_rate=1e-3, max_steps=10)
     model.calls = 0
-    trainer = pl.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=10,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(NonFiniteLossError, match="step 2 .*model.blow"):
         trainer.fit(module, data)
     assert trainer.global_step == 2
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0"),
-    ({"max_steps": 0}, "max_steps must be an integer >= 1"),
-    ({"warmup_steps": 10, "max_steps": 10}, "warmup_steps=10 leaves no steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0"),
+        ({"max_steps": 0}, "max_steps must be an integer >= 1"),
+        ({"warmup_steps": 10, "max_steps": 10}, "warmup_steps=10 leaves no steps"),
+    ],
+)
 def test_adapter_refuses_bad_optimizer_settings(kwargs, words):
     with pytest.raises(ValueError, match=words):
         UniversalModelAdapter(TinyLM(), **kwargs)
@@ -112,15 +122,23 @@ def test_adapter_refuses_bad_optimizer_settings(kwargs, words):
 
 def test_adapter_refuses_a_data_module_that_does_not_fit_the_profile():
     texts = ["the data module's tokenizer is larger than the model. " * 20] * 4
-    dm = AdaptiveTokenizerDataModule(texts, CharacterLevelTokenizer(vocab_size=150),
-                                     batch_size=2, max_length=16, cache=False)
+    dm = AdaptiveTokenizerDataModule(
+        texts, CharacterLevelTokenizer(vocab_size=150), batch_size=2, max_length=16, cache=False
+    )
     module = UniversalModelAdapter(adapt(TinyLM()), max_steps=2)
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(DataMismatchError, match=r"150 ids but the model's vocabulary has 61"):
         trainer.fit(module, dm)
-    long_rows = AdaptiveTokenizerDataModule(texts, CharacterLevelTokenizer(vocab_size=V),
-                                            batch_size=2, max_length=48, cache=False)
+    long_rows = AdaptiveTokenizerDataModule(
+        texts, CharacterLevelTokenizer(vocab_size=V), batch_size=2, max_length=48, cache=False
+    )
     with pytest.raises(DataMismatchError, match=r"rows of 48 tokens .* context is 24"):
         trainer.fit(module, long_rows)
 

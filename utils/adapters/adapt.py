@@ -47,8 +47,9 @@ from utils.vocabulary import (
 )
 
 
-def adapt(model: nn.Module, config: ModelConfig | Mapping[str, Any] | str | Path | None = None,
-          **overrides: Any) -> AdaptedModel:
+def adapt(
+    model: nn.Module, config: ModelConfig | Mapping[str, Any] | str | Path | None = None, **overrides: Any
+) -> AdaptedModel:
     """Inspect `model` once and return an `AdaptedModel`.
 
     `config` is a `ModelConfig`, a dict, the path of a config.json or None; it is read as a
@@ -59,8 +60,7 @@ def adapt(model: nn.Module, config: ModelConfig | Mapping[str, Any] | str | Path
         return model
     if not isinstance(model, nn.Module):
         raise AdaptError(f"adapt() needs an nn.Module, got {type(model).__name__}")
-    unknown = set(overrides) - {"task", "vocab_size", "max_seq_len", "batch_first",
-                                "mask_convention"}
+    unknown = set(overrides) - {"task", "vocab_size", "max_seq_len", "batch_first", "mask_convention"}
     if unknown:
         raise AdaptError(f"adapt() got unknown options: {', '.join(sorted(unknown))}")
     overrides = {k: v for k, v in overrides.items() if v is not None}  # None: nothing overridden
@@ -69,7 +69,7 @@ def adapt(model: nn.Module, config: ModelConfig | Mapping[str, Any] | str | Path
     config = as_config(config)
     sig = ModelSignatureInspector(model).analyze()
     modes = [(m, m.training) for m in model.modules()]  # restored per module: a mixed
-    model.eval()                                          # train/eval state stays mixed
+    model.eval()  # train/eval state stays mixed
     try:
         with torch.no_grad():
             if sig.needs_graph_executor:
@@ -82,8 +82,7 @@ def adapt(model: nn.Module, config: ModelConfig | Mapping[str, Any] | str | Path
             m.training = mode
 
 
-def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict
-                 ) -> AdaptedModel:
+def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict) -> AdaptedModel:
     try:
         executor = ComputationalGraphExecutor(model, ModelSignatureInspector(model), config)
     except GraphError as exc:
@@ -99,49 +98,86 @@ def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: ModelConfig | Non
     try:
         logits = executor.forward(ids)
     except Exception as exc:
-        raise AdaptError(f"the graph executor built the graph but running it failed: "
-                         f"{type(exc).__name__}: {exc}") from exc
+        raise AdaptError(
+            f"the graph executor built the graph but running it failed: {type(exc).__name__}: {exc}"
+        ) from exc
     _expect_batch_dims(logits, ids, "graph executor")
-    probe = AdaptedModel(model, ModelProfile(
-        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
-        mask_name=None, mask_convention="keep_one", mask_verified=False, batch_first=True,
-        output_access="tensor", full_logits_via="graph_executor",
-        output_kind=_output_kind(logits), task="", task_source="",
-        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model), uses_graph_executor=True,
-        graph_source=executor.source, tied_output=executor.tied_output,
-    ), executor)
+    probe = AdaptedModel(
+        model,
+        ModelProfile(
+            model_class=type(model).__name__,
+            signature=sig,
+            input_name=sig.input_param,
+            mask_name=None,
+            mask_convention="keep_one",
+            mask_verified=False,
+            batch_first=True,
+            output_access="tensor",
+            full_logits_via="graph_executor",
+            output_kind=_output_kind(logits),
+            task="",
+            task_source="",
+            vocab_size=None,
+            vocab_source="",
+            max_seq_len=max_len,
+            max_seq_len_source=len_src,
+            attention_modules=_attention_modules(model),
+            uses_graph_executor=True,
+            graph_source=executor.source,
+            tied_output=executor.tied_output,
+        ),
+        executor,
+    )
     notes = ["no output module: logits tied to the token embedding"] if executor.tied_output else []
     found, more = _sizes_and_task(probe, logits, ids, config, ov, vocab, vocab_src)
     profile = replace(probe.profile, **found, notes=tuple(notes + more))
     return AdaptedModel(model, profile, executor)
 
 
-def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict
-                    ) -> AdaptedModel:
+def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: ModelConfig | None, ov: dict) -> AdaptedModel:
     if sig.input_param is None or sig.unknown_required:
-        raise AdaptError(_cannot_adapt(model, sig, "no token input parameter was recognised"
-                                       if sig.input_param is None else
-                                       f"required parameters with no known role: "
-                                       f"{', '.join(sig.unknown_required)}"))
+        raise AdaptError(
+            _cannot_adapt(
+                model,
+                sig,
+                "no token input parameter was recognised"
+                if sig.input_param is None
+                else f"required parameters with no known role: {', '.join(sig.unknown_required)}",
+            )
+        )
     vocab, vocab_src = _vocab_hint(model, config, ov)
     max_len, len_src = _max_seq_len(model, config, ov)
     device = _device(model)
     ids = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
-    probe = AdaptedModel(model, ModelProfile(
-        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
-        mask_name=sig.mask_param, mask_convention=None, mask_verified=False,
-        batch_first=bool(ov.get("batch_first", True)), output_access="tensor",
-        full_logits_via="forward", output_kind="logits", task="", task_source="",
-        vocab_size=None, vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model), library=installed_package(model),
-    ))
+    probe = AdaptedModel(
+        model,
+        ModelProfile(
+            model_class=type(model).__name__,
+            signature=sig,
+            input_name=sig.input_param,
+            mask_name=sig.mask_param,
+            mask_convention=None,
+            mask_verified=False,
+            batch_first=bool(ov.get("batch_first", True)),
+            output_access="tensor",
+            full_logits_via="forward",
+            output_kind="logits",
+            task="",
+            task_source="",
+            vocab_size=None,
+            vocab_source="",
+            max_seq_len=max_len,
+            max_seq_len_source=len_src,
+            attention_modules=_attention_modules(model),
+            library=installed_package(model),
+        ),
+    )
     notes: list[str] = []
 
     attempts: list[str] = []
     errors: list[Exception] = []
     out, layout = None, probe.profile.batch_first
-    for batch_first in ((True, False) if "batch_first" not in ov else (ov["batch_first"],)):
+    for batch_first in (True, False) if "batch_first" not in ov else (ov["batch_first"],):
         x = ids if batch_first else ids.t()
         try:
             out = model(x) if probe._positional else model(**{sig.input_param: x})
@@ -149,8 +185,7 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: ModelConfig | 
             break
         except Exception as exc:
             errors.append(exc)
-            attempts.append(f"{sig.input_param}={'(B, T)' if batch_first else '(T, B)'} "
-                            f"-> {describe(exc)}")
+            attempts.append(f"{sig.input_param}={'(B, T)' if batch_first else '(T, B)'} -> {describe(exc)}")
     if out is None:
         raise AdaptError(_forward_raised(model, sig, errors, attempts))
     try:

@@ -25,21 +25,20 @@ class AdaptedModel(nn.Module):
     """Wraps a user's model: `forward(input_ids (B, T), attention_mask (B, T) 1=keep)` returns
     logits (B, T, V), or (B, C) for a classifier. The user's model is `.model`."""
 
-    def __init__(self, model: nn.Module, profile: ModelProfile,
-                 executor: ComputationalGraphExecutor | None = None):
+    def __init__(self, model: nn.Module, profile: ModelProfile, executor: ComputationalGraphExecutor | None = None):
         super().__init__()
         self.model = model
         self.profile = profile
         self.executor = executor
-        self._static: dict[str, Any] = (
-            {"use_cache": False} if "use_cache" in profile.signature.params else {}
-        )
-        self._positional = bool(profile.signature.params) and (
-            profile.signature.params[0] == profile.input_name
-        )
+        self._static: dict[str, Any] = {"use_cache": False} if "use_cache" in profile.signature.params else {}
+        self._positional = bool(profile.signature.params) and (profile.signature.params[0] == profile.input_name)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                target_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        target_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """`target_ids` (B, S) only for a seq2seq model: the tokens the decoder must produce
         (-100 where nothing is to be produced); without them the target is the source."""
         p = self.profile
@@ -48,10 +47,10 @@ class AdaptedModel(nn.Module):
                 raise ValueError(
                     f"{ids.shape[-1]} tokens: {p.model_class} takes at most max_seq_len="
                     f"{p.max_seq_len} ({p.max_seq_len_source}). Crop or split the input, or "
-                    "pass max_seq_len=... to adapt() if the model takes more.")
+                    "pass max_seq_len=... to adapt() if the model takes more."
+                )
         if p.task == "seq2seq" and p.target_shift is not None:
-            return self._seq2seq(input_ids, attention_mask,
-                                 input_ids if target_ids is None else target_ids)
+            return self._seq2seq(input_ids, attention_mask, input_ids if target_ids is None else target_ids)
         if target_ids is not None:
             raise ValueError(f"target_ids is for seq2seq models; this one is {p.task}")
         if self.executor is not None:
@@ -59,8 +58,7 @@ class AdaptedModel(nn.Module):
         x = input_ids if p.batch_first else input_ids.t()  # seq-first models take (T, B)
         kwargs = dict(self._static)
         if attention_mask is not None and p.mask_name is not None:
-            kwargs[p.mask_name] = (attention_mask if p.mask_convention == "keep_one"
-                                   else attention_mask == 0)
+            kwargs[p.mask_name] = attention_mask if p.mask_convention == "keep_one" else attention_mask == 0
         if p.full_logits_via == "labels":
             kwargs[p.signature.label_param] = x.contiguous()  # nanoGPT: all positions (it .view()s)
         out = self.model(x, **kwargs) if self._positional else self.model(**{p.input_name: x}, **kwargs)
@@ -69,8 +67,7 @@ class AdaptedModel(nn.Module):
             logits = logits.transpose(0, 1)
         return logits
 
-    def _seq2seq(self, source: torch.Tensor, mask: torch.Tensor | None,
-                 target: torch.Tensor) -> torch.Tensor:
+    def _seq2seq(self, source: torch.Tensor, mask: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
         """Source and its mask to the encoder, the target shifted right by the model's own
         rule to the decoder; logits (B, S, V), position s predicting target[:, s]."""
         p = self.profile
@@ -78,8 +75,7 @@ class AdaptedModel(nn.Module):
         kwargs[DECODER_INPUT] = self.decoder_inputs(target)  # (B, S)
         if mask is not None and p.mask_name is not None:
             kwargs[p.mask_name] = mask
-        out = self.model(source, **kwargs) if self._positional else self.model(
-            **{p.input_name: source}, **kwargs)
+        out = self.model(source, **kwargs) if self._positional else self.model(**{p.input_name: source}, **kwargs)
         return _extract(out, p.output_access)
 
     def decoder_inputs(self, target: torch.Tensor) -> torch.Tensor:

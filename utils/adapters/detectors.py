@@ -57,8 +57,10 @@ def _full_logits_via_labels(adapted: AdaptedModel, ids: torch.Tensor) -> str:
             f"{p.model_class} returns logits for {logits.shape[1]} position(s) for an input of "
             f"{ids.shape[1]}, with or without {p.signature.label_param!r}"
         )
-    return (f"full-sequence logits obtained by passing {p.signature.label_param}=input_ids "
-            "(the model otherwise returns only the last position)")
+    return (
+        f"full-sequence logits obtained by passing {p.signature.label_param}=input_ids "
+        "(the model otherwise returns only the last position)"
+    )
 
 
 def _detect_layout(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> tuple[bool, str | None]:
@@ -91,8 +93,9 @@ def _rows_mix(adapted: AdaptedModel, ids: torch.Tensor, vocab: int) -> bool:
     return bool((adapted(alt)[1:] - base[1:]).abs().max() > 1e-6)
 
 
-def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: str | None
-                            ) -> tuple[str, bool, str | None]:
+def _detect_mask_convention(
+    adapted: AdaptedModel, ids: torch.Tensor, forced: str | None
+) -> tuple[str, bool, str | None]:
     """Pad part of row 0, change what the pad positions hold, and keep the convention under
     which the real positions do not move. Right padding first (a causal model under the wrong
     convention masks its first real token), then left padding (a bidirectional model that
@@ -113,15 +116,23 @@ def _detect_mask_convention(adapted: AdaptedModel, ids: torch.Tensor, forced: st
         ok = [c for c in MASK_CONVENTIONS if _real_positions_still(adapted, ids, pads, real, c)]
         if len(ok) == 1:
             return ok[0], True, None
-    return by_name, False, (
-        f"padding mask convention taken from the name {p.mask_name!r} ({by_name}): "
-        + ("the model's output does not depend on its mask" if len(ok) == 2 else
-           "neither convention kept real positions independent of pad content")
+    return (
+        by_name,
+        False,
+        (
+            f"padding mask convention taken from the name {p.mask_name!r} ({by_name}): "
+            + (
+                "the model's output does not depend on its mask"
+                if len(ok) == 2
+                else "neither convention kept real positions independent of pad content"
+            )
+        ),
     )
 
 
-def _real_positions_still(adapted: AdaptedModel, ids: torch.Tensor, pads: slice,
-                          real: torch.Tensor, convention: str) -> bool:
+def _real_positions_still(
+    adapted: AdaptedModel, ids: torch.Tensor, pads: slice, real: torch.Tensor, convention: str
+) -> bool:
     """True when, under `convention`, row 0's real outputs ignore what its pads hold."""
     probe = probe_with(adapted, mask_convention=convention)
     mask = torch.ones_like(ids)
@@ -140,9 +151,15 @@ def _real_positions_still(adapted: AdaptedModel, ids: torch.Tensor, pads: slice,
     return bool((ra - rb).abs().max() <= 1e-5)
 
 
-def _sizes_and_task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
-                    config: ModelConfig | None, ov: dict, vocab_hint: int, vocab_src: str
-                    ) -> tuple[dict[str, Any], list[str]]:
+def _sizes_and_task(
+    adapted: AdaptedModel,
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    config: ModelConfig | None,
+    ov: dict,
+    vocab_hint: int,
+    vocab_src: str,
+) -> tuple[dict[str, Any], list[str]]:
     """The profile's last facts (classes, vocabulary, task and where each came from) and the
     notes about them, from the probe's logits."""
     notes: list[str] = []
@@ -167,8 +184,14 @@ def _sizes_and_task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tens
     return found, notes
 
 
-def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
-          config: ModelConfig | None, ov: dict, vocab: int | None) -> tuple[str, str, str | None]:
+def _task(
+    adapted: AdaptedModel,
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    config: ModelConfig | None,
+    ov: dict,
+    vocab: int | None,
+) -> tuple[str, str, str | None]:
     """The task, where it came from, and a note when it is only a default."""
     if ov.get("task"):
         return ov["task"], "override", None
@@ -178,8 +201,12 @@ def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
     if logits.dim() == 2:
         return "classification", "output shape (B, C)", None
     arch = " ".join(_hf_config(adapted.model).get("architectures") or [])
-    for key, task in (("CausalLM", "causal_lm"), ("LMHeadModel", "causal_lm"),
-                      ("MaskedLM", "masked_lm"), ("SequenceClassification", "classification")):
+    for key, task in (
+        ("CausalLM", "causal_lm"),
+        ("LMHeadModel", "causal_lm"),
+        ("MaskedLM", "masked_lm"),
+        ("SequenceClassification", "classification"),
+    ):
         if key in arch or key in type(adapted.model).__name__:
             return task, "model class", None
     template = str(raw.get("template") or raw.get("model_type") or "")
@@ -195,9 +222,13 @@ def _task(adapted: AdaptedModel, logits: torch.Tensor, ids: torch.Tensor,
         return "causal_lm", f"causal mask buffer {buffer!r}", None
     causal = _is_causal(adapted, ids)
     if causal is None:
-        return "causal_lm", "default (behaviour not measurable)", (
-            "task taken as causal_lm: outputs are not finite or not repeatable in eval mode, so "
-            "behaviour could not tell; pass task=... if that is wrong"
+        return (
+            "causal_lm",
+            "default (behaviour not measurable)",
+            (
+                "task taken as causal_lm: outputs are not finite or not repeatable in eval mode, so "
+                "behaviour could not tell; pass task=... if that is wrong"
+            ),
         )
     if causal:
         return "causal_lm", "behaviour (no position sees later tokens)", None
@@ -319,8 +350,9 @@ def _model_attr(model: nn.Module, names: tuple[str, ...]) -> tuple[int | None, s
     return None, ""
 
 
-def _declared(model: nn.Module, config: ModelConfig | None, ov: dict, key: str, attrs: tuple[str, ...]
-              ) -> tuple[int | None, str]:
+def _declared(
+    model: nn.Module, config: ModelConfig | None, ov: dict, key: str, attrs: tuple[str, ...]
+) -> tuple[int | None, str]:
     """A size someone stated: an override, the config, or an attribute of the model or of
     its own config object, in that order."""
     if ov.get(key):
@@ -370,8 +402,7 @@ def _after_padding_index(model: nn.Module, value: int, label: str) -> tuple[int,
     usable = table[1].num_embeddings - pad - 1
     if not 0 < usable < value or _runs(model, value) or not _runs(model, usable):
         return value, label
-    return usable, (f"{label}; position table {table[0]} starts after its padding index {pad}, "
-                    f"so {usable} of {value}")
+    return usable, (f"{label}; position table {table[0]} starts after its padding index {pad}, so {usable} of {value}")
 
 
 def _runs(model: nn.Module, T: int) -> bool:
@@ -399,8 +430,7 @@ def installed_package(model: nn.Module) -> str | None:
     top = type(model).__module__.split(".")[0]
     module = sys.modules.get(type(model).__module__)
     path = getattr(module, "__file__", None)
-    if top == __name__.split(".")[0] or not path or not os.path.realpath(path).startswith(
-            _site_roots()):
+    if top == __name__.split(".")[0] or not path or not os.path.realpath(path).startswith(_site_roots()):
         return None  # the toolkit's own examples stand for the user's code
     return top
 
@@ -412,31 +442,31 @@ def _attention_modules(model: nn.Module) -> tuple[str, ...]:
         cls = type(m).__name__.lower()
         is_attn = isinstance(m, nn.MultiheadAttention) or (
             ("attention" in cls or "attn" in cls or cls.endswith("selfattention"))
-            and "layer" not in cls and "block" not in cls
+            and "layer" not in cls
+            and "block" not in cls
         )
         if is_attn and name and not any(name.startswith(f + ".") for f in found):
             found.append(name)
     return tuple(found)
 
 
-def _forward_raised(model: nn.Module, sig: SignatureInfo, errors: list[Exception],
-                    attempts: list[str]) -> str:
+def _forward_raised(model: nn.Module, sig: SignatureInfo, errors: list[Exception], attempts: list[str]) -> str:
     """Why no probe call worked. When the model's own code raised (a line of model.py is in
     the traceback), that error and line are the message: renaming inputs would not help."""
     frame = user_frame(errors[0])
     if frame is None:
         return _cannot_adapt(model, sig, "every call failed", attempts)
-    lines = [f"Cannot adapt {type(model).__name__}: its forward raised "
-             f"{type(errors[0]).__name__}: {errors[0]} at {raised_at(errors[0])}."]
+    lines = [
+        f"Cannot adapt {type(model).__name__}: its forward raised "
+        f"{type(errors[0]).__name__}: {errors[0]} at {raised_at(errors[0])}."
+    ]
     if len({str(e) for e in errors}) > 1:
         lines += [f"  tried: {a}" for a in attempts]
-    lines.append(f"  Fix: the error is in the model's own code at {file_line(frame)}; fix it "
-                 "there, then run again.")
+    lines.append(f"  Fix: the error is in the model's own code at {file_line(frame)}; fix it there, then run again.")
     return "\n".join(lines)
 
 
-def _cannot_adapt(model: nn.Module, sig: SignatureInfo, why: str,
-                  attempts: list[str] | None = None) -> str:
+def _cannot_adapt(model: nn.Module, sig: SignatureInfo, why: str, attempts: list[str] | None = None) -> str:
     lines = [
         f"Cannot adapt {type(model).__name__}: {why}.",
         f"  forward parameters: {sig.roles() or '(none)'}",

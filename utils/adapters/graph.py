@@ -55,15 +55,14 @@ def graph_from_config(config: Any) -> list[GraphNode]:
         if "id" not in raw:
             raise GraphError(f"config.json nodes[{i}] has no 'id': {raw}")
         nodes[raw["id"]] = GraphNode(
-            raw["id"], str(raw.get("type") or node_type(raw["id"])).lower(),
+            raw["id"],
+            str(raw.get("type") or node_type(raw["id"])).lower(),
             dict(raw.get("params") or {}),
         )
     for i, edge in enumerate(edges_raw):
         pair = edge_pair(edge) if isinstance(edge, dict) else None
         if pair is None:
-            raise GraphError(
-                f"config.json edges[{i}] = {edge} needs 'source' and 'target' (or 'from'/'to')"
-            )
+            raise GraphError(f"config.json edges[{i}] = {edge} needs 'source' and 'target' (or 'from'/'to')")
         src, dst = pair
         for end in (src, dst):
             if end not in nodes:
@@ -86,8 +85,7 @@ def graph_from_source(model: nn.Module) -> list[GraphNode]:
     sig = ModelSignatureInspector(model).analyze()
     if sig.input_param is None:
         raise GraphError(
-            f"{type(model).__name__}.forward has no token input parameter "
-            f"(parameters: {', '.join(sig.params)})"
+            f"{type(model).__name__}.forward has no token input parameter (parameters: {', '.join(sig.params)})"
         )
     b = _SourceGraphBuilder(model, sig.input_param, set(sig.intermediate_params))
     for stmt in _flat_statements(fn.body):

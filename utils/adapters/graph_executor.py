@@ -50,14 +50,14 @@ class ComputationalGraphExecutor:
     logits = executor.forward(input_ids, attention_mask)   # (B, T) -> (B, T, V)
     """
 
-    def __init__(self, model: nn.Module, inspector: ModelSignatureInspector | None = None,
-                 config: Any = None):
+    def __init__(self, model: nn.Module, inspector: ModelSignatureInspector | None = None, config: Any = None):
         if inspector is not None and not isinstance(inspector, ModelSignatureInspector):
             if config is not None:
                 raise TypeError(
                     f"ComputationalGraphExecutor(model, inspector, config): the second argument "
                     f"is a {type(inspector).__name__}, not a ModelSignatureInspector; pass the "
-                    "config as config=...")
+                    "config as config=..."
+                )
             inspector, config = None, inspector  # ComputationalGraphExecutor(model, config)
         self.model = model
         self.signature = (inspector or ModelSignatureInspector(model)).analyze()
@@ -95,8 +95,7 @@ class ComputationalGraphExecutor:
             if head is None:
                 if self.token_embedding is None:
                     raise GraphError(
-                        f"output node {nid!r} has no module '{nid}' and there is no token "
-                        "embedding to tie it to"
+                        f"output node {nid!r} has no module '{nid}' and there is no token embedding to tie it to"
                     )
                 self.tied_output = True
                 return _Step(nid, "tied_output", ins, (self.token_embedding,))
@@ -116,18 +115,14 @@ class ComputationalGraphExecutor:
         if t == "dropout":
             name = self._module_name(nid, ("",), None, required=False)
             if name is None:
-                return _Step(nid, "dropout", ins, p=float(node.params.get("dropout",
-                                                                        node.params.get("p", 0.1))))
+                return _Step(nid, "dropout", ins, p=float(node.params.get("dropout", node.params.get("p", 0.1))))
             return _Step(nid, "module", ins, (name,))
         name = self._module_name(nid, ("",), None, required=False)
         if name is None:
-            raise GraphError(
-                f"node {nid!r} of type {t!r}: the model has no module named '{nid}' to run it"
-            )
+            raise GraphError(f"node {nid!r} of type {t!r}: the model has no module named '{nid}' to run it")
         return _Step(nid, "module", ins, (name,))
 
-    def _module_name(self, nid: str, suffixes: tuple[str, ...], kind: type | None,
-                     required: bool) -> str | None:
+    def _module_name(self, nid: str, suffixes: tuple[str, ...], kind: type | None, required: bool) -> str | None:
         for s in suffixes:
             name = nid + s
             mod = self._get(name)
@@ -136,8 +131,7 @@ class ComputationalGraphExecutor:
         if required:
             want = " or ".join(repr(nid + s) for s in suffixes)
             raise GraphError(
-                f"node {nid!r}: the model has no module {want}"
-                + (f" of type {kind.__name__}" if kind else "")
+                f"node {nid!r}: the model has no module {want}" + (f" of type {kind.__name__}" if kind else "")
             )
         return None
 
@@ -152,13 +146,14 @@ class ComputationalGraphExecutor:
         sinks = [s.node for s in self.steps if s.node not in used]
         if len(sinks) == 1:
             return sinks[0]
-        outs = [s for s in sinks if node_type(s) in OUTPUT_TYPES or
-                next(n for n in self.nodes if n.id == s).type in OUTPUT_TYPES]
+        outs = [
+            s
+            for s in sinks
+            if node_type(s) in OUTPUT_TYPES or next(n for n in self.nodes if n.id == s).type in OUTPUT_TYPES
+        ]
         if len(outs) == 1:
             return outs[0]
-        raise GraphError(
-            f"the graph ends in {len(sinks)} nodes ({', '.join(sinks)}); mark one as type 'output'"
-        )
+        raise GraphError(f"the graph ends in {len(sinks)} nodes ({', '.join(sinks)}); mark one as type 'output'")
 
     def _causal_mask(self, T: int, device: torch.device) -> torch.Tensor:
         key = (T, str(device))
@@ -195,8 +190,9 @@ class ComputationalGraphExecutor:
                     out = mha(x, x, x, attn_mask=mask, key_padding_mask=pad, need_weights=False)[0]
                 else:
                     xt = x.transpose(0, 1)  # (B, T, D) -> (T, B, D): a seq-first attention
-                    out = mha(xt, xt, xt, attn_mask=mask, key_padding_mask=pad,
-                              need_weights=False)[0].transpose(0, 1)  # back to (B, T, D)
+                    out = mha(xt, xt, xt, attn_mask=mask, key_padding_mask=pad, need_weights=False)[0].transpose(
+                        0, 1
+                    )  # back to (B, T, D)
             elif op == "embedding":
                 ids = vals[s.inputs[0]]
                 tok, pos, drop = s.modules
@@ -235,8 +231,9 @@ class ComputationalGraphExecutor:
         return [f"{n.id} ({n.type}) <- {', '.join(n.inputs) or 'tokens'}" for n in self.nodes]
 
 
-def _soft_masks(causal: torch.Tensor | None, kpm: torch.Tensor, dtype: torch.dtype
-                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _soft_masks(
+    causal: torch.Tensor | None, kpm: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Boolean masks as large finite negatives. A left-padded pad query under a causal mask
     sees no key at all; with -inf its softmax row is NaN, and 0 * NaN then poisons the real
     positions of the next layer. A finite bias gives that row harmless uniform weights and

@@ -71,8 +71,7 @@ class UniversalModelAdapter(pl.LightningModule):
         eos_token_id: int | None = None,
     ):
         super().__init__()
-        check_optimizer_settings(learning_rate, weight_decay, betas, warmup_steps, max_steps,
-                                 min_lr_ratio)
+        check_optimizer_settings(learning_rate, weight_decay, betas, warmup_steps, max_steps, min_lr_ratio)
         self.adapted = model if isinstance(model, AdaptedModel) else adapt(model, task=task)
         self.task = task or self.adapted.profile.task
         self.save_hyperparameters(ignore=["model"])
@@ -85,8 +84,7 @@ class UniversalModelAdapter(pl.LightningModule):
     def profile(self):
         return self.adapted.profile
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.adapted(input_ids, attention_mask)
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -132,29 +130,30 @@ class UniversalModelAdapter(pl.LightningModule):
         self._last_step_time = now
         return loss
 
-    def _nonfinite_message(self, loss: torch.Tensor, batch: dict[str, torch.Tensor],
-                           batch_idx: int) -> str:
+    def _nonfinite_message(self, loss: torch.Tensor, batch: dict[str, torch.Tensor], batch_idx: int) -> str:
         """Where the NaN/Inf came from: the batch's forward again, under hooks on every
         submodule, names the first module whose output was not finite."""
         ids, mask = batch["input_ids"], batch.get("attention_mask")
         module, kind = trace_nonfinite(self.adapted, lambda: self(ids, mask))
         step = self.trainer.global_step if self.trainer is not None else 0
-        where = (f"the first module with a NaN/Inf output is `{module}` ({kind})" if module
-                 else "every module's output was finite, so it arose in forward's own code or "
-                      "the loss")
-        return (f"training loss is {float(loss.detach())} at step {step} (batch {batch_idx}); "
-                f"{where}. Training stopped before this batch changed any weight. Lower the "
-                "learning rate, clip gradients, or check that module's arithmetic "
-                "(log/sqrt of negatives, division by zero, exp() overflow)")
+        where = (
+            f"the first module with a NaN/Inf output is `{module}` ({kind})"
+            if module
+            else "every module's output was finite, so it arose in forward's own code or the loss"
+        )
+        return (
+            f"training loss is {float(loss.detach())} at step {step} (batch {batch_idx}); "
+            f"{where}. Training stopped before this batch changed any weight. Lower the "
+            "learning rate, clip gradients, or check that module's arithmetic "
+            "(log/sqrt of negatives, division by zero, exp() overflow)"
+        )
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
-                                    gradient_clip_algorithm=None) -> None:
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by global norm and keep the norm before clipping (one pass over the
         gradients serves both); other algorithms and sharded strategies go to Lightning."""
         sharded = type(self.trainer.strategy).__name__.startswith(("FSDP", "DeepSpeed"))
         if sharded or gradient_clip_algorithm not in (None, "norm"):
-            super().configure_gradient_clipping(optimizer, gradient_clip_val,
-                                                gradient_clip_algorithm)
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         limit = gradient_clip_val if gradient_clip_val else float("inf")
@@ -169,20 +168,23 @@ class UniversalModelAdapter(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(decay_groups(self.adapted, hp.weight_decay), lr=hp.learning_rate,
-                                betas=tuple(hp.betas))
+        opt = torch.optim.AdamW(decay_groups(self.adapted, hp.weight_decay), lr=hp.learning_rate, betas=tuple(hp.betas))
         total = hp.max_steps or int(self.trainer.estimated_stepping_batches)
         warmup = resolve_warmup(hp.warmup_steps, total)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, warmup, total, hp.min_lr_ratio)
-        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @torch.no_grad()
-    def generate(self, prompt_ids: torch.Tensor, max_new_tokens: int = 50,
-                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 eos_token_id: int | None = None, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        max_new_tokens: int = 50,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Sample continuations of `prompt_ids` (B, T0). temperature 0 is greedy. The context
         is cropped to the model's max_seq_len; a row stops at `eos_token_id` (then pads with
         it)."""
@@ -210,8 +212,9 @@ class UniversalModelAdapter(pl.LightningModule):
         return ids
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-            generator: torch.Generator | None) -> torch.Tensor:
+def _sample(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -245,28 +248,28 @@ def resolve_warmup(warmup_steps: int | None, total: int) -> int:
     return warmup_steps
 
 
-def check_optimizer_settings(learning_rate: Any, weight_decay: Any, betas: Any,
-                             warmup_steps: Any, max_steps: Any, min_lr_ratio: Any) -> None:
+def check_optimizer_settings(
+    learning_rate: Any, weight_decay: Any, betas: Any, warmup_steps: Any, max_steps: Any, min_lr_ratio: Any
+) -> None:
     """Refuse settings that would train on garbage (an infinite learning rate makes every
     weight NaN after one step), before any step runs."""
     if not _is_number(learning_rate) or not math.isfinite(learning_rate) or learning_rate <= 0:
-        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r} "
-                         "(typical: 1e-4 to 1e-3)")
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r} (typical: 1e-4 to 1e-3)")
     if not _is_number(weight_decay) or not math.isfinite(weight_decay) or weight_decay < 0:
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    if (not isinstance(betas, (tuple, list)) or len(betas) != 2
-            or not all(_is_number(b) and 0 <= b < 1 for b in betas)):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r} (typical: "
-                         "(0.9, 0.95))")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r} (typical: (0.9, 0.95))")
     if max_steps is not None and (not _is_int(max_steps) or max_steps < 1):
         raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     if warmup_steps is not None:
         if not _is_int(warmup_steps) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
         if max_steps is not None and warmup_steps >= max_steps:
-            raise ValueError(f"warmup_steps={warmup_steps} leaves no steps after warmup in a run "
-                             f"of max_steps={max_steps}: use fewer warmup steps (about 10% of "
-                             "the run) or leave it unset")
+            raise ValueError(
+                f"warmup_steps={warmup_steps} leaves no steps after warmup in a run "
+                f"of max_steps={max_steps}: use fewer warmup steps (about 10% of "
+                "the run) or leave it unset"
+            )
     if not _is_number(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
 
@@ -284,13 +287,15 @@ def check_data_fits(profile: Any, datamodule: Any) -> None:
             f"the tokenizer has {len(tokenizer)} ids but the model's vocabulary has {vocab} "
             f"rows (ids {vocab}..{len(tokenizer) - 1} would index past its embedding): use a "
             f"tokenizer of at most {vocab} ids, or build the model with vocab_size >= "
-            f"{len(tokenizer)}")
+            f"{len(tokenizer)}"
+        )
     length = getattr(datamodule, "max_length", None)
     limit = profile.max_seq_len
     if isinstance(length, int) and limit is not None and length > limit:
         raise DataMismatchError(
             f"the data module makes rows of {length} tokens but the model's context is "
-            f"{limit} (max_seq_len): set max_length (seq_len) <= {limit}")
+            f"{limit} (max_seq_len): set max_length (seq_len) <= {limit}"
+        )
 
 
 def check_batch_ids(profile: Any, input_ids: torch.Tensor) -> None:
@@ -299,11 +304,13 @@ def check_batch_ids(profile: Any, input_ids: torch.Tensor) -> None:
     if vocab is not None and input_ids.numel() and int(input_ids.max()) >= vocab:
         raise DataMismatchError(
             f"the batch holds token id {int(input_ids.max())} but the model's vocabulary has "
-            f"{vocab} rows (ids 0..{vocab - 1}): the tokenizer does not fit the model")
+            f"{vocab} rows (ids 0..{vocab - 1}): the tokenizer does not fit the model"
+        )
     if limit is not None and input_ids.dim() == 2 and input_ids.shape[1] > limit:
         raise DataMismatchError(
             f"the batch rows are {input_ids.shape[1]} tokens but the model's context is {limit} "
-            "(max_seq_len): use shorter rows")
+            "(max_seq_len): use shorter rows"
+        )
 
 
 def _is_number(x: Any) -> bool:

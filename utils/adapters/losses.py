@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from utils.vocabulary import IGNORE_INDEX
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: str = "logits"
-            ) -> tuple[torch.Tensor, int]:
+def lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: str = "logits"
+) -> tuple[torch.Tensor, int]:
     """Mean loss over scored positions and how many there were.
 
     causal_lm: logits (B, T, V), labels (B, T) aligned with the input; shifted here by one.
@@ -22,8 +23,10 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, task: str, output_kind: 
     if task == "causal_lm":
         logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V), (B, T-1): t predicts t+1
     elif task not in ("masked_lm", "classification", "seq2seq"):
-        raise ValueError(f"no training loss for task {task!r}; use causal_lm, masked_lm, "
-                         "classification or seq2seq (adapt(..., task=...))")
+        raise ValueError(
+            f"no training loss for task {task!r}; use causal_lm, masked_lm, "
+            "classification or seq2seq (adapt(..., task=...))"
+        )
     flat = logits.reshape(-1, logits.shape[-1]).float()  # (N, V) or (B, C)
     target = labels.reshape(-1)  # (N,) or (B,)
     if output_kind == "probs":

@@ -44,10 +44,11 @@ class ModelProfile:
 
     def summary(self) -> str:
         layout = "batch-first" if self.batch_first else "seq-first (transposed in and out)"
-        mask = (f"{self.mask_name} ({self.mask_convention}"
-                f"{', verified' if self.mask_verified else ', by name'})"
-                if self.mask_name else ("attention_mask via graph executor"
-                                        if self.uses_graph_executor else "none"))
+        mask = (
+            f"{self.mask_name} ({self.mask_convention}{', verified' if self.mask_verified else ', by name'})"
+            if self.mask_name
+            else ("attention_mask via graph executor" if self.uses_graph_executor else "none")
+        )
         return (
             f"{self.model_class}: task {self.task} ({self.task_source}), vocab {self.vocab_size} "
             f"({self.vocab_source}), max_seq_len {self.max_seq_len} ({self.max_seq_len_source}), "

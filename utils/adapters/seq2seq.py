@@ -50,23 +50,42 @@ def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: ModelConfig | No
     why = encoder_decoder(model, sig, config, ov)
     if sig.input_param is None or DECODER_INPUT not in sig.params:
         missing = "token input" if sig.input_param is None else DECODER_INPUT
-        raise AdaptError(_cannot_adapt(model, sig, f"it is an encoder-decoder ({why}) but forward takes "
-                                       f"no {missing} parameter"))
+        raise AdaptError(
+            _cannot_adapt(model, sig, f"it is an encoder-decoder ({why}) but forward takes no {missing} parameter")
+        )
     vocab, vocab_src = _vocab_hint(model, config, ov)
     max_len, len_src = _max_seq_len(model, config, ov)
     start, _ = start_and_pad(model)
     prepare = callable(getattr(model, "prepare_decoder_input_ids_from_labels", None))
     task_source = "override" if why == "override" else why
-    probe = AdaptedModel(model, ModelProfile(
-        model_class=type(model).__name__, signature=sig, input_name=sig.input_param,
-        mask_name=sig.mask_param, mask_convention="keep_one" if sig.mask_param else None,
-        mask_verified=False, batch_first=True, output_access="tensor", full_logits_via="forward",
-        output_kind="logits", task="seq2seq", task_source=task_source, vocab_size=None,
-        vocab_source="", max_seq_len=max_len, max_seq_len_source=len_src,
-        attention_modules=_attention_modules(model), library=installed_package(model),
-        target_shift=("model.prepare_decoder_input_ids_from_labels" if prepare else
-                      f"shifted right after decoder start token {start}"),
-    ))
+    probe = AdaptedModel(
+        model,
+        ModelProfile(
+            model_class=type(model).__name__,
+            signature=sig,
+            input_name=sig.input_param,
+            mask_name=sig.mask_param,
+            mask_convention="keep_one" if sig.mask_param else None,
+            mask_verified=False,
+            batch_first=True,
+            output_access="tensor",
+            full_logits_via="forward",
+            output_kind="logits",
+            task="seq2seq",
+            task_source=task_source,
+            vocab_size=None,
+            vocab_source="",
+            max_seq_len=max_len,
+            max_seq_len_source=len_src,
+            attention_modules=_attention_modules(model),
+            library=installed_package(model),
+            target_shift=(
+                "model.prepare_decoder_input_ids_from_labels"
+                if prepare
+                else f"shifted right after decoder start token {start}"
+            ),
+        ),
+    )
     device = _device(model)
     source = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)  # (B, T)
     target = _probe_ids(_PROBE_B, max(1, _probe_len(max_len) - 1), vocab, device)  # (B, S)
@@ -76,36 +95,40 @@ def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: ModelConfig | No
         probe = probe_with(probe, output_access=_find_logits(out))
         logits = probe(source, target_ids=target)  # (B, S, V)
     except Exception as exc:
-        raise AdaptError(_cannot_adapt(model, sig, f"calling it as an encoder-decoder ({why}) failed: "
-                                       f"{type(exc).__name__}: {exc}")) from exc
+        raise AdaptError(
+            _cannot_adapt(model, sig, f"calling it as an encoder-decoder ({why}) failed: {type(exc).__name__}: {exc}")
+        ) from exc
     if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(target.shape):
-        raise AdaptError(f"{probe.profile.model_class} returned logits of shape {tuple(logits.shape)} for a source "
-                         f"{tuple(source.shape)} and a target {tuple(target.shape)}; expected (B, target "
-                         "length, V)")
+        raise AdaptError(
+            f"{probe.profile.model_class} returned logits of shape {tuple(logits.shape)} for a source "
+            f"{tuple(source.shape)} and a target {tuple(target.shape)}; expected (B, target "
+            "length, V)"
+        )
     probe = probe_with(probe, output_kind=_output_kind(logits))
-    notes = [f"encoder-decoder: source ids and mask to the encoder, target ids "
-             f"({probe.profile.target_shift}) to the decoder; logits over the target"]
+    notes = [
+        f"encoder-decoder: source ids and mask to the encoder, target ids "
+        f"({probe.profile.target_shift}) to the decoder; logits over the target"
+    ]
     if sig.mask_param is not None:
         verified, note = _verify_source_mask(probe, source, target)
         notes += [note] if note else []
         probe = probe_with(probe, mask_verified=verified)
-    found, more = _sizes_and_task(probe, logits, source, config, {**ov, "task": "seq2seq"},
-                                  vocab, vocab_src)
+    found, more = _sizes_and_task(probe, logits, source, config, {**ov, "task": "seq2seq"}, vocab, vocab_src)
     found["task_source"] = task_source
     return AdaptedModel(model, replace(probe.profile, **found, notes=tuple(notes + more)))
 
 
-def _verify_source_mask(adapted: AdaptedModel, source: torch.Tensor, target: torch.Tensor
-                        ) -> tuple[bool, str | None]:
+def _verify_source_mask(adapted: AdaptedModel, source: torch.Tensor, target: torch.Tensor) -> tuple[bool, str | None]:
     """keep_one (1 = real source token) is verified when right-padding the source and
     changing what its pads hold leaves every target logit where it was. Returns whether it
     was, and the note when not."""
     p = adapted.profile
     mask = torch.ones_like(source)  # (B, T)
-    mask[0, -max(1, source.shape[1] // 2):] = 0
+    mask[0, -max(1, source.shape[1] // 2) :] = 0
     alt = source.masked_fill(mask == 0, 0) + (mask == 0).long()  # pads now hold token 1
     a, b = adapted(source, mask, target), adapted(alt, mask, target)
     if bool(torch.isfinite(a).all()) and bool((a - b).abs().max() <= 1e-5):
         return True, None
-    return False, (f"source padding mask taken from the name {p.mask_name!r} (keep_one): pad "
-                   "content still moved the target logits")
+    return False, (
+        f"source padding mask taken from the name {p.mask_name!r} (keep_one): pad content still moved the target logits"
+    )

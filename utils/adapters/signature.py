@@ -9,23 +9,56 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 TOKEN_NAMES = (
-    "input_ids", "idx", "input", "inputs", "src", "x", "tokens", "token_ids",
-    "input_tokens", "ids", "text", "seq", "sequence",
+    "input_ids",
+    "idx",
+    "input",
+    "inputs",
+    "src",
+    "x",
+    "tokens",
+    "token_ids",
+    "input_tokens",
+    "ids",
+    "text",
+    "seq",
+    "sequence",
 )
 # Padding masks: one flag per (batch, position). `attention_mask` is the Hugging Face
 # convention (1 = keep); the `*padding_mask` names follow PyTorch (True = pad).
 PADDING_MASK_NAMES = (
-    "attention_mask", "mask", "key_padding_mask", "src_key_padding_mask",
-    "padding_mask", "pad_mask", "input_mask",
+    "attention_mask",
+    "mask",
+    "key_padding_mask",
+    "src_key_padding_mask",
+    "padding_mask",
+    "pad_mask",
+    "input_mask",
 )
 # Square (T, T) attention masks, as in `nn.TransformerEncoder(src, mask=..)` or the PyTorch
 # tutorial's `forward(src, src_mask)`: never fed a padding mask, left to the model's default.
 SQUARE_MASK_NAMES = ("src_mask", "attn_mask", "causal_mask", "tgt_mask")
 LABEL_NAMES = ("labels", "targets", "target", "y", "label")
 NODE_TYPES = (
-    "input", "embedding", "mhsa", "attention", "attn", "self_attention", "residual", "add",
-    "ffn", "mlp", "feedforward", "layernorm", "rmsnorm", "norm", "dropout", "linear",
-    "output", "block", "transformer", "lm_head",
+    "input",
+    "embedding",
+    "mhsa",
+    "attention",
+    "attn",
+    "self_attention",
+    "residual",
+    "add",
+    "ffn",
+    "mlp",
+    "feedforward",
+    "layernorm",
+    "rmsnorm",
+    "norm",
+    "dropout",
+    "linear",
+    "output",
+    "block",
+    "transformer",
+    "lm_head",
 )
 _INTERMEDIATE = re.compile(rf"^({'|'.join(NODE_TYPES)})_\d+_(output|out|x|logits|hidden)$")
 _NODE_INPUT = re.compile(r"^input_\d+_(tokens|ids)$")
@@ -52,11 +85,7 @@ class SignatureInfo:
 
     @property
     def is_simple(self) -> bool:
-        return (
-            self.input_param is not None
-            and not self.intermediate_params
-            and not self.unknown_required
-        )
+        return self.input_param is not None and not self.intermediate_params and not self.unknown_required
 
     def roles(self) -> dict[str, str]:
         out = {}
@@ -102,9 +131,7 @@ class ModelSignatureInspector:
 
         intermediates = [p for p in params if _INTERMEDIATE.match(p)]
         rest = [p for p in params if p not in intermediates]
-        input_param = _first_match(rest, TOKEN_NAMES) or next(
-            (p for p in rest if _NODE_INPUT.match(p)), None
-        )
+        input_param = _first_match(rest, TOKEN_NAMES) or next((p for p in rest if _NODE_INPUT.match(p)), None)
         mask_param = _first_match(rest, PADDING_MASK_NAMES)
         square = _first_match(rest, SQUARE_MASK_NAMES)
         label_param = _first_match(rest, LABEL_NAMES)

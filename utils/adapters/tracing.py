@@ -69,8 +69,9 @@ class ActivationStats:
                 peak = max(finite_max_abs(t) for t in outs)
                 fin_out = all(sound(t) for t in outs)
                 fin_in = all(bool(torch.isfinite(t).all()) for t in ins)
-            s = self.stats.setdefault(name, {"max_abs": 0.0, "finite_out": True,
-                                             "finite_in": True, "type": type(mod).__name__})
+            s = self.stats.setdefault(
+                name, {"max_abs": 0.0, "finite_out": True, "finite_in": True, "type": type(mod).__name__}
+            )
             s["max_abs"] = max(s["max_abs"], peak)
             s["finite_out"] &= fin_out
             s["finite_in"] &= fin_in

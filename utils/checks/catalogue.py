@@ -119,25 +119,36 @@ class Verdict:
     def stream(self, name: str = "") -> int:
         return self.check.stream(name)
 
-    def result(self, status: str, summary: str, metrics: dict | None = None, advice: str = "",
-               figures: dict[str, bytes] | None = None) -> CheckResult:
-        return CheckResult(self.check.id, self.check.title, status, summary, dict(metrics or {}),
-                           advice, dict(figures or {}))
+    def result(
+        self,
+        status: str,
+        summary: str,
+        metrics: dict | None = None,
+        advice: str = "",
+        figures: dict[str, bytes] | None = None,
+    ) -> CheckResult:
+        return CheckResult(
+            self.check.id, self.check.title, status, summary, dict(metrics or {}), advice, dict(figures or {})
+        )
 
-    def pass_(self, summary: str, metrics: dict | None = None, advice: str = "",
-              figures: dict[str, bytes] | None = None) -> CheckResult:
+    def pass_(
+        self, summary: str, metrics: dict | None = None, advice: str = "", figures: dict[str, bytes] | None = None
+    ) -> CheckResult:
         return self.result("pass", summary, metrics, advice, figures)
 
-    def warn(self, summary: str, metrics: dict | None = None, advice: str = "",
-             figures: dict[str, bytes] | None = None) -> CheckResult:
+    def warn(
+        self, summary: str, metrics: dict | None = None, advice: str = "", figures: dict[str, bytes] | None = None
+    ) -> CheckResult:
         return self.result("warn", summary, metrics, advice, figures)
 
-    def fail(self, summary: str, metrics: dict | None = None, advice: str = "",
-             figures: dict[str, bytes] | None = None) -> CheckResult:
+    def fail(
+        self, summary: str, metrics: dict | None = None, advice: str = "", figures: dict[str, bytes] | None = None
+    ) -> CheckResult:
         return self.result("fail", summary, metrics, advice, figures)
 
-    def skip(self, summary: str, metrics: dict | None = None, advice: str = "",
-             figures: dict[str, bytes] | None = None) -> CheckResult:
+    def skip(
+        self, summary: str, metrics: dict | None = None, advice: str = "", figures: dict[str, bytes] | None = None
+    ) -> CheckResult:
         return self.result("skip", summary, metrics, advice, figures)
 
 
@@ -150,8 +161,7 @@ class CheckSet:
         self.guard = guard
         self._checks: dict[str, Check] = {}
 
-    def check(self, check_id: str, *, thresholds: Any = None, needs: Any = None
-              ) -> Callable[[CheckFn], Check]:
+    def check(self, check_id: str, *, thresholds: Any = None, needs: Any = None) -> Callable[[CheckFn], Check]:
         """Decorator: `fn(ctx, v) -> CheckResult` becomes a registered `Check`."""
 
         def wrap(fn: CheckFn) -> Check:
@@ -181,8 +191,7 @@ class CheckSet:
         naming the known ones."""
         unknown = [i for i in ids if i not in self._checks]
         if unknown:
-            raise KeyError(f"unknown check id(s) {', '.join(map(repr, unknown))}; known: "
-                           f"{', '.join(self._checks)}")
+            raise KeyError(f"unknown check id(s) {', '.join(map(repr, unknown))}; known: {', '.join(self._checks)}")
         return [c for c in self if c.id in set(ids)]
 
 

@@ -36,10 +36,7 @@ class ModelConfig:
     def from_dict(cls, data: Mapping[str, Any], path: str | Path | None = None) -> ModelConfig:
         where = str(path) if path else "the config"
         if not isinstance(data, Mapping):
-            raise LoadError(
-                f"{where}: expected a JSON object ({{...}}) at the top level, "
-                f"found {type(data).__name__}."
-            )
+            raise LoadError(f"{where}: expected a JSON object ({{...}}) at the top level, found {type(data).__name__}.")
         data = dict(data)
         found_at: dict[str, str] = {}
         nodes = _read_nodes(data, where)
@@ -68,8 +65,7 @@ class ModelConfig:
             raise LoadError(f"{path}: no such file; pass the path of the model's config.json.") from exc
         except UnicodeDecodeError as exc:
             raise LoadError(
-                f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                "save it as UTF-8 JSON or re-export it."
+                f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 JSON or re-export it."
             ) from exc
         try:
             data = json.loads(text)
@@ -132,19 +128,13 @@ def _read_nodes(data: dict, where: str) -> list[dict] | None:
         return None
     nodes = data["nodes"]
     if not isinstance(nodes, list):
-        raise LoadError(
-            f"{where}: 'nodes' must be a list of objects, found {type(nodes).__name__}."
-        )
+        raise LoadError(f"{where}: 'nodes' must be a list of objects, found {type(nodes).__name__}.")
     seen: set[str] = set()
     for i, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("id"), str):
-            raise LoadError(
-                f"{where}: nodes[{i}] must be an object with a string 'id', found {node!r:.80}."
-            )
+            raise LoadError(f"{where}: nodes[{i}] must be an object with a string 'id', found {node!r:.80}.")
         if node["id"] in seen:
-            raise LoadError(
-                f"{where}: nodes[{i}] repeats the id {node['id']!r}; ids must be unique."
-            )
+            raise LoadError(f"{where}: nodes[{i}] repeats the id {node['id']!r}; ids must be unique.")
         if not isinstance(node.get("params", {}), dict):
             raise LoadError(f"{where}: nodes[{i}] ({node['id']}) 'params' must be an object.")
         seen.add(node["id"])
@@ -165,16 +155,13 @@ def _read_edges(data: dict, nodes: list[dict] | None, where: str) -> list[dict] 
         return None
     edges = data["edges"]
     if not isinstance(edges, list):
-        raise LoadError(
-            f"{where}: 'edges' must be a list of objects, found {type(edges).__name__}."
-        )
+        raise LoadError(f"{where}: 'edges' must be a list of objects, found {type(edges).__name__}.")
     ids = {n["id"] for n in nodes} if nodes is not None else None
     for i, edge in enumerate(edges):
         pair = edge_pair(edge) if isinstance(edge, dict) else None
         if pair is None:
             raise LoadError(
-                f"{where}: edges[{i}] needs string 'source' and 'target' (or 'from' and 'to'), "
-                f"found {edge!r:.80}."
+                f"{where}: edges[{i}] needs string 'source' and 'target' (or 'from' and 'to'), found {edge!r:.80}."
             )
         for end in pair:
             if ids is not None and end not in ids:
@@ -201,9 +188,7 @@ def _read_size(
         seen += [(f"nodes[{i}].params.{k} ({node['id']})", params[k]) for k in keys if k in params]
     for place, value in seen:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise LoadError(
-                f"{where}: {place} is {value!r}; {name} must be a positive whole number."
-            )
+            raise LoadError(f"{where}: {place} is {value!r}; {name} must be a positive whole number.")
     if len({value for _, value in seen}) > 1:
         listing = ", ".join(f"{place} = {value}" for place, value in seen)
         raise LoadError(
@@ -234,7 +219,4 @@ def as_config(config: ModelConfig | Mapping | str | Path | None) -> ModelConfig 
         return ModelConfig.from_dict(config)
     if isinstance(config, (str, Path)):
         return ModelConfig.from_file(config)
-    raise LoadError(
-        f"config must be a ModelConfig, a dict or the path of a config.json, "
-        f"not {type(config).__name__}."
-    )
+    raise LoadError(f"config must be a ModelConfig, a dict or the path of a config.json, not {type(config).__name__}.")

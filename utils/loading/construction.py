@@ -48,8 +48,7 @@ class ConfigNamespace(dict):
             return self[name]
         except KeyError:
             raise AttributeError(
-                f"the config has no field {name!r}; add it to config.json "
-                f"(fields: {', '.join(self) or 'none'})"
+                f"the config has no field {name!r}; add it to config.json (fields: {', '.join(self) or 'none'})"
             ) from None
 
 
@@ -106,11 +105,7 @@ def _construct(
             args.append(value)
         else:
             kwargs[p.name] = value
-    how = (
-        f"keyword arguments from {_config_label(config)}: {', '.join(used)}"
-        if used
-        else "no-argument constructor"
-    )
+    how = f"keyword arguments from {_config_label(config)}: {', '.join(used)}" if used else "no-argument constructor"
     return _call(target, name, how, path, *args, **kwargs), how
 
 
@@ -151,9 +146,7 @@ def _config_class_in(module: ModuleType | None) -> type | None:
     found = [
         obj
         for obj in vars(module).values()
-        if isinstance(obj, type)
-        and dataclasses.is_dataclass(obj)
-        and obj.__module__ == module.__name__
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__
     ]
     named = [c for c in found if c.__name__.endswith("Config")]
     for group in (named, found):
@@ -162,9 +155,7 @@ def _config_class_in(module: ModuleType | None) -> type | None:
     return None
 
 
-def _config_object(
-    kind: Any, values: dict[str, Any], config: ModelConfig, name: str
-) -> tuple[Any, str]:
+def _config_object(kind: Any, values: dict[str, Any], config: ModelConfig, name: str) -> tuple[Any, str]:
     if kind is dict:
         return {**config.raw, **values}, "a dict of the config's fields"
     if kind is ConfigNamespace:
@@ -178,11 +169,7 @@ def _config_object(
             hit = _lookup(values, f.name)
             if hit is not None and f.init:
                 kwargs[f.name] = hit[1]
-            elif (
-                f.init
-                and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING
-            ):
+            elif f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise _missing_argument(f"{name}'s {kind.__name__}", f.name, config)
     else:
         kwargs = {}
@@ -199,9 +186,7 @@ def _config_object(
     return obj, f"a {kind.__name__} built from {_config_label(config)} ({fields})"
 
 
-def _call(
-    target: Callable[..., Any], name: str, how: str, path: Path | None, *args: Any, **kwargs: Any
-) -> Any:
+def _call(target: Callable[..., Any], name: str, how: str, path: Path | None, *args: Any, **kwargs: Any) -> Any:
     try:
         return _checked_result(target(*args, **kwargs), name, target)
     except LoadError:
@@ -209,14 +194,10 @@ def _call(
     except Exception as exc:
         line = _user_line(exc, path) if path else None
         where = f" at {path} line {line}" if line else ""
-        raise LoadError(
-            f"building {name} with {how} failed{where}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise LoadError(f"building {name} with {how} failed{where}: {type(exc).__name__}: {exc}") from exc
 
 
 def _checked_result(obj: Any, name: str, target: Callable[..., Any]) -> Any:
     if inspect.isfunction(target) and not isinstance(obj, nn.Module):
-        raise LoadError(
-            f"{name} returned a {type(obj).__name__}, not an nn.Module; return the model."
-        )
+        raise LoadError(f"{name} returned a {type(obj).__name__}, not an nn.Module; return the model.")
     return obj

@@ -26,9 +26,7 @@ def _model_classes(module: ModuleType) -> dict[str, type]:
     return {
         name: obj
         for name, obj in vars(module).items()
-        if isinstance(obj, type)
-        and issubclass(obj, nn.Module)
-        and obj.__module__ == module.__name__
+        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
     }
 
 
@@ -49,21 +47,17 @@ def _find_model(
     classes, factories = _model_classes(module), _factories(module)
     if class_name:
         target = getattr(module, class_name, None)
-        if (isinstance(target, type) and issubclass(target, nn.Module)) or inspect.isfunction(
-            target
-        ):
+        if (isinstance(target, type) and issubclass(target, nn.Module)) or inspect.isfunction(target):
             return target, class_name
         raise LoadError(
-            f"{path} has no model class or factory named {class_name!r}; "
-            f"it defines: {_listing(classes, factories)}."
+            f"{path} has no model class or factory named {class_name!r}; it defines: {_listing(classes, factories)}."
         )
     if config.model_name:
         target = getattr(module, config.model_name, None)
         if isinstance(target, type) and issubclass(target, nn.Module):
             return target, config.model_name
         log.warning(
-            "%s names model_name %r, but %s defines no such nn.Module class; "
-            "looking for the model class instead",
+            "%s names model_name %r, but %s defines no such nn.Module class; looking for the model class instead",
             config.where,
             config.model_name,
             path.name,

@@ -61,9 +61,7 @@ def parse_gist_source(text: str) -> GistRef:
     parts = [p.removesuffix(".git") for p in urllib.parse.urlsplit(url).path.split("/") if p]
     parts = [p for p in parts if p != "raw"]  # <user>/<id>[/raw][/<revision>][/<file>]
     owner_given = not (
-        parts
-        and _GIST_ID.match(parts[0].lower())
-        and (len(parts) == 1 or _REVISION.match(parts[1].lower()))
+        parts and _GIST_ID.match(parts[0].lower()) and (len(parts) == 1 or _REVISION.match(parts[1].lower()))
     )
     start = 1 if owner_given else 0
     if len(parts) <= start:
@@ -190,11 +188,7 @@ class GistClient:
         """Seconds to wait before retrying, or None when retrying cannot help."""
         headers = exc.headers
         limited = exc.code == 429 or (
-            exc.code == 403
-            and (
-                headers.get("Retry-After") is not None
-                or headers.get("X-RateLimit-Remaining") == "0"
-            )
+            exc.code == 403 and (headers.get("Retry-After") is not None or headers.get("X-RateLimit-Remaining") == "0")
         )
         if limited:
             wait = _retry_after(headers)
@@ -223,9 +217,7 @@ class GistClient:
                 "and load the folder."
             )
         if exc.code == 401:
-            return GistError(
-                f"GitHub refused the credentials in {TOKEN_ENV} (HTTP 401); fix or unset it."
-            )
+            return GistError(f"GitHub refused the credentials in {TOKEN_ENV} (HTTP 401); fix or unset it.")
         return GistError(
             f"GitHub answered HTTP {exc.code} ({_api_message(exc)}) for {ref} after {tries} "
             f"tries. Try again later, or {clone} and load the folder."
@@ -235,11 +227,7 @@ class GistClient:
         reason = getattr(exc, "reason", exc)
         host = urllib.parse.urlsplit(url).netloc
         cached = self.cached_revisions(ref.id)
-        hint = (
-            f" Cached revisions work offline: {', '.join(f'gist:{ref.id}@{r}' for r in cached)}."
-            if cached
-            else ""
-        )
+        hint = f" Cached revisions work offline: {', '.join(f'gist:{ref.id}@{r}' for r in cached)}." if cached else ""
         return GistError(
             f"could not reach {host} to download {ref}: {reason}. Check the network "
             f"connection (and {API_ENV} if set), or clone the gist elsewhere "
@@ -257,9 +245,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         pass
     try:
-        return (
-            email.utils.parsedate_to_datetime(value) - datetime.now(timezone.utc)
-        ).total_seconds()
+        return (email.utils.parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds()
     except (TypeError, ValueError):
         return None
 
@@ -294,10 +280,7 @@ def _checked_files(data: dict[str, Any], ref: GistRef, max_bytes: int) -> dict[s
         entry = entry if isinstance(entry, dict) else {}
         name = entry.get("filename", key)
         if not isinstance(name, str) or not _is_plain_name(name):
-            raise GistError(
-                f"{ref} holds a file named {name!r}, which is not a plain file name; "
-                "refusing to write it."
-            )
+            raise GistError(f"{ref} holds a file named {name!r}, which is not a plain file name; refusing to write it.")
         content = entry.get("content")
         if entry.get("truncated") or not isinstance(content, str):
             raise GistError(
@@ -318,10 +301,7 @@ def _checked_files(data: dict[str, Any], ref: GistRef, max_bytes: int) -> dict[s
             )
         out[name] = content
     if not any(name.endswith(".py") for name in out):
-        raise GistError(
-            f"{ref} holds no .py file ({', '.join(out)}); a model gist needs model.py "
-            "(and config.json)."
-        )
+        raise GistError(f"{ref} holds no .py file ({', '.join(out)}); a model gist needs model.py (and config.json).")
     return out
 
 

@@ -71,7 +71,7 @@ def _shadowed_modules(folder: Path) -> dict[str, ModuleType]:
 def _refuse_binary(path: Path) -> None:
     """A binary file (a checkpoint saved as model.py, a zip) is not a syntax error at line
     None: say what it is."""
-    data = path.read_bytes()[:1 << 16]
+    data = path.read_bytes()[: 1 << 16]
     nul = data.find(b"\x00")
     if nul >= 0:
         raise LoadError(
@@ -93,14 +93,13 @@ def _import_error(path: Path, exc: BaseException) -> LoadError:
         where = f"{path} line {line}" if line else str(path)
         return LoadError(
             f"{where} called sys.exit({exc.code!r}) while being imported, so nothing could be "
-            "loaded. Put script code under `if __name__ == \"__main__\":`."
+            'loaded. Put script code under `if __name__ == "__main__":`.'
         )
     if isinstance(exc, SyntaxError):
         where = f"{exc.filename or path}:{exc.lineno}"
         code = (exc.text or "").strip()
         return LoadError(
-            f"{where}: syntax error ({exc.msg}) in {code!r}. "
-            "Fix that line (or re-export the model) and load it again."
+            f"{where}: syntax error ({exc.msg}) in {code!r}. Fix that line (or re-export the model) and load it again."
         )
     line = _user_line(exc, path)
     where = f"{path} line {line}" if line else str(path)
@@ -118,8 +117,7 @@ def _import_error(path: Path, exc: BaseException) -> LoadError:
             f"(if {missing} is a file of your own, put {missing}.py next to {path.name})"
         )
     return LoadError(
-        f"{where} raised {type(exc).__name__} while being imported: {exc}. "
-        "Fix the module-level code there."
+        f"{where} raised {type(exc).__name__} while being imported: {exc}. Fix the module-level code there."
     )
 
 

@@ -86,9 +86,7 @@ class LoadedModel:
             },
             "vocab_size": config.vocab_size,
             "max_seq_len": config.max_seq_len,
-            "token_embedding": (
-                {"name": token[0], "rows": token[1].num_embeddings} if token else None
-            ),
+            "token_embedding": ({"name": token[0], "rows": token[1].num_embeddings} if token else None),
             "forward": f"forward{inspect.signature(model.forward)}",
             "config": {
                 "path": str(config.path) if config.path else None,
@@ -190,9 +188,7 @@ def _load_example(name: str, class_name: str | None, override: ModelConfig | Non
 
 
 def _is_gist(text: str) -> bool:
-    return text.startswith("gist:") or bool(
-        re.match(r"^(https?://)?gist\.(github|githubusercontent)\.com/", text)
-    )
+    return text.startswith("gist:") or bool(re.match(r"^(https?://)?gist\.(github|githubusercontent)\.com/", text))
 
 
 def _load_gist(
@@ -214,9 +210,7 @@ def _load_gist(
     return _load_folder(folder, class_name, override, str(ref))
 
 
-def _load_folder(
-    folder: Path, class_name: str | None, override: ModelConfig | None, source: str
-) -> LoadedModel:
+def _load_folder(folder: Path, class_name: str | None, override: ModelConfig | None, source: str) -> LoadedModel:
     """The designer's export: model.py (or the folder's only .py file) and config.json."""
     py_files = sorted(p for p in folder.glob("*.py") if p.name != "__init__.py")
     if (folder / "model.py").is_file():
@@ -224,9 +218,7 @@ def _load_folder(
     elif len(py_files) == 1:
         model_file = py_files[0]
     elif not py_files:
-        raise LoadError(
-            f"{folder} holds no model.py; an export folder needs model.py and config.json."
-        )
+        raise LoadError(f"{folder} holds no model.py; an export folder needs model.py and config.json.")
     else:
         names = ", ".join(p.name for p in py_files)
         raise LoadError(
@@ -236,9 +228,7 @@ def _load_folder(
     return _load_py(model_file, _config_beside(model_file, override), class_name, source)
 
 
-def _load_file(
-    path: Path, class_name: str | None, override: ModelConfig | None, source: str
-) -> LoadedModel:
+def _load_file(path: Path, class_name: str | None, override: ModelConfig | None, source: str) -> LoadedModel:
     if path.suffix != ".py":
         raise LoadError(
             f"{path} is not a .py file; pass the model's .py file or the export folder "

@@ -70,8 +70,7 @@ def block_candidates(model: nn.Module, attention: Sequence[str]) -> list[str]:
             continue
         parent = name.rpartition(".")[0]
         is_child = "." not in name
-        in_list = isinstance(model.get_submodule(parent) if parent else model,
-                             (nn.ModuleList, nn.Sequential))
+        in_list = isinstance(model.get_submodule(parent) if parent else model, (nn.ModuleList, nn.Sequential))
         if (is_child or in_list) and not isinstance(m, (nn.ModuleList, nn.ModuleDict)):
             out.append(name)
     return list(dict.fromkeys(out))
@@ -151,9 +150,13 @@ class OutputRecorder(_Hooked):
         return hook
 
 
-def first_divergent(model: nn.Module, call_a: Callable[[], Any], call_b: Callable[[], Any],
-                    names: Sequence[str], region: Callable[[torch.Tensor], torch.Tensor | None]
-                    ) -> str | None:
+def first_divergent(
+    model: nn.Module,
+    call_a: Callable[[], Any],
+    call_b: Callable[[], Any],
+    names: Sequence[str],
+    region: Callable[[torch.Tensor], torch.Tensor | None],
+) -> str | None:
     """Run two forwards and return the first module (in execution order) whose output, cut
     by `region` (None when the output has no such part), differs between them."""
     with OutputRecorder(model, names) as rec_a:
@@ -216,9 +219,13 @@ class OpCounter(TorchDispatchMode):
 
 # -- device tracing on the meta device ----------------------------------------------------
 
-_SKIP_DIRS = tuple(os.path.realpath(p) for p in (
-    os.path.dirname(torch.__file__), sysconfig.get_paths()["stdlib"],
-)) + (os.path.realpath(__file__),)
+_SKIP_DIRS = tuple(
+    os.path.realpath(p)
+    for p in (
+        os.path.dirname(torch.__file__),
+        sysconfig.get_paths()["stdlib"],
+    )
+) + (os.path.realpath(__file__),)
 
 
 def user_site() -> str:
@@ -263,8 +270,7 @@ class _MetaFactories(TorchFunctionMode):
             args = (args[0], _index_tensors(args[1]), *args[2:])
         if func in (torch.tensor, torch.as_tensor) and str(kwargs.get("device")) == "meta":
             return func(*args, **{**kwargs, "device": "cpu"}).to("meta")
-        if func is torch.Tensor.new_tensor and args[0].is_meta and str(
-                kwargs.get("device", "meta")) == "meta":
+        if func is torch.Tensor.new_tensor and args[0].is_meta and str(kwargs.get("device", "meta")) == "meta":
             return func(*args, **{**kwargs, "device": "cpu"}).to("meta")
         return func(*args, **kwargs)
 
@@ -301,19 +307,20 @@ class DeviceTrace(TorchDispatchMode):
             return x
         if x.is_meta:
             if x not in self.shadows:
-                raise RuntimeError("a meta tensor has no real value to shadow it; the trace "
-                                   "cannot follow this model")
+                raise RuntimeError("a meta tensor has no real value to shadow it; the trace cannot follow this model")
             return self.shadows[x]
         return x.to(self.real_device)
 
     def _record(self, func: Any, host: list[torch.Tensor]) -> None:
         made = sorted({self.origins.get(t, "(made outside the traced forward)") for t in host})
-        self.findings.append({
-            "op": str(func.overloadpacket).replace("aten.", "torch."),
-            "where": user_site(),
-            "host_tensor_made_at": "; ".join(made),
-            "host_devices": ", ".join(sorted({str(t.device) for t in host})),
-        })
+        self.findings.append(
+            {
+                "op": str(func.overloadpacket).replace("aten.", "torch."),
+                "where": user_site(),
+                "host_tensor_made_at": "; ".join(made),
+                "host_devices": ", ".join(sorted({str(t.device) for t in host})),
+            }
+        )
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -334,13 +341,12 @@ class DeviceTrace(TorchDispatchMode):
         if not any(isinstance(x, torch.Tensor) for x in pytree.tree_leaves(real_out)):
             return real_out  # a Python value (.item(), bool(tensor)): the real one
         meta_args, meta_kwargs = pytree.tree_map(
-            lambda x: x.to("meta") if isinstance(x, torch.Tensor) and not x.is_meta else x,
-            (args, kwargs))
+            lambda x: x.to("meta") if isinstance(x, torch.Tensor) and not x.is_meta else x, (args, kwargs)
+        )
         try:
             meta_out = func(*meta_args, **meta_kwargs)
         except Exception:  # noqa: BLE001 - no meta kernel, or a data-dependent shape
-            meta_out = pytree.tree_map(
-                lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x, real_out)
+            meta_out = pytree.tree_map(lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x, real_out)
         for m, r in zip(pytree.tree_leaves(meta_out), pytree.tree_leaves(real_out)):
             if isinstance(m, torch.Tensor) and m.is_meta and isinstance(r, torch.Tensor):
                 self.shadows[m] = r
@@ -361,9 +367,11 @@ def plain_tensor_attributes(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     found = []
     for mname, m in model.named_modules():
         for k, v in vars(m).items():
-            items = [(k, v)] if isinstance(v, torch.Tensor) else (
-                [(f"{k}[{i}]", x) for i, x in enumerate(v)] if isinstance(v, (list, tuple))
-                else [])
+            items = (
+                [(k, v)]
+                if isinstance(v, torch.Tensor)
+                else ([(f"{k}[{i}]", x) for i, x in enumerate(v)] if isinstance(v, (list, tuple)) else [])
+            )
             for label, x in items:
                 if isinstance(x, torch.Tensor) and id(x) not in params:
                     found.append((f"{mname}.{label}" if mname else label, x))
@@ -390,9 +398,15 @@ def meta_copy(model: nn.Module) -> tuple[nn.Module, WeakTensorKeyDictionary]:
 # -- figures ------------------------------------------------------------------------------
 
 
-def bar_figure(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str,
-               marker: float | None = None, marker_label: str = "",
-               bad: Sequence[bool] | None = None) -> bytes:
+def bar_figure(
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    xlabel: str,
+    marker: float | None = None,
+    marker_label: str = "",
+    bad: Sequence[bool] | None = None,
+) -> bytes:
     """A horizontal bar chart on a log axis, one bar a label, as PNG bytes. Bars in `bad` (or
     not finite) are red and run to the end of the axis; zeros are a thin stub at the axis
     floor (red when in `bad`, else grey)."""
@@ -421,8 +435,7 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], title: str, xlabe
     return figure_to_png(fig)
 
 
-def thin_out(items: list[Any], limit: int, keep: Callable[[Any], bool] = lambda x: False
-             ) -> list[Any]:
+def thin_out(items: list[Any], limit: int, keep: Callable[[Any], bool] = lambda x: False) -> list[Any]:
     """At most `limit` items spread evenly over `items`, always keeping those `keep` marks."""
     if len(items) <= limit:
         return items

@@ -81,9 +81,14 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         body = backend.to_str()
     else:
         body = json.dumps(
-            [type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
-             tokenizer.special_tokens_map, getattr(tokenizer, "byte_fallback", None)],
-            ensure_ascii=False, default=str,
+            [
+                type(tokenizer).__name__,
+                sorted(tokenizer.get_vocab().items()),
+                tokenizer.special_tokens_map,
+                getattr(tokenizer, "byte_fallback", None),
+            ],
+            ensure_ascii=False,
+            default=str,
         )
     return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -125,20 +125,18 @@ class AdaptiveTokenizer:
         the BPE strategy (special tokens, cache folder). `text_name` says what `texts` are in the
         record ("your text", "the embedded corpus")."""
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(
-                f"vocab_size must be a whole number of rows ({LIMITS_HELP}), got {vocab_size!r}"
-            )
+            raise ValueError(f"vocab_size must be a whole number of rows ({LIMITS_HELP}), got {vocab_size!r}")
         if isinstance(texts, (str, os.PathLike)) and Path(texts).is_file():
             from utils.tokenization.sources import load_corpus
 
             texts = load_corpus(texts).train  # a data file (the notebook's DATA = "file.txt")
         if isinstance(texts, str):
-            raise TypeError("texts must be an iterable of strings or the path of a data file, not "
-                            "one string: wrap it in a list")
+            raise TypeError(
+                "texts must be an iterable of strings or the path of a data file, not one string: wrap it in a list"
+            )
         if texts is not None and not isinstance(texts, Sequence):
             texts = list(texts)  # read twice: to build the tokenizer and to measure its losses
-        choice = cls._choose(vocab_size, texts, tokenizer, use_pretrained, known, bpe_trainer,
-                             text_name)
+        choice = cls._choose(vocab_size, texts, tokenizer, use_pretrained, known, bpe_trainer, text_name)
         choice.notes += _limit_notes(choice, texts, text_name)
         return choice
 
@@ -165,7 +163,8 @@ class AdaptiveTokenizer:
         if texts is not None and vocab_size >= MIN_BPE_VOCAB:
             return cls._bpe(vocab_size, texts, bpe_trainer or FastBPETrainer(), tried, text_name)
         why = (
-            "no text to train on" if texts is None
+            "no text to train on"
+            if texts is None
             else f"vocab_size {vocab_size} < {MIN_BPE_VOCAB}: too few rows for merges beyond "
             "the 256 byte tokens, characters use them better"
         )
@@ -178,9 +177,7 @@ class AdaptiveTokenizer:
         directory = Path(directory)
         record_path = directory / CHOICE_FILE
         if not record_path.is_file():
-            raise FileNotFoundError(
-                f"{record_path} not found: {directory} was not saved by TokenizerChoice.save"
-            )
+            raise FileNotFoundError(f"{record_path} not found: {directory} was not saved by TokenizerChoice.save")
         record = json.loads(record_path.read_text(encoding="utf-8"))
         return TokenizerChoice(
             tokenizer=load_user_tokenizer(directory),
@@ -208,8 +205,13 @@ class AdaptiveTokenizer:
             )
         notes = _ensure_pad_token(tok)
         return TokenizerChoice(
-            tok, "user", "you gave a tokenizer; a given tokenizer always wins over the automatic choice",
-            vocab_size, where, [Attempt("user", where, "used")], notes,
+            tok,
+            "user",
+            "you gave a tokenizer; a given tokenizer always wins over the automatic choice",
+            vocab_size,
+            where,
+            [Attempt("user", where, "used")],
+            notes,
         )
 
     @staticmethod
@@ -227,19 +229,27 @@ class AdaptiveTokenizer:
             if tok is not None:
                 unused = vocab_size - len(tok)
                 reason = (
-                    f"{match.tokenizer.family} tokenizer ({match.how}); {unused} "
-                    "embedding rows are never used" if unused else
-                    f"{match.tokenizer.family} tokenizer ({match.how}), exactly the model's size"
+                    f"{match.tokenizer.family} tokenizer ({match.how}); {unused} embedding rows are never used"
+                    if unused
+                    else f"{match.tokenizer.family} tokenizer ({match.how}), exactly the model's size"
                 )
                 return TokenizerChoice(
-                    tok, "pretrained", reason, vocab_size, match.tokenizer.repo, tried,
+                    tok,
+                    "pretrained",
+                    reason,
+                    vocab_size,
+                    match.tokenizer.repo,
+                    tried,
                     _ensure_pad_token(tok),
                 )
         return None
 
     @staticmethod
     def _bpe(
-        vocab_size: int, texts: Iterable[str], trainer: FastBPETrainer, tried: list[Attempt],
+        vocab_size: int,
+        texts: Iterable[str],
+        trainer: FastBPETrainer,
+        tried: list[Attempt],
         text_name: str,
     ) -> TokenizerChoice:
         result = trainer.train(texts=texts, vocab_size=vocab_size)
@@ -277,12 +287,14 @@ def _limit_notes(choice: TokenizerChoice, texts: Sequence[str] | None, text_name
             f"lossy: {choice.vocab_size} rows leave no room for the 256 byte tokens, so "
             f"characters outside the {len(tok) - SPECIAL_TOKENS} kept become <unk>{measured}; "
             f"use vocab_size >= {LOSSLESS_VOCAB_SIZE + other} for a tokenizer every text "
-            "round-trips")
+            "round-trips"
+        )
     if choice.unused_rows > WASTEFUL_UNUSED_FRACTION * choice.vocab_size:
         notes.append(
             f"wasteful: {choice.unused_rows:,} of the model's {choice.vocab_size:,} embedding rows "
             f"are never used (the tokenizer has {choice.tokenizer_size:,} tokens); a vocab_size "
-            "near the tokenizer's size saves their parameters")
+            "near the tokenizer's size saves their parameters"
+        )
     return notes
 
 
@@ -317,7 +329,8 @@ class _HubStatus:
             if self.reason:
                 log.warning(
                     "Hugging Face Hub unavailable (%s): pretrained tokenizers come only from "
-                    "the local cache, else the next strategy is used", self.reason,
+                    "the local cache, else the next strategy is used",
+                    self.reason,
                 )
         return self.reason
 

@@ -185,9 +185,7 @@ class FastBPETrainer:
             raise ValueError(f"the training files {[str(p) for p in paths]} are empty")
         return paths
 
-    def _fingerprint(
-        self, texts: Iterable[str] | None, vocab_size: int, files: list[Path] | None
-    ) -> str | None:
+    def _fingerprint(self, texts: Iterable[str] | None, vocab_size: int, files: list[Path] | None) -> str | None:
         """A digest of corpus + settings, or None when the corpus can only be read once."""
         if not self.cache:
             return None
@@ -197,8 +195,7 @@ class FastBPETrainer:
             corpus = "texts:" + hash_texts(texts)
         else:
             log.info(
-                "BPE: texts is a one-shot iterator, so the tokenizer is not cached "
-                "(pass a list or files= to cache it)"
+                "BPE: texts is a one-shot iterator, so the tokenizer is not cached (pass a list or files= to cache it)"
             )
             return None
         return hash_settings(
@@ -239,9 +236,7 @@ class FastBPETrainer:
             seconds=0.0,
         )
 
-    def _train_backend(
-        self, texts: Iterable[str] | None, vocab_size: int, files: list[Path] | None
-    ) -> Tokenizer:
+    def _train_backend(self, texts: Iterable[str] | None, vocab_size: int, files: list[Path] | None) -> Tokenizer:
         backend = Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
@@ -269,8 +264,10 @@ class FastBPETrainer:
             return ""
         if self.min_frequency > 1:
             why = f"no pair of tokens occurs {self.min_frequency} or more times any more"
-            hint = ("give more text, or min_frequency=1 (tbuilder tokenizer --min-frequency 1) "
-                    "to also merge pairs seen fewer times")
+            hint = (
+                "give more text, or min_frequency=1 (tbuilder tokenizer --min-frequency 1) "
+                "to also merge pairs seen fewer times"
+            )
         else:
             why = "no pair is left to merge (every word of the corpus is a single token)"
             hint = "give more (or more varied) text"

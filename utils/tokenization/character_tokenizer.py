@@ -51,7 +51,7 @@ _ASCII_HEAD = "\t\n\r" + "".join(chr(c) for c in range(0x20, 0x7F))
 _KIND_CHAR, _KIND_BYTE, _KIND_LITERAL = 0, 1, 2
 _UTF8_LEAD = np.array([0x00, 0xC0, 0xE0, 0xF0], dtype=np.uint32)
 _SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: never text
-_SENTINEL_RE = re.compile("[\uFDD0-\uFDEF]")
+_SENTINEL_RE = re.compile("[\ufdd0-\ufdef]")
 
 
 @lru_cache(maxsize=1)
@@ -61,17 +61,13 @@ def unicode_fill_order() -> np.ndarray:
     Computed once per process (about a third of a second): (1_112_064,) uint32.
     """
     head = np.frombuffer(_ASCII_HEAD.encode("utf-32-le"), dtype=np.uint32)
-    category = np.array(
-        [unicodedata.category(chr(c))[0:2] for c in range(MAX_CODEPOINT)], dtype="<U2"
-    )
+    category = np.array([unicodedata.category(chr(c))[0:2] for c in range(MAX_CODEPOINT)], dtype="<U2")
     codepoints = np.arange(MAX_CODEPOINT, dtype=np.uint32)
     in_head = np.zeros(MAX_CODEPOINT, dtype=bool)
     in_head[head] = True
     private, unassigned = category == "Co", category == "Cn"
     assigned = ~(private | unassigned | (category == "Cs") | in_head)
-    return np.concatenate(
-        [head, codepoints[assigned], codepoints[private], codepoints[unassigned]]
-    )
+    return np.concatenate([head, codepoints[assigned], codepoints[private], codepoints[unassigned]])
 
 
 def count_characters(texts: Iterable[str], chunk_chars: int = 1 << 20) -> np.ndarray:
@@ -229,9 +225,7 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
 
     # -- encoding -----------------------------------------------------------------------
 
-    def encode_to_arrays(
-        self, texts: Sequence[str], split_special_tokens: bool | None = None
-    ) -> list[np.ndarray]:
+    def encode_to_arrays(self, texts: Sequence[str], split_special_tokens: bool | None = None) -> list[np.ndarray]:
         """Token ids of each text as int32 arrays, no special tokens added: the fast path
         the data modules use (no per-token Python objects). Many texts are looked up in one
         pass when none holds a special token or an unknown character (the common case)."""
@@ -260,8 +254,11 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
     def _may_hold_literal(self, text: str) -> bool:
         """A literal's first character must occur before the regex is worth running (a
         memchr per character, so text without '<' costs next to nothing)."""
-        return (self._literal_re is not None and any(c in text for c in self._literal_firsts)
-                and self._literal_re.search(text) is not None)
+        return (
+            self._literal_re is not None
+            and any(c in text for c in self._literal_firsts)
+            and self._literal_re.search(text) is not None
+        )
 
     def _encode_piece(self, text: str, table: np.ndarray) -> np.ndarray:
         """Ids of plain text: one table lookup per code point, bytes or <unk> for the rest."""
@@ -302,22 +299,43 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         return super()._encode_plus(text=text, text_pair=text_pair, **kwargs)
 
     # The options `_encode_batch` implements itself; anything else goes the general way.
-    _FAST_OPTIONS = frozenset({
-        "add_special_tokens", "padding_strategy", "truncation_strategy", "max_length",
-        "pad_to_multiple_of", "padding_side", "return_tensors", "return_attention_mask",
-        "split_special_tokens", "verbose", "is_split_into_words", "stride",
-        "return_token_type_ids", "return_overflowing_tokens", "return_special_tokens_mask",
-        "return_length", "return_offsets_mapping",
-    })
+    _FAST_OPTIONS = frozenset(
+        {
+            "add_special_tokens",
+            "padding_strategy",
+            "truncation_strategy",
+            "max_length",
+            "pad_to_multiple_of",
+            "padding_side",
+            "return_tensors",
+            "return_attention_mask",
+            "split_special_tokens",
+            "verbose",
+            "is_split_into_words",
+            "stride",
+            "return_token_type_ids",
+            "return_overflowing_tokens",
+            "return_special_tokens_mask",
+            "return_length",
+            "return_offsets_mapping",
+        }
+    )
 
     def _batch_fast_path_applies(self, text: Any, kwargs: dict[str, Any]) -> bool:
         if not (isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text)):
             return False
         if set(kwargs) - self._FAST_OPTIONS or kwargs.get("is_split_into_words"):
             return False
-        if kwargs.get("stride") or any(kwargs.get(k) for k in (
-                "return_token_type_ids", "return_overflowing_tokens",
-                "return_special_tokens_mask", "return_length", "return_offsets_mapping")):
+        if kwargs.get("stride") or any(
+            kwargs.get(k)
+            for k in (
+                "return_token_type_ids",
+                "return_overflowing_tokens",
+                "return_special_tokens_mask",
+                "return_length",
+                "return_offsets_mapping",
+            )
+        ):
             return False
         specials = kwargs.get("add_special_tokens", True) and self.num_special_tokens_to_add() > 0
         return not specials
@@ -353,8 +371,10 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
             if return_tensors is None:
                 return self._lists_result(flat, starts, lengths, mask_wanted)
             if int(lengths.min()) != longest:
-                raise ValueError("Unable to create tensor from sequences of different lengths: "
-                                 "pass padding=True (or truncation=True with max_length)")
+                raise ValueError(
+                    "Unable to create tensor from sequences of different lengths: "
+                    "pass padding=True (or truncation=True with max_length)"
+                )
             width = longest
         elif padding_strategy == PaddingStrategy.LONGEST:
             width = longest
@@ -394,40 +414,42 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         return np.concatenate(rows).astype(np.int32, copy=False), lengths
 
     @staticmethod
-    def _padded(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int,
-                side: str, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    def _padded(
+        flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int, side: str, pad: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The (B, T) int64 ids, pad where a row is shorter than `width`, and where the real
         tokens are: each row is one slice copy of its window of `flat` (a memcpy per row,
         cheaper than a gather over every cell)."""
         ids = np.full((len(lengths), width), pad, dtype=np.int64)  # (B, T)
         firsts = (width - lengths) if side == "left" else np.zeros_like(lengths)  # (B,)
-        for row, (first, start, n) in enumerate(zip(firsts.tolist(), starts.tolist(),
-                                                    lengths.tolist())):
+        for row, (first, start, n) in enumerate(zip(firsts.tolist(), starts.tolist(), lengths.tolist())):
             ids[row, first : first + n] = flat[start : start + n]
         columns = np.arange(width)[None, :]  # (1, T)
         real = (columns >= firsts[:, None]) & (columns < (firsts + lengths)[:, None])  # (B, T)
         return ids, real
 
-    def _lists_result(self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-                      mask_wanted: bool) -> BatchEncoding:
+    def _lists_result(
+        self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, mask_wanted: bool
+    ) -> BatchEncoding:
         """Unpadded rows as lists of ints: each row the `.tolist()` of its ids looked up as
         shared int objects (row by row, so the lookup stays in cache), a mask row one list
         product."""
         objects, flat = self._id_objects(), flat.astype(np.intp)  # (V,) object, (N,)
         ends = (starts + lengths).tolist()
-        data: dict[str, Any] = {"input_ids": [objects.take(flat[a:b]).tolist()
-                                              for a, b in zip(starts.tolist(), ends)]}
+        data: dict[str, Any] = {"input_ids": [objects.take(flat[a:b]).tolist() for a, b in zip(starts.tolist(), ends)]}
         if mask_wanted:
             data["attention_mask"] = [[1] * n for n in lengths.tolist()]
         return BatchEncoding(data)
 
-    def _padded_lists_result(self, ids: np.ndarray, lengths: np.ndarray, width: int, side: str,
-                             mask_wanted: bool) -> BatchEncoding:
+    def _padded_lists_result(
+        self, ids: np.ndarray, lengths: np.ndarray, width: int, side: str, mask_wanted: bool
+    ) -> BatchEncoding:
         """Padded rows as lists of ints; a mask row is two list products."""
         data: dict[str, Any] = {"input_ids": self._id_objects()[ids].tolist()}
         if mask_wanted:
-            data["attention_mask"] = [[0] * (width - n) + [1] * n if side == "left"
-                                      else [1] * n + [0] * (width - n) for n in lengths.tolist()]
+            data["attention_mask"] = [
+                [0] * (width - n) + [1] * n if side == "left" else [1] * n + [0] * (width - n) for n in lengths.tolist()
+            ]
         return BatchEncoding(data)
 
     def _id_objects(self) -> np.ndarray:
@@ -500,9 +522,7 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
 
     # -- saving -------------------------------------------------------------------------
 
-    def save_vocabulary(
-        self, save_directory: str, filename_prefix: str | None = None
-    ) -> tuple[str, ...]:
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
         name = f"{filename_prefix}-{VOCAB_FILE}" if filename_prefix else VOCAB_FILE
         path = Path(save_directory) / name
         payload = {

@@ -66,8 +66,9 @@ class BatchCollator:
             labels = torch.tensor([it["label"] for it in items], dtype=torch.long)  # (B,)
         elif self.task == "masked_lm":
             special = torch.tensor(self.special_ids, dtype=torch.long)
-            input_ids, labels = mask_tokens(input_ids, attention_mask, special, self.mask_id,
-                                            self.vocab_size, self.mlm_probability)
+            input_ids, labels = mask_tokens(
+                input_ids, attention_mask, special, self.mask_id, self.vocab_size, self.mlm_probability
+            )
         else:
             labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
@@ -90,8 +91,9 @@ class _Rows(Dataset):
     """Ragged rows (flat ids + per-row start and end), truncated to `max_length`, with
     optional labels."""
 
-    def __init__(self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_length: int,
-                 labels: np.ndarray | None) -> None:
+    def __init__(
+        self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_length: int, labels: np.ndarray | None
+    ) -> None:
         self.flat = torch.from_numpy(flat)
         self.starts, self.ends = starts, np.minimum(ends, starts + max_length)
         self.labels = labels

@@ -66,13 +66,15 @@ def check_fits_model(tokenizer: Any, max_length: int, profile: Any) -> None:
             f"the tokenizer emits ids up to {needed - 1} but the model has vocab_size {vocab} "
             f"({getattr(profile, 'vocab_source', 'its profile')}): ids {vocab} and up would crash "
             f"its embedding. Use a tokenizer of at most {vocab} tokens, or a model with "
-            f"vocab_size >= {needed}")
+            f"vocab_size >= {needed}"
+        )
     limit = getattr(profile, "max_seq_len", None)
     if limit is not None and max_length > limit:
         raise ValueError(
             f"max_length={max_length} is longer than the model's max_seq_len {limit} "
             f"({getattr(profile, 'max_seq_len_source', 'its profile')}): positions past "
-            f"{limit} have no embedding. Give max_length <= {limit}")
+            f"{limit} have no embedding. Give max_length <= {limit}"
+        )
 
 
 class AdaptiveTokenizerDataModule(pl.LightningDataModule):
@@ -148,13 +150,15 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         """Load, tokenise (or read the cache), pack and split; done once, whatever the stage."""
         if self.train_dataset is not None:
             return
-        corpus = load_corpus(self.dataset, self.text_column,
-                             self.label_column if self.task == "classification" else None,
-                             self.dataset_config, self.cache_dir)
+        corpus = load_corpus(
+            self.dataset,
+            self.text_column,
+            self.label_column if self.task == "classification" else None,
+            self.dataset_config,
+            self.cache_dir,
+        )
         if not any(corpus.train):
-            raise ValueError(
-                f"{corpus.source}: no text ({len(corpus.train)} documents, all empty)"
-            )
+            raise ValueError(f"{corpus.source}: no text ({len(corpus.train)} documents, all empty)")
         arrays = self._tokenized(corpus)
         train, val = self._examples(arrays, "train"), None
         if "val.tokens" in arrays:
@@ -162,8 +166,9 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         elif self.val_split > 0:
             train, val = self._split(train)
         self.train_dataset, self.val_dataset = train, val
-        self.stats.update(source=corpus.source, train_examples=len(train),
-                          val_examples=len(val) if val is not None else 0)
+        self.stats.update(
+            source=corpus.source, train_examples=len(train), val_examples=len(val) if val is not None else 0
+        )
         log.info("data: %s", self.stats)
 
     def train_dataloader(self) -> DataLoader:
@@ -217,8 +222,13 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         return arrays
 
     def _cache_path(self, corpus: _Corpus) -> Path:
-        key = hash_settings(format=_CACHE_FORMAT, corpus=corpus.fingerprint, task=self.task,
-                            packing=self.packing, tokenizer=tokenizer_fingerprint(self.tokenizer))
+        key = hash_settings(
+            format=_CACHE_FORMAT,
+            corpus=corpus.fingerprint,
+            task=self.task,
+            packing=self.packing,
+            tokenizer=tokenizer_fingerprint(self.tokenizer),
+        )
         return self.cache_dir / "tokenized" / f"{key[:32]}.safetensors"
 
     def _encode(self, corpus: _Corpus) -> dict[str, np.ndarray]:
@@ -226,8 +236,7 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         splits = {"train": corpus.train} | ({"val": corpus.val} if corpus.val is not None else {})
         for name, texts in splits.items():
             if self.packing:
-                arrays[f"{name}.tokens"] = encode_stream(
-                    self.tokenizer, texts, self.separator_id, sum(map(len, texts)))
+                arrays[f"{name}.tokens"] = encode_stream(self.tokenizer, texts, self.separator_id, sum(map(len, texts)))
                 arrays[f"{name}.lengths"] = np.array([len(arrays[f"{name}.tokens"])], np.int64)
             else:
                 flat, lengths = encode_ragged(self.tokenizer, texts)
@@ -262,8 +271,9 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         self.stats[f"{split}_tokens"] = int(lengths.sum())
         self.stats[f"{split}_truncated_rows"] = int((lengths > self.max_length).sum())
         self.stats[f"{split}_empty_rows_dropped"] = int((~keep).sum())
-        return _Rows(tokens, offsets[:-1][keep], offsets[1:][keep], self.max_length,
-                     labels[keep] if labels is not None else None)
+        return _Rows(
+            tokens, offsets[:-1][keep], offsets[1:][keep], self.max_length, labels[keep] if labels is not None else None
+        )
 
     def _split(self, dataset: Dataset) -> tuple[Dataset, Dataset]:
         """Seeded permutation: the same seed gives the same validation examples."""
@@ -333,8 +343,9 @@ class SimpleDataModule(pl.LightningDataModule):
         train = _tensor_dict(input_ids, attention_mask, labels, "input_ids")
         if val is not None:
             self.train = train
-            self.val = _tensor_dict(val.get("input_ids"), val.get("attention_mask"),
-                                    val.get("labels"), "val['input_ids']")
+            self.val = _tensor_dict(
+                val.get("input_ids"), val.get("attention_mask"), val.get("labels"), "val['input_ids']"
+            )
         elif val_split > 0:
             n = len(train["input_ids"])
             n_val = max(1, round(n * val_split))
@@ -354,9 +365,12 @@ class SimpleDataModule(pl.LightningDataModule):
 
     def _loader(self, tensors: dict[str, torch.Tensor], shuffle: bool) -> DataLoader:
         return DataLoader(
-            _TensorRows(tensors), batch_size=self.batch_size, shuffle=shuffle,
+            _TensorRows(tensors),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
 
@@ -374,14 +388,14 @@ class _TensorRows(Dataset):
 
 def _tensor_dict(input_ids: Any, attention_mask: Any, labels: Any, name: str) -> dict[str, torch.Tensor]:
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
-        raise ValueError(f"{name} must be a 2-D integer tensor (N, T), got "
-                         f"{getattr(input_ids, 'shape', type(input_ids).__name__)}")
+        raise ValueError(
+            f"{name} must be a 2-D integer tensor (N, T), got {getattr(input_ids, 'shape', type(input_ids).__name__)}"
+        )
     input_ids = input_ids.long()
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids "
-                         f"{tuple(input_ids.shape)}")
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
     attention_mask = attention_mask.long()
     if labels is None:
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)

@@ -43,8 +43,14 @@ def encode_stream(
     texts are cut at newlines. Otherwise each text is encoded and separators inserted.
     """
     separator = tokenizer.convert_ids_to_tokens(separator_id)
-    bar = tqdm(total=total_chars, unit="char", unit_scale=True, desc="tokenizing",
-               disable=total_chars is None or total_chars < 5_000_000, leave=False)
+    bar = tqdm(
+        total=total_chars,
+        unit="char",
+        unit_scale=True,
+        desc="tokenizing",
+        disable=total_chars is None or total_chars < 5_000_000,
+        leave=False,
+    )
     if not _separator_is_recognised(tokenizer, separator, separator_id):
         texts = list(texts)
         flat, lengths = encode_ragged(tokenizer, texts)
@@ -61,8 +67,7 @@ def encode_stream(
 def _encode_batch(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        return [np.asarray(e.ids, dtype=np.int32)
-                for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return [np.asarray(e.ids, dtype=np.int32) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
     encode_to_arrays = getattr(tokenizer, "encode_to_arrays", None)
     if encode_to_arrays is not None:
         return encode_to_arrays(texts)

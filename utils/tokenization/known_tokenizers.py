@@ -99,9 +99,7 @@ def build_table(entries: Iterable[tuple[int, KnownTokenizer]]) -> dict[int, Know
         if size in table:
             raise ValueError(f"vocabulary size {size} is listed twice: {table[size].repo} and {tok.repo}")
         if tok.length > size:
-            raise ValueError(
-                f"{tok.repo} emits ids up to {tok.length - 1}, which do not fit {size} rows"
-            )
+            raise ValueError(f"{tok.repo} emits ids up to {tok.length - 1}, which do not fit {size} rows")
         table[size] = tok
     return table
 
@@ -109,9 +107,7 @@ def build_table(entries: Iterable[tuple[int, KnownTokenizer]]) -> dict[int, Know
 KNOWN_TOKENIZERS: dict[int, KnownTokenizer] = build_table(_ENTRIES)
 
 
-def find_known_tokenizers(
-    vocab_size: int, table: Mapping[int, KnownTokenizer] | None = None
-) -> list[KnownMatch]:
+def find_known_tokenizers(vocab_size: int, table: Mapping[int, KnownTokenizer] | None = None) -> list[KnownMatch]:
     """Every known tokenizer that fits `vocab_size` rows, best first: the one listed under
     that size, then those whose length padded to a multiple of 64 or 128 is that size."""
     table = KNOWN_TOKENIZERS if table is None else table
@@ -122,9 +118,7 @@ def find_known_tokenizers(
     for tok in {t.repo: t for t in table.values()}.values():
         multiples = [m for m in PADDING_MULTIPLES if -(-tok.length // m) * m == vocab_size]
         if multiples and tok.length <= vocab_size and all(tok.repo != m.tokenizer.repo for m in matches):
-            padded.append(
-                KnownMatch(tok, vocab_size, f"{tok.length} padded to a multiple of {multiples[0]}")
-            )
+            padded.append(KnownMatch(tok, vocab_size, f"{tok.length} padded to a multiple of {multiples[0]}"))
     return matches + sorted(padded, key=lambda m: (m.unused_rows, m.tokenizer.repo))
 
 

@@ -52,8 +52,7 @@ def load_corpus(
 
     if isinstance(source, (list, tuple)):
         if source and all(isinstance(x, dict) for x in source):
-            return _from_dataset(datasets.Dataset.from_list(list(source)), text_column,
-                                 label_column, "records")
+            return _from_dataset(datasets.Dataset.from_list(list(source)), text_column, label_column, "records")
         texts = _check_strings(source, "dataset")
         if label_column is not None:
             raise ValueError(
@@ -78,8 +77,7 @@ def load_corpus(
     )
 
 
-def _from_file(path: Path, text_column: str, label_column: str | None,
-               cache_dir: Path | None) -> _Corpus:
+def _from_file(path: Path, text_column: str, label_column: str | None, cache_dir: Path | None) -> _Corpus:
     import datasets
 
     kind = FILE_TYPES.get(path.suffix.lower())
@@ -87,14 +85,16 @@ def _from_file(path: Path, text_column: str, label_column: str | None,
         raise ValueError(f"{path}: unsupported file type; use one of {sorted(FILE_TYPES)}")
     if kind == "text":
         if label_column is not None:
-            raise ValueError(f"{path}: a .txt file has no labels; classification needs "
-                             ".csv/.jsonl/.parquet with a label column")
+            raise ValueError(
+                f"{path}: a .txt file has no labels; classification needs .csv/.jsonl/.parquet with a label column"
+            )
         return _Corpus([_read_utf8(path)], None, None, None, "file:" + hash_files([path]), str(path))
     if kind != "parquet":
         _read_utf8(path)  # a clear error naming the line, before the CSV/JSON parser fails
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train",
-                                   cache_dir=str(cache_dir / "datasets") if cache_dir else None)
+        ds = datasets.load_dataset(
+            kind, data_files=str(path), split="train", cache_dir=str(cache_dir / "datasets") if cache_dir else None
+        )
     except Exception as exc:  # datasets says "An error occurred while generating the dataset"
         raise _file_error(path, kind, exc) from exc
     # The fingerprint stays the one of the chosen columns' content: a hash of the whole file
@@ -117,11 +117,14 @@ def _file_error(path: Path, kind: str, exc: Exception) -> ValueError:
                     except json.JSONDecodeError as bad:
                         return ValueError(
                             f"{path} line {number}: not valid JSON ({bad.msg}, column "
-                            f"{bad.colno}); each line of a .jsonl file must be one JSON object")
+                            f"{bad.colno}); each line of a .jsonl file must be one JSON object"
+                        )
     cause = exc.__cause__ or exc.__context__ or exc
-    return ValueError(f"{path}: could not be read as {kind.upper()} ({type(cause).__name__}: "
-                      f"{str(cause).splitlines()[0] if str(cause) else 'no detail'}); fix the file "
-                      "or give a .txt file")
+    return ValueError(
+        f"{path}: could not be read as {kind.upper()} ({type(cause).__name__}: "
+        f"{str(cause).splitlines()[0] if str(cause) else 'no detail'}); fix the file "
+        "or give a .txt file"
+    )
 
 
 def _from_hub(name: str, config: str | None, text_column: str, label_column: str | None) -> _Corpus:
@@ -187,7 +190,7 @@ def _read_utf8(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ValueError(
-            f"{path}: not UTF-8 (byte {exc.start}, line {line}: {data[exc.start:exc.start + 4]!r}); "
+            f"{path}: not UTF-8 (byte {exc.start}, line {line}: {data[exc.start : exc.start + 4]!r}); "
             "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         ) from exc
 

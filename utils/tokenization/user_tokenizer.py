@@ -31,8 +31,7 @@ SPECIAL_TOKEN_SPELLINGS = {
     "mask_token": ("<mask>", "[MASK]", "<|mask|>"),
 }
 FORMATS_HELP = (
-    "give a tokenizer.json, a Hugging Face tokenizer folder, a sentencepiece .model, "
-    "or a vocab.txt / vocab.json file"
+    "give a tokenizer.json, a Hugging Face tokenizer folder, a sentencepiece .model, or a vocab.txt / vocab.json file"
 )
 
 
@@ -76,9 +75,7 @@ def _load_folder(folder: Path) -> PreTrainedTokenizerBase:
             )
     if config_path.is_file() or (folder / "tokenizer.json").is_file():
         try:
-            return AutoTokenizer.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False
-            )
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # tokenizers raises a bare Exception for a bad schema
             if (folder / "tokenizer.json").is_file():
                 _tokenizer_json(folder / "tokenizer.json")  # names the file when it is the cause
@@ -103,8 +100,7 @@ def _load_file(path: Path) -> PreTrainedTokenizerBase:
         if isinstance(data, dict) and data and all(isinstance(v, int) for v in data.values()):
             return _load_vocab_json(path, data)
         raise ValueError(
-            f"{path}: neither a tokenizer.json (no 'model' entry) nor a vocab.json "
-            "(a token -> id mapping)"
+            f"{path}: neither a tokenizer.json (no 'model' entry) nor a vocab.json (a token -> id mapping)"
         )
     raise ValueError(f"{path}: unknown tokenizer file type {suffix!r}; {FORMATS_HELP}")
 
@@ -128,8 +124,7 @@ def _load_sentencepiece(path: Path) -> PreTrainedTokenizerBase:
         sp = spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as exc:
         raise ValueError(f"{path}: not a sentencepiece model ({exc})") from exc
-    roles = {"unk_token": sp.unk_id(), "bos_token": sp.bos_id(), "eos_token": sp.eos_id(),
-             "pad_token": sp.pad_id()}
+    roles = {"unk_token": sp.unk_id(), "bos_token": sp.bos_id(), "eos_token": sp.eos_id(), "pad_token": sp.pad_id()}
     specials = {role: sp.id_to_piece(i) for role, i in roles.items() if i >= 0}
     return SentencePieceTokenizer(vocab_file=str(path), **specials)
 
@@ -174,9 +169,7 @@ def _wrap(backend: Tokenizer, specials: dict[str, str] | None = None) -> PreTrai
     """A `PreTrainedTokenizerFast` around a Rust tokenizer, special tokens recognised by name."""
     if specials is None:
         specials = _recognise_specials(backend.get_vocab(with_added_tokens=True))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, clean_up_tokenization_spaces=False, **specials
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False, **specials)
 
 
 def _unknown_token(path: Path, specials: dict[str, str]) -> str:

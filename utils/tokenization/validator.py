@@ -105,8 +105,10 @@ def is_lossless(tokenizer: Any) -> bool:
     spec = json.loads(backend.to_str())
     if spec.get("normalizer") is not None:
         return False
-    kinds = {spec.get("pre_tokenizer") and spec["pre_tokenizer"].get("type"),
-             spec.get("decoder") and spec["decoder"].get("type")}
+    kinds = {
+        spec.get("pre_tokenizer") and spec["pre_tokenizer"].get("type"),
+        spec.get("decoder") and spec["decoder"].get("type"),
+    }
     return "ByteLevel" in kinds or bool(spec["model"].get("byte_fallback"))
 
 
@@ -130,8 +132,12 @@ def check_id_range(ctx: _Context, v: Verdict) -> CheckResult:
     emitted = vocab_ids + special_ids + probe_ids
     max_id = max(emitted)
     size = len(tok)
-    metrics = {"max_id": max_id, "tokenizer_size": size, "model_vocab_size": ctx.vocab_size,
-               "unused_rows": ctx.vocab_size - (max_id + 1)}
+    metrics = {
+        "max_id": max_id,
+        "tokenizer_size": size,
+        "model_vocab_size": ctx.vocab_size,
+        "unused_rows": ctx.vocab_size - (max_id + 1),
+    }
     if max_id >= ctx.vocab_size:
         too_big = sum(i >= ctx.vocab_size for i in set(emitted))
         return v.fail(
@@ -164,8 +170,7 @@ def check_special_tokens(ctx: _Context, v: Verdict) -> CheckResult:
     """
     tok = ctx.tokenizer
     vocab = tok.get_vocab()
-    roles = {role: str(value) for role, value in tok.special_tokens_map.items()
-             if isinstance(value, str)}
+    roles = {role: str(value) for role, value in tok.special_tokens_map.items() if isinstance(value, str)}
     ids = {role: vocab.get(token) for role, token in roles.items()}
     metrics = {"tokens": roles, "ids": ids}
     problems = [f"{role} {roles[role]!r} is not in the vocabulary" for role, i in ids.items() if i is None]
@@ -173,15 +178,16 @@ def check_special_tokens(ctx: _Context, v: Verdict) -> CheckResult:
     missing = [r for r in ("pad_token", "eos_token") if r not in roles]
     if problems:
         return v.fail(
-            "; ".join(problems) + ".", metrics,
+            "; ".join(problems) + ".",
+            metrics,
             advice="Give each role its own token in the vocabulary, e.g. "
             "tokenizer.add_special_tokens({'pad_token': '<pad>'}) (and grow the model's "
             "vocab_size to len(tokenizer)), or reuse eos for padding: tokenizer.pad_token = tokenizer.eos_token.",
         )
     if missing:
         return v.warn(
-            f"No {' and no '.join(missing)}: batches cannot be padded and documents cannot be "
-            "separated when packing.", metrics,
+            f"No {' and no '.join(missing)}: batches cannot be padded and documents cannot be separated when packing.",
+            metrics,
             advice="Set them, e.g. tokenizer.pad_token = tokenizer.eos_token, or "
             "tokenizer.add_special_tokens({'eos_token': '</s>'}).",
         )
@@ -208,18 +214,24 @@ def check_round_trip(ctx: _Context, v: Verdict) -> CheckResult:
     tok = ctx.tokenizer
     decoded = [tok.decode(ids, skip_special_tokens=True) for ids in _encode_all(tok, ROUND_TRIP_TEXTS)]
     broken = [(t, d) for t, d in zip(ROUND_TRIP_TEXTS, decoded, strict=True) if t != d]
-    metrics = {"texts": len(ROUND_TRIP_TEXTS), "mismatches": len(broken), "lossless_expected": ctx.lossless,
-               "examples": [{"text": t, "decoded": d} for t, d in broken[:3]]}
+    metrics = {
+        "texts": len(ROUND_TRIP_TEXTS),
+        "mismatches": len(broken),
+        "lossless_expected": ctx.lossless,
+        "examples": [{"text": t, "decoded": d} for t, d in broken[:3]],
+    }
     if not broken:
         return v.pass_(
             f"All {len(ROUND_TRIP_TEXTS)} multilingual texts (emoji, CJK, Arabic, Hebrew, "
-            "combining marks, whitespace) come back exactly.", metrics,
+            "combining marks, whitespace) come back exactly.",
+            metrics,
         )
     first = f"{broken[0][0]!r} -> {broken[0][1]!r}"
     if ctx.lossless:
         return v.fail(
             f"{len(broken)} of {len(ROUND_TRIP_TEXTS)} texts change on a round trip although "
-            f"this tokenizer should be lossless, e.g. {first}.", metrics,
+            f"this tokenizer should be lossless, e.g. {first}.",
+            metrics,
             advice="The tokenizer's normalizer or decoder alters text; rebuild it "
             "(FastBPETrainer, CharacterLevelTokenizer) or pass lossless=False if this is intended.",
         )
@@ -258,19 +270,31 @@ def check_coverage(ctx: _Context, v: Verdict) -> CheckResult:
     n_unk = sum(i == unk for i in ids) if unk is not None else 0
     rate = n_unk / max(len(ids), 1)
     per_token = n_chars / max(len(ids), 1)
-    metrics = {"chars": n_chars, "tokens": len(ids), "unknown_tokens": n_unk,
-               "unknown_rate": rate, "chars_per_token": per_token}
-    summary = (f"{rate:.2%} of {len(ids)} tokens are unknown; {per_token:.2f} characters "
-               "per token.")
+    metrics = {
+        "chars": n_chars,
+        "tokens": len(ids),
+        "unknown_tokens": n_unk,
+        "unknown_rate": rate,
+        "chars_per_token": per_token,
+    }
+    summary = f"{rate:.2%} of {len(ids)} tokens are unknown; {per_token:.2f} characters per token."
     if rate > t.unk_fail_rate:
-        status, advice = "fail", (
-            "The model would not see much of your text. Use a tokenizer with byte fallback "
-            "(CharacterLevelTokenizer with vocab_size >= 400, or byte-level BPE) or one "
-            "trained on this text.")
+        status, advice = (
+            "fail",
+            (
+                "The model would not see much of your text. Use a tokenizer with byte fallback "
+                "(CharacterLevelTokenizer with vocab_size >= 400, or byte-level BPE) or one "
+                "trained on this text."
+            ),
+        )
     elif rate > t.unk_warn_rate or per_token < t.min_chars_per_token:
-        status, advice = "warn", (
-            "Some characters are unknown or spelled out byte by byte; a larger vocabulary or "
-            "a tokenizer trained on this text would represent it better.")
+        status, advice = (
+            "warn",
+            (
+                "Some characters are unknown or spelled out byte by byte; a larger vocabulary or "
+                "a tokenizer trained on this text would represent it better."
+            ),
+        )
     else:
         status, advice = "pass", ""
     return v.result(status, summary, metrics, advice)
@@ -311,5 +335,9 @@ def _sample(texts: Iterable[str], max_chars: int) -> list[str]:
 
 
 def _meta(ctx: _Context) -> dict[str, Any]:
-    return {"tokenizer": type(ctx.tokenizer).__name__, "tokenizer_size": len(ctx.tokenizer),
-            "model_vocab_size": ctx.vocab_size, "lossless_expected": ctx.lossless}
+    return {
+        "tokenizer": type(ctx.tokenizer).__name__,
+        "tokenizer_size": len(ctx.tokenizer),
+        "model_vocab_size": ctx.vocab_size,
+        "lossless_expected": ctx.lossless,
+    }

@@ -3,5 +3,4 @@
 from utils.training.config import TrainConfig, TrainConfigError
 from utils.training.trainer import TrainingOOMError, TrainResult, resolve_precision, train
 
-__all__ = ["TrainConfig", "TrainConfigError", "TrainResult", "TrainingOOMError",
-           "resolve_precision", "train"]
+__all__ = ["TrainConfig", "TrainConfigError", "TrainResult", "TrainingOOMError", "resolve_precision", "train"]

@@ -26,8 +26,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     a run killed while saving leaves the previous checkpoint readable (works on a mounted
     Drive folder too, where a rename within one folder is atomic)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(Path(path), buffer.getvalue())
@@ -60,12 +59,12 @@ class RunRecorder(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: Any) -> None:
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         self._lr = float(optimizer.param_groups[0]["lr"])
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = getattr(pl_module, "last_train_loss", None)
         if loss is not None:
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
@@ -75,11 +74,16 @@ class RunRecorder(pl.Callback):
             return  # still accumulating gradients for the next step
         self.tokens = step * self.tokens_per_step
         norm = getattr(pl_module, "last_grad_norm", None)
-        self.rows.append({
-            "step": step, "tokens": self.tokens,
-            "train_loss": self._loss_sum / self._micro if self._loss_sum is not None else None,
-            "val_loss": None, "lr": self._lr, "grad_norm": norm,
-        })
+        self.rows.append(
+            {
+                "step": step,
+                "tokens": self.tokens,
+                "train_loss": self._loss_sum / self._micro if self._loss_sum is not None else None,
+                "val_loss": None,
+                "lr": self._lr,
+                "grad_norm": norm,
+            }
+        )
         self._loss_sum, self._micro = None, 0
         self.steps_this_session += 1
 
@@ -100,8 +104,16 @@ class RunRecorder(pl.Callback):
         if self.rows and self.rows[-1]["step"] == step:
             self.rows[-1]["val_loss"] = val
         else:
-            self.rows.append({"step": step, "tokens": self.tokens, "train_loss": None,
-                              "val_loss": val, "lr": self._lr, "grad_norm": None})
+            self.rows.append(
+                {
+                    "step": step,
+                    "tokens": self.tokens,
+                    "train_loss": None,
+                    "val_loss": val,
+                    "lr": self._lr,
+                    "grad_norm": None,
+                }
+            )
         self.settle()
         for hook in self.on_eval:
             hook(step, val)
@@ -109,8 +121,7 @@ class RunRecorder(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.stop_clock()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.stop_clock()
 
     def stop_clock(self) -> None:
@@ -168,10 +179,14 @@ class Checkpoints(pl.Callback):
             trainer.save_checkpoint(self.best_path)
         trainer.save_checkpoint(self.last_path)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not trainer.num_val_batches and trainer.global_step % self.every == 0 and (
-                (batch_idx + 1) % trainer.accumulate_grad_batches == 0):
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (
+            not trainer.num_val_batches
+            and trainer.global_step % self.every == 0
+            and ((batch_idx + 1) % trainer.accumulate_grad_batches == 0)
+        ):
             trainer.save_checkpoint(self.last_path)
 
     def state_dict(self) -> dict[str, Any]:
@@ -190,23 +205,28 @@ class SaveOnInterrupt(pl.Callback):
         self.path, self.skip = path, skip
         self.saved: Path | None = None
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, self.skip) or trainer.global_step == 0:
             return
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done != trainer.global_step * trainer.accumulate_grad_batches:
             # Between two micro-batches of one step: the gradients gathered so far are not in
             # a checkpoint, so the consistent state is the last one written.
-            log.warning("training interrupted at step %d, inside a gradient accumulation: "
-                        "resume=True continues from the last checkpoint in %s",
-                        trainer.global_step, self.path.parent)
+            log.warning(
+                "training interrupted at step %d, inside a gradient accumulation: "
+                "resume=True continues from the last checkpoint in %s",
+                trainer.global_step,
+                self.path.parent,
+            )
             return
         trainer.save_checkpoint(self.path)
         self.saved = self.path
-        log.warning("training interrupted at step %d (%s); its state is saved in %s: run again "
-                    "with resume=True to continue", trainer.global_step,
-                    type(exception).__name__, self.path)
+        log.warning(
+            "training interrupted at step %d (%s); its state is saved in %s: run again with resume=True to continue",
+            trainer.global_step,
+            type(exception).__name__,
+            self.path,
+        )
 
 
 class LiveLossPlot(pl.Callback):
@@ -217,8 +237,9 @@ class LiveLossPlot(pl.Callback):
         self.recorder, self.every = recorder, every
         self._handle: Any = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.is_global_zero and trainer.global_step % self.every == 0:
             self.draw()
 

@@ -63,8 +63,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise TrainConfigError(f"unknown training setting(s) {unknown}; the settings are "
-                                   f"{sorted(names)}")
+            raise TrainConfigError(f"unknown training setting(s) {unknown}; the settings are {sorted(names)}")
         return dataclasses.replace(self, **overrides)
 
     @property
@@ -83,23 +82,32 @@ class TrainConfig:
         _int("batch_size", self.batch_size, 1)
         _int("grad_accum", self.grad_accum, 1)
         _int("seq_len", self.seq_len, 2, optional=True)
-        _number("learning_rate", self.learning_rate, low=0.0, open_low=True,
-                hint="a finite number > 0, typically 1e-4 to 1e-3")
+        _number(
+            "learning_rate",
+            self.learning_rate,
+            low=0.0,
+            open_low=True,
+            hint="a finite number > 0, typically 1e-4 to 1e-3",
+        )
         _number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0, hint="in [0, 1]")
         _int("warmup_steps", self.warmup_steps, 0, optional=True)
         steps = self.steps
         if self.warmup_steps is not None and steps is not None and self.warmup_steps >= steps:
-            _fail("warmup_steps", self.warmup_steps,
-                  f"warmup must end before the run does (max_steps={steps}): use about 10% of "
-                  "the run, or leave it unset")
+            _fail(
+                "warmup_steps",
+                self.warmup_steps,
+                f"warmup must end before the run does (max_steps={steps}): use about 10% of the run, or leave it unset",
+            )
         _number("weight_decay", self.weight_decay, low=0.0, hint="a finite number >= 0")
-        if (not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2
-                or not all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
+        if (
+            not isinstance(self.betas, (tuple, list))
+            or len(self.betas) != 2
+            or not all(_is_number(b) and 0 <= b < 1 for b in self.betas)
+        ):
             _fail("betas", self.betas, "two numbers in [0, 1), e.g. (0.9, 0.95)")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if self.grad_clip is not None:
-            _number("grad_clip", self.grad_clip, low=0.0, open_low=True,
-                    hint="a number > 0, or None for no clipping")
+            _number("grad_clip", self.grad_clip, low=0.0, open_low=True, hint="a number > 0, or None for no clipping")
         if self.precision not in PRECISIONS:
             _fail("precision", self.precision, f"one of {PRECISIONS}")
         _int("eval_every", self.eval_every, 1)
@@ -110,26 +118,26 @@ class TrainConfig:
         _int("seed", self.seed, 0)
         _int("early_stopping_patience", self.early_stopping_patience, 1, optional=True)
         if self.early_stopping_patience is not None and self.val_split == 0:
-            _fail("early_stopping_patience", self.early_stopping_patience,
-                  "early stopping watches the validation loss; it needs val_split > 0")
+            _fail(
+                "early_stopping_patience",
+                self.early_stopping_patience,
+                "early stopping watches the validation loss; it needs val_split > 0",
+            )
         if not isinstance(self.out_dir, (str, Path)) or not str(self.out_dir):
             _fail("out_dir", self.out_dir, "a folder path")
         if not isinstance(self.resume, (bool, str, Path)):
-            _fail("resume", self.resume, "True (the run's last checkpoint), False, or a "
-                  "checkpoint path")
+            _fail("resume", self.resume, "True (the run's last checkpoint), False, or a checkpoint path")
         if self.logger not in LOGGERS:
             _fail("logger", self.logger, f"one of {LOGGERS}")
         module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(self.logger)
         if module and importlib.util.find_spec(module) is None:
-            _fail("logger", self.logger, f"needs the {module} package: pip install {module}, "
-                  "or logger='csv'")
+            _fail("logger", self.logger, f"needs the {module} package: pip install {module}, or logger='csv'")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["out_dir"] = str(self.out_dir)
         out["resume"] = self.resume if isinstance(self.resume, bool) else str(self.resume)
-        out["strategy"] = self.strategy if isinstance(self.strategy, str) else type(
-            self.strategy).__name__
+        out["strategy"] = self.strategy if isinstance(self.strategy, str) else type(self.strategy).__name__
         return out
 
 
@@ -148,8 +156,9 @@ def _int(name: str, value: Any, low: int, optional: bool = False) -> None:
         _fail(name, value, f"an integer >= {low}")
 
 
-def _number(name: str, value: Any, low: float | None = None, high: float | None = None,
-            open_low: bool = False, hint: str = "") -> None:
+def _number(
+    name: str, value: Any, low: float | None = None, high: float | None = None, open_low: bool = False, hint: str = ""
+) -> None:
     ok = _is_number(value) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if open_low else value >= low
@@ -161,5 +170,3 @@ def _number(name: str, value: Any, low: float | None = None, high: float | None 
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
-
-

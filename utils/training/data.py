@@ -21,8 +21,16 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 class StreamBatchSampler(Sampler[list[int]]):
     """Index batches of the seeded stream from micro-batch `start()` to `total`."""
 
-    def __init__(self, n: int, micro: int, total: int, seed: int, rank: int = 0,
-                 world: int = 1, start: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        micro: int,
+        total: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        start: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.n, self.micro, self.total, self.seed = n, micro, total, seed
         self.rank, self.world, self.start = rank, world, start
         self._perms: dict[int, np.ndarray] = {}
@@ -48,8 +56,7 @@ class TrainingData(pl.LightningDataModule):
     """Wraps a data module: training batches come from the seeded stream over its training
     examples, validation batches from its own validation loader."""
 
-    def __init__(self, inner: pl.LightningDataModule, micro: int, total_batches: int,
-                 seed: int) -> None:
+    def __init__(self, inner: pl.LightningDataModule, micro: int, total_batches: int, seed: int) -> None:
         super().__init__()
         self.inner, self.micro, self.total, self.seed = inner, micro, total_batches, seed
 
@@ -78,11 +85,15 @@ class TrainingData(pl.LightningDataModule):
             )
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        sampler = StreamBatchSampler(len(dataset), self.micro, self.total, self.seed,
-                                     rank, world, self._batches_done)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=loader.collate_fn,
-                          num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-                          persistent_workers=loader.num_workers > 0)
+        sampler = StreamBatchSampler(len(dataset), self.micro, self.total, self.seed, rank, world, self._batches_done)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=loader.collate_fn,
+            num_workers=loader.num_workers,
+            pin_memory=loader.pin_memory,
+            persistent_workers=loader.num_workers > 0,
+        )
 
     def _batches_done(self) -> int:
         """Micro-batches the run has trained on, from the Trainer's own (restored) progress:

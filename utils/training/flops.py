@@ -12,10 +12,21 @@ from utils.adapters.losses import lm_loss
 # Dense bf16/fp16 tensor-core peaks (no sparsity), FLOP/s, by a name fragment of
 # torch.cuda.get_device_name(); the first fragment found in the name wins.
 PEAK_FLOPS = (
-    ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12),
-    ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10G", 125e12),
-    ("A10", 125e12), ("A6000", 155e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
-    ("V100", 125e12), ("T4", 65e12),
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("GH200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("L4", 121e12),
+    ("A10G", 125e12),
+    ("A10", 125e12),
+    ("A6000", 155e12),
+    ("RTX 4090", 165e12),
+    ("RTX 3090", 71e12),
+    ("V100", 125e12),
+    ("T4", 65e12),
 )
 
 
@@ -25,8 +36,7 @@ def peak_flops(device: torch.device) -> float | None:
     return next((flops for key, flops in PEAK_FLOPS if key in name), None)
 
 
-def flops_per_token(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
-                    device: torch.device) -> float:
+def flops_per_token(model: nn.Module, batch: dict[str, torch.Tensor], task: str, device: torch.device) -> float:
     """Forward + backward FLOPs of one batch, counted by torch's FlopCounterMode, per
     token; the gradients it makes are dropped."""
     was_training = model.training
@@ -37,12 +47,11 @@ def flops_per_token(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
     counter = FlopCounterMode(display=False)
     with counter:
         logits = model(ids, mask.to(device) if mask is not None else None)
-        loss, _ = lm_loss(logits, labels, task, getattr(model, "profile", None)
-                          and model.profile.output_kind or "logits")
+        loss, _ = lm_loss(
+            logits, labels, task, getattr(model, "profile", None) and model.profile.output_kind or "logits"
+        )
         loss.backward()
     for p in model.parameters():
         p.grad = None
     model.train(was_training)
     return counter.get_total_flops() / ids.numel()
-
-

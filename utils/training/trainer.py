@@ -109,8 +109,9 @@ def train(
     adapted = _adapted(model_or_adapted)
     task = adapted.profile.task
     if task not in TRAINABLE_TASKS:
-        raise TrainConfigError(f"the model's task is {task!r}, which has no training loss: adapt "
-                               f"it with task= one of {TRAINABLE_TASKS}")
+        raise TrainConfigError(
+            f"the model's task is {task!r}, which has no training loss: adapt it with task= one of {TRAINABLE_TASKS}"
+        )
     seq_len = _seq_len(cfg, adapted.profile)
     inner = _data_module(data, tokenizer, cfg, adapted.profile, seq_len, task)
     check_data_fits(adapted.profile, inner)
@@ -119,17 +120,16 @@ def train(
         seq_len = _row_length(inner, seq_len)
     world = _world_size(cfg)
     _check_enough_data(inner, cfg.batch_size * world, seq_len)
-    steps = cfg.steps or math.ceil(cfg.max_tokens / (cfg.batch_size * cfg.grad_accum * world
-                                                     * seq_len))
+    steps = cfg.steps or math.ceil(cfg.max_tokens / (cfg.batch_size * cfg.grad_accum * world * seq_len))
     if cfg.warmup_steps is not None and cfg.warmup_steps >= steps:
-        raise TrainConfigError(f"warmup_steps={cfg.warmup_steps} is not below the run's "
-                               f"{steps} steps (from max_tokens={cfg.max_tokens})")
+        raise TrainConfigError(
+            f"warmup_steps={cfg.warmup_steps} is not below the run's {steps} steps (from max_tokens={cfg.max_tokens})"
+        )
     micro, accum = cfg.batch_size, cfg.grad_accum
     initial = {k: v.detach().to("cpu", copy=True) for k, v in adapted.state_dict().items()}
     while True:
         try:
-            return _run(adapted, inner, cfg, steps, micro, accum, seq_len, world, callbacks,
-                        hooks)
+            return _run(adapted, inner, cfg, steps, micro, accum, seq_len, world, callbacks, hooks)
         except torch.cuda.OutOfMemoryError as exc:
             if micro == 1:
                 raise TrainingOOMError(
@@ -138,23 +138,42 @@ def train(
                     f"smaller model, or a larger device. ({str(exc).splitlines()[0]})"
                 ) from exc
             smaller = _smaller_batch(micro)
-            log.warning("out of memory with micro-batch %d: retrying from the start with "
-                        "micro-batch %d and grad_accum %d (the same %d rows per step)",
-                        micro, smaller, accum * micro // smaller, micro * accum * world)
+            log.warning(
+                "out of memory with micro-batch %d: retrying from the start with "
+                "micro-batch %d and grad_accum %d (the same %d rows per step)",
+                micro,
+                smaller,
+                accum * micro // smaller,
+                micro * accum * world,
+            )
             micro, accum = smaller, accum * micro // smaller
             adapted.load_state_dict(initial)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
 
-def _run(adapted: AdaptedModel, inner: pl.LightningDataModule, cfg: TrainConfig, steps: int,
-         micro: int, accum: int, seq_len: int, world: int, extra: Sequence[pl.Callback],
-         hooks: list[EvalHook]) -> TrainResult:
+def _run(
+    adapted: AdaptedModel,
+    inner: pl.LightningDataModule,
+    cfg: TrainConfig,
+    steps: int,
+    micro: int,
+    accum: int,
+    seq_len: int,
+    world: int,
+    extra: Sequence[pl.Callback],
+    hooks: list[EvalHook],
+) -> TrainResult:
     """One attempt at the run with this micro-batch and accumulation."""
     module = UniversalModelAdapter(
-        adapted, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-        betas=cfg.betas, warmup_steps=cfg.warmup_steps, max_steps=steps,
-        min_lr_ratio=cfg.min_lr_ratio)
+        adapted,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        warmup_steps=cfg.warmup_steps,
+        max_steps=steps,
+        min_lr_ratio=cfg.min_lr_ratio,
+    )
     if hasattr(inner, "batch_size"):
         inner.batch_size = micro  # validation batches shrink with the training ones
     data = TrainingData(inner, micro, steps * accum, cfg.seed)
@@ -162,25 +181,38 @@ def _run(adapted: AdaptedModel, inner: pl.LightningDataModule, cfg: TrainConfig,
     folder = out_dir / "checkpoints"
     recorder = RunRecorder(micro * accum * world * seq_len, hooks)
     checkpoints = Checkpoints(folder, min(cfg.eval_every, steps))
-    interrupt = SaveOnInterrupt(folder / "last.ckpt", (
-        NonFiniteLossError, DataMismatchError, torch.cuda.OutOfMemoryError))
+    interrupt = SaveOnInterrupt(
+        folder / "last.ckpt", (NonFiniteLossError, DataMismatchError, torch.cuda.OutOfMemoryError)
+    )
     callbacks: list[pl.Callback] = [recorder, checkpoints, interrupt]
     if cfg.early_stopping_patience:
-        callbacks.append(pl.callbacks.EarlyStopping(
-            "val_loss", patience=cfg.early_stopping_patience, check_on_train_epoch_end=False))
+        callbacks.append(
+            pl.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience, check_on_train_epoch_end=False)
+        )
     if cfg.live_plot and in_notebook():
         callbacks.append(LiveLossPlot(recorder))
     precision = resolve_precision(cfg.precision, cfg.accelerator)
     has_val = _has_validation(inner)
     trainer = pl.Trainer(
-        max_steps=steps, max_epochs=-1, accelerator=cfg.accelerator, devices=cfg.devices,
-        strategy=cfg.strategy, precision=precision, accumulate_grad_batches=accum,
-        gradient_clip_val=cfg.grad_clip, val_check_interval=min(cfg.eval_every, steps) * accum,
-        limit_val_batches=cfg.eval_batches * (cfg.batch_size // micro) if has_val else 0, num_sanity_val_steps=0,
-        logger=_logger(cfg.logger, out_dir), callbacks=[*callbacks, *extra],
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=cfg.progress,
-        enable_model_summary=False, log_every_n_steps=min(10, steps),
-        use_distributed_sampler=False, default_root_dir=str(out_dir),
+        max_steps=steps,
+        max_epochs=-1,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=precision,
+        accumulate_grad_batches=accum,
+        gradient_clip_val=cfg.grad_clip,
+        val_check_interval=min(cfg.eval_every, steps) * accum,
+        limit_val_batches=cfg.eval_batches * (cfg.batch_size // micro) if has_val else 0,
+        num_sanity_val_steps=0,
+        logger=_logger(cfg.logger, out_dir),
+        callbacks=[*callbacks, *extra],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        log_every_n_steps=min(10, steps),
+        use_distributed_sampler=False,
+        default_root_dir=str(out_dir),
         enable_checkpointing=False,
     )
     ckpt = _resume_path(cfg, folder)
@@ -198,12 +230,16 @@ def _run(adapted: AdaptedModel, inner: pl.LightningDataModule, cfg: TrainConfig,
     finally:
         if compiled:
             adapted._compiled_call_impl = None
-    return _result(trainer, recorder, checkpoints, cfg, steps, micro, accum, precision, fpt,
-                   out_dir)
+    return _result(trainer, recorder, checkpoints, cfg, steps, micro, accum, precision, fpt, out_dir)
 
 
-def _fit(trainer: pl.Trainer, module: UniversalModelAdapter, data: TrainingData,
-         ckpt: Path | None, interrupt: SaveOnInterrupt) -> None:
+def _fit(
+    trainer: pl.Trainer,
+    module: UniversalModelAdapter,
+    data: TrainingData,
+    ckpt: Path | None,
+    interrupt: SaveOnInterrupt,
+) -> None:
     """trainer.fit; Lightning answers Ctrl-C with sys.exit(1), which would end a notebook
     kernel's cell with SystemExit: turn it back into KeyboardInterrupt, saying where the
     state was saved."""
@@ -212,14 +248,29 @@ def _fit(trainer: pl.Trainer, module: UniversalModelAdapter, data: TrainingData,
     except SystemExit as exc:
         if not trainer.interrupted:
             raise
-        where = (f"; the state at step {trainer.global_step} is in {interrupt.saved}: "
-                 "train(..., resume=True) continues from it") if interrupt.saved else ""
+        where = (
+            (
+                f"; the state at step {trainer.global_step} is in {interrupt.saved}: "
+                "train(..., resume=True) continues from it"
+            )
+            if interrupt.saved
+            else ""
+        )
         raise KeyboardInterrupt(f"training interrupted{where}") from exc
 
 
-def _result(trainer: pl.Trainer, recorder: RunRecorder, checkpoints: Checkpoints,
-            cfg: TrainConfig, steps: int, micro: int, accum: int, precision: str,
-            fpt: float | None, out_dir: Path) -> TrainResult:
+def _result(
+    trainer: pl.Trainer,
+    recorder: RunRecorder,
+    checkpoints: Checkpoints,
+    cfg: TrainConfig,
+    steps: int,
+    micro: int,
+    accum: int,
+    precision: str,
+    fpt: float | None,
+    out_dir: Path,
+) -> TrainResult:
     rows = recorder.settle()
     trains = [r["train_loss"] for r in rows if r["train_loss"] is not None]
     vals = [r["val_loss"] for r in rows if r["val_loss"] is not None]
@@ -233,23 +284,31 @@ def _result(trainer: pl.Trainer, recorder: RunRecorder, checkpoints: Checkpoints
     if device.type == "cuda":
         memory = int(torch.cuda.max_memory_allocated(device))
     else:
-        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
-            1 if sys.platform == "darwin" else 1024)
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     val = vals[-1] if vals else None
-    early = any(isinstance(c, pl.callbacks.EarlyStopping) and c.wait_count >= c.patience
-                for c in trainer.callbacks)
-    reason = ("early_stopping" if early else "max_tokens" if cfg.max_tokens else "max_steps")
+    early = any(isinstance(c, pl.callbacks.EarlyStopping) and c.wait_count >= c.patience for c in trainer.callbacks)
+    reason = "early_stopping" if early else "max_tokens" if cfg.max_tokens else "max_steps"
     return TrainResult(
-        val_loss=val, best_val_loss=min(vals) if vals else None,
+        val_loss=val,
+        best_val_loss=min(vals) if vals else None,
         train_loss=trains[-1] if trains else None,
         perplexity=math.exp(min(val, 50)) if val is not None else None,
-        steps=trainer.global_step, tokens_seen=tokens, tokens_per_second=rate, seconds=seconds,
-        peak_memory_bytes=memory, mfu=mfu, peak_flops=peak if mfu is not None else None,
+        steps=trainer.global_step,
+        tokens_seen=tokens,
+        tokens_per_second=rate,
+        seconds=seconds,
+        peak_memory_bytes=memory,
+        mfu=mfu,
+        peak_flops=peak if mfu is not None else None,
         history=rows,
         best_checkpoint=checkpoints.best_path if checkpoints.best_path.exists() else None,
         last_checkpoint=checkpoints.last_path if checkpoints.last_path.exists() else None,
-        stopped_reason=reason, batch_size=micro, grad_accum=accum, precision=precision,
-        config=cfg.to_dict(), out_dir=out_dir,
+        stopped_reason=reason,
+        batch_size=micro,
+        grad_accum=accum,
+        precision=precision,
+        config=cfg.to_dict(),
+        out_dir=out_dir,
     )
 
 
@@ -257,7 +316,7 @@ def _result(trainer: pl.Trainer, recorder: RunRecorder, checkpoints: Checkpoints
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """"auto": bf16-mixed on a GPU that supports it, 16-mixed on older GPUs, 32 on CPU."""
+    """ "auto": bf16-mixed on a GPU that supports it, 16-mixed on older GPUs, 32 on CPU."""
     if precision != "auto":
         return "32-true" if precision == "32" else precision
     gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -272,8 +331,7 @@ def _adapted(model: nn.Module) -> AdaptedModel:
     if isinstance(model, AdaptedModel):
         return model
     if not isinstance(model, nn.Module):
-        raise TypeError(f"train() needs an nn.Module (or adapt()'s AdaptedModel), got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"train() needs an nn.Module (or adapt()'s AdaptedModel), got {type(model).__name__}")
     return adapt(model)
 
 
@@ -282,28 +340,38 @@ def _seq_len(cfg: TrainConfig, profile: Any) -> int:
     if cfg.seq_len is None:
         return min(limit, DEFAULT_SEQ_LEN) if limit else DEFAULT_SEQ_LEN
     if limit is not None and cfg.seq_len > limit:
-        raise TrainConfigError(f"seq_len={cfg.seq_len} is above the model's context of {limit} "
-                               f"tokens (max_seq_len): use seq_len <= {limit}")
+        raise TrainConfigError(
+            f"seq_len={cfg.seq_len} is above the model's context of {limit} "
+            f"tokens (max_seq_len): use seq_len <= {limit}"
+        )
     return cfg.seq_len
 
 
-def _data_module(data: Any, tokenizer: Any, cfg: TrainConfig, profile: Any, seq_len: int,
-                 task: str) -> pl.LightningDataModule:
+def _data_module(
+    data: Any, tokenizer: Any, cfg: TrainConfig, profile: Any, seq_len: int, task: str
+) -> pl.LightningDataModule:
     if isinstance(data, pl.LightningDataModule):
         return data
     from utils.tokenization import AdaptiveTokenizer, AdaptiveTokenizerDataModule
 
     if tokenizer is None:
         if profile.vocab_size is None:
-            raise TrainConfigError("the model's vocabulary size is unknown, so no tokenizer can "
-                                   "be chosen for it: pass tokenizer=")
+            raise TrainConfigError(
+                "the model's vocabulary size is unknown, so no tokenizer can be chosen for it: pass tokenizer="
+            )
         texts = data if isinstance(data, list) and all(isinstance(t, str) for t in data) else None
         choice = AdaptiveTokenizer.load_or_create(vocab_size=profile.vocab_size, texts=texts)
         log.info("tokenizer: %s (%s)", choice.strategy, choice.reason)
         tokenizer = choice.tokenizer
     return AdaptiveTokenizerDataModule(
-        dataset=data, tokenizer=tokenizer, batch_size=cfg.batch_size, max_length=seq_len,
-        val_split=cfg.val_split, task=task, seed=cfg.seed)
+        dataset=data,
+        tokenizer=tokenizer,
+        batch_size=cfg.batch_size,
+        max_length=seq_len,
+        val_split=cfg.val_split,
+        task=task,
+        seed=cfg.seed,
+    )
 
 
 def _check_enough_data(inner: pl.LightningDataModule, rows: int, seq_len: int) -> None:
@@ -313,7 +381,8 @@ def _check_enough_data(inner: pl.LightningDataModule, rows: int, seq_len: int) -
         raise TrainConfigError(
             f"too little text for one batch: the training split has {n} row(s) of up to "
             f"{seq_len} tokens and one batch needs {rows} (batch_size x devices): give more "
-            "text, or a smaller batch_size or seq_len")
+            "text, or a smaller batch_size or seq_len"
+        )
 
 
 def _row_length(inner: pl.LightningDataModule, default: int) -> int:
@@ -366,8 +435,10 @@ def _resume_path(cfg: TrainConfig, folder: Path) -> Path | None:
         return path
     path = Path(cfg.resume).expanduser()
     if not path.is_file():
-        raise TrainConfigError(f"resume={str(cfg.resume)!r}: no checkpoint file there; give "
-                               "a .ckpt written by train(), or resume=True for the run's last")
+        raise TrainConfigError(
+            f"resume={str(cfg.resume)!r}: no checkpoint file there; give "
+            "a .ckpt written by train(), or resume=True for the run's last"
+        )
     return path
 
 
@@ -390,13 +461,12 @@ def _compile(adapted: AdaptedModel) -> bool:
     return True
 
 
-def _flops_per_token(adapted: AdaptedModel, inner: pl.LightningDataModule, task: str,
-                     trainer: pl.Trainer, precision: str) -> float | None:
+def _flops_per_token(
+    adapted: AdaptedModel, inner: pl.LightningDataModule, task: str, trainer: pl.Trainer, precision: str
+) -> float | None:
     """Measured on one micro-batch on the GPU (for MFU); None on a CPU, where MFU is not
     reported."""
     if trainer.strategy.root_device.type != "cuda" or trainer.world_size > 1:
         return None
     batch = next(iter(inner.train_dataloader()))
     return flops_per_token(adapted, batch, task, trainer.strategy.root_device)
-
-

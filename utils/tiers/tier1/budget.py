@@ -25,19 +25,36 @@ from torch import nn
 # Relative cost of each check, in units of "a few forwards at the probe size": the share of
 # the remaining time each gets. Training checks run hundreds of steps when they can.
 CHECK_WEIGHTS = {
-    "forward_signature": 0.2, "output_shape": 2.0, "causality": 3.0,
-    "batch_independence": 2.0, "padding_invariance": 1.0, "determinism": 1.0,
-    "numerical_stability": 2.0, "initial_loss": 0.5, "gradient_flow": 1.0,
-    "parameter_initialization": 0.5, "weight_sharing": 1.0, "device_portability": 1.0,
-    "overfit_batch": 6.0, "label_leakage": 6.0, "state_dict_roundtrip": 1.0,
-    "memory_footprint": 1.5, "inference_speed": 1.5,
+    "forward_signature": 0.2,
+    "output_shape": 2.0,
+    "causality": 3.0,
+    "batch_independence": 2.0,
+    "padding_invariance": 1.0,
+    "determinism": 1.0,
+    "numerical_stability": 2.0,
+    "initial_loss": 0.5,
+    "gradient_flow": 1.0,
+    "parameter_initialization": 0.5,
+    "weight_sharing": 1.0,
+    "device_portability": 1.0,
+    "overfit_batch": 6.0,
+    "label_leakage": 6.0,
+    "state_dict_roundtrip": 1.0,
+    "memory_footprint": 1.5,
+    "inference_speed": 1.5,
 }
 # Copies of the weights (float32) a check holds at once beyond the model itself: a trained
 # copy with its gradients and AdamW's two moments is four; a round trip holds a copy and
 # its serialised bytes.
-WEIGHT_COPIES = {"overfit_batch": 4.0, "label_leakage": 4.0, "state_dict_roundtrip": 2.0,
-                 "memory_footprint": 3.0, "gradient_flow": 1.0, "weight_sharing": 1.0,
-                 "output_shape": 1.0}
+WEIGHT_COPIES = {
+    "overfit_batch": 4.0,
+    "label_leakage": 4.0,
+    "state_dict_roundtrip": 2.0,
+    "memory_footprint": 3.0,
+    "gradient_flow": 1.0,
+    "weight_sharing": 1.0,
+    "output_shape": 1.0,
+}
 # A check may use this fraction of the memory free when the tier starts.
 MEMORY_FRACTION = 0.8
 
@@ -123,8 +140,7 @@ def clocked(modules: Sequence[nn.Module], clock: ForwardClock) -> Iterator[Forwa
 
     handles = []
     for m in modules:
-        handles += [m.register_forward_pre_hook(pre),
-                    m.register_forward_hook(post, always_call=True)]
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post, always_call=True)]
     try:
         yield clock
     finally:
@@ -132,8 +148,7 @@ def clocked(modules: Sequence[nn.Module], clock: ForwardClock) -> Iterator[Forwa
             h.remove()
 
 
-def check_deadline(now: float, tier_deadline: float, pending: Sequence[str],
-                   forward_s: float = 0.0) -> float:
+def check_deadline(now: float, tier_deadline: float, pending: Sequence[str], forward_s: float = 0.0) -> float:
     """The deadline of the first of `pending` checks: its weighted share of the time left,
     but never less than two forwards while the tier has them left (a share smaller than one
     call would skip a check that fits)."""
@@ -147,10 +162,12 @@ def out_of_time_skip(clock: ForwardClock, share: float, budget: float) -> tuple[
     """(summary, advice) of a check stopped by the budget, with the numbers behind it."""
     forward = clock.typical()
     pace = f"; one forward takes about {forward:.2g} s here" if forward else ""
-    return (f"Not run: its share of the time budget ({share:.1f} s of {budget:g} s) ran out"
-            f"{pace}. This says nothing about the model.",
-            "Give the tier more time (run_tier1(time_budget=...) or tbuilder check "
-            "--time-budget SECONDS), run on a GPU, or run this check alone (checks=[...]).")
+    return (
+        f"Not run: its share of the time budget ({share:.1f} s of {budget:g} s) ran out"
+        f"{pace}. This says nothing about the model.",
+        "Give the tier more time (run_tier1(time_budget=...) or tbuilder check "
+        "--time-budget SECONDS), run on a GPU, or run this check alone (checks=[...]).",
+    )
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -192,17 +209,21 @@ def memory_need(check_id: str, weights: int) -> int:
 
 def memory_skip(check_id: str, need: int, free: int, weights: int) -> tuple[str, str]:
     copies = WEIGHT_COPIES.get(check_id, 0.0)
-    return (f"Not run: it needs about {_gb(need)} ({copies:g} x the {_gb(weights)} of weights) "
-            f"and {_gb(free)} is free here. Running out of memory says nothing about the model.",
-            "Run on a machine with more memory (or a GPU with enough of it), or check a smaller "
-            "configuration of the same model.")
+    return (
+        f"Not run: it needs about {_gb(need)} ({copies:g} x the {_gb(weights)} of weights) "
+        f"and {_gb(free)} is free here. Running out of memory says nothing about the model.",
+        "Run on a machine with more memory (or a GPU with enough of it), or check a smaller "
+        "configuration of the same model.",
+    )
 
 
 def out_of_memory_skip(exc: BaseException) -> tuple[str, str]:
-    return (f"Not run to the end: it ran out of memory ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'}). This says nothing "
-            "about the model.",
-            "Run on a machine with more memory, or check a smaller configuration of the model.")
+    return (
+        f"Not run to the end: it ran out of memory ({type(exc).__name__}: "
+        f"{str(exc).splitlines()[0][:200] if str(exc) else 'no message'}). This says nothing "
+        "about the model.",
+        "Run on a machine with more memory, or check a smaller configuration of the model.",
+    )
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -210,9 +231,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
-                                              or "not enough memory" in text
-                                              or "out of memory" in text)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "not enough memory" in text or "out of memory" in text
+    )
 
 
 def _gb(n: int) -> str:
@@ -227,7 +248,9 @@ def tier_memory_shortfall(weights: int, free: int | None) -> str | None:
     need = 2 * weights
     if free is None or need <= MEMORY_FRACTION * free:
         return None
-    return (f"Tier 1 needs about {_gb(need)} (the {_gb(weights)} of float32 weights and as much "
-            f"again for their gradients) and {_gb(free)} is free here, so the model was not "
-            "built. This says nothing about the model: run on a machine with more memory (or a "
-            "GPU with enough of it), or check a smaller configuration of the same model.")
+    return (
+        f"Tier 1 needs about {_gb(need)} (the {_gb(weights)} of float32 weights and as much "
+        f"again for their gradients) and {_gb(free)} is free here, so the model was not "
+        "built. This says nothing about the model: run on a machine with more memory (or a "
+        "GPU with enough of it), or check a smaller configuration of the same model."
+    )

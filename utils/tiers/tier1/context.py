@@ -95,8 +95,7 @@ class Tier1Context:
         """A CPU generator seeded from the run's seed; `offset` keeps checks' draws apart."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
 
-    def ids(self, B: int | None = None, T: int | None = None, offset: int = 0,
-            high: int | None = None) -> torch.Tensor:
+    def ids(self, B: int | None = None, T: int | None = None, offset: int = 0, high: int | None = None) -> torch.Tensor:
         """(B, T) random token ids on the run's device, contiguous, reproducible."""
         B = self.batch_size if B is None else B
         T = self.seq_len if T is None else T
@@ -112,8 +111,7 @@ class Tier1Context:
         if self.task in ("causal_lm", "seq2seq"):
             return ids
         if self.task == "classification":
-            return torch.randint(0, self.profile.num_classes or 2, (ids.shape[0],),
-                                 generator=g).to(ids.device)
+            return torch.randint(0, self.profile.num_classes or 2, (ids.shape[0],), generator=g).to(ids.device)
         return torch.randint(0, self.id_high, tuple(ids.shape), generator=g).to(ids.device)
 
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -164,8 +162,7 @@ class Needs:
     comparable: bool = False  # outputs finite and repeatable in eval mode
 
 
-def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], CheckResult]
-           ) -> CheckResult:
+def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], CheckResult]) -> CheckResult:
     """What every Tier 1 check needs around it: skips for what cannot fit in memory or in
     its share of the time budget and for unmet preconditions, a fixed seed, and the model's
     train/eval flags restored afterwards whatever happens. Running out of time or memory is
@@ -199,10 +196,9 @@ check = TIER1_CHECKS.check
 def _start_clock(ctx: Tier1Context, check_id: str) -> float:
     """Set the clock's deadline to this check's share of the time left; returns the share."""
     now = time.perf_counter()
-    pending = ctx.pending[ctx.pending.index(check_id):] if check_id in ctx.pending else [check_id]
+    pending = ctx.pending[ctx.pending.index(check_id) :] if check_id in ctx.pending else [check_id]
     ctx.pending = pending[1:]
-    ctx.clock.deadline = check_deadline(now, ctx.started + ctx.time_budget, pending,
-                                        ctx.clock.typical())
+    ctx.clock.deadline = check_deadline(now, ctx.started + ctx.time_budget, pending, ctx.clock.typical())
     ctx.clock.reset_depth()
     return ctx.clock.deadline - now
 
@@ -219,39 +215,54 @@ def _over_memory(ctx: Tier1Context, check_id: str) -> tuple[str, str] | None:
 
 def other_task(p: ModelProfile, tasks: tuple[str, ...]) -> tuple[str, str]:
     """(why, what to do) for a check that does not apply to the model's task."""
-    return (f"Applies to {' / '.join(tasks)} models; this one is {p.task} ({p.task_source}).",
-            f"Nothing to do if it is a {p.task} model; if not, pass task=... to run_tier1 "
-            "(or put \"task\" in config.json).")
+    return (
+        f"Applies to {' / '.join(tasks)} models; this one is {p.task} ({p.task_source}).",
+        f'Nothing to do if it is a {p.task} model; if not, pass task=... to run_tier1 (or put "task" in config.json).',
+    )
 
 
 def _unmet(ctx: Tier1Context, needs: Needs) -> tuple[str, str] | None:
     """(why, what to do) for the first unmet precondition, or None."""
     if ctx.adapted is None and ctx.adapt_out_of_time and needs.adapted:
-        return ("Not run: the time budget ran out while adapting the model (see "
-                "forward_signature).", "Give the tier more time (time_budget= / --time-budget), "
-                "or run on a GPU.")
+        return (
+            "Not run: the time budget ran out while adapting the model (see forward_signature).",
+            "Give the tier more time (time_budget= / --time-budget), or run on a GPU.",
+        )
     if ctx.adapted is None:
-        return (("Not run: the model could not be adapted (see forward_signature).",
-                 "Fix what forward_signature reports, then run the tier again.")
-                if needs.adapted else None)
+        return (
+            (
+                "Not run: the model could not be adapted (see forward_signature).",
+                "Fix what forward_signature reports, then run the tier again.",
+            )
+            if needs.adapted
+            else None
+        )
     p = ctx.profile
     if needs.tasks is not None and p.task not in needs.tasks:
         return other_task(p, needs.tasks)
     if needs.mask and not p.accepts_mask:
-        return ("forward takes no padding mask, so there is nothing to check.",
-                "Nothing to do unless you train on padded batches: then give forward an "
-                "attention_mask (B, T) parameter, 1 = real token, and pass it to every "
-                "attention.")
+        return (
+            "forward takes no padding mask, so there is nothing to check.",
+            "Nothing to do unless you train on padded batches: then give forward an "
+            "attention_mask (B, T) parameter, 1 = real token, and pass it to every "
+            "attention.",
+        )
     if ctx.seq_len < needs.min_len:
-        return (f"Needs sequences of at least {needs.min_len} tokens; seq_len is {ctx.seq_len}.",
-                f"Pass seq_len={needs.min_len} or more to run_tier1.")
+        return (
+            f"Needs sequences of at least {needs.min_len} tokens; seq_len is {ctx.seq_len}.",
+            f"Pass seq_len={needs.min_len} or more to run_tier1.",
+        )
     if needs.forward and ctx.forward_error:
-        return (f"Not run: the forward pass at (B={ctx.batch_size}, T={ctx.seq_len}) raised "
-                f"{ctx.forward_error} (see output_shape).",
-                "Fix the error output_shape reports, then run the tier again.")
+        return (
+            f"Not run: the forward pass at (B={ctx.batch_size}, T={ctx.seq_len}) raised "
+            f"{ctx.forward_error} (see output_shape).",
+            "Fix the error output_shape reports, then run the tier again.",
+        )
     if needs.comparable and ctx.incomparable:
-        return (f"Not run: {ctx.incomparable}, so comparing two forwards would show nothing.",
-                "Fix that first, then run the tier again.")
+        return (
+            f"Not run: {ctx.incomparable}, so comparing two forwards would show nothing.",
+            "Fix that first, then run the tier again.",
+        )
     return None
 
 
@@ -281,8 +292,7 @@ class eval_mode(keep_modes):
             model.eval()
 
 
-def pick_sizes(batch_size: int | None, seq_len: int | None, vocab: int | None,
-               max_len: int | None) -> tuple[int, int]:
+def pick_sizes(batch_size: int | None, seq_len: int | None, vocab: int | None, max_len: int | None) -> tuple[int, int]:
     """Probe (B, T): the user's sizes when given (B at most 8), else B=3 and T up to 16,
     nudged so that B, T and the vocabulary all differ (a transposed axis then cannot pass for
     the right one)."""

@@ -30,9 +30,17 @@ SPEED_WARMUP = 2
 SPEED_MIN_SECONDS = 0.25
 SPEED_MAX_CALLS = 20
 # Peak dense float32 FLOP/s (no tensor cores) of common GPUs, for the achieved fraction.
-PEAK_FP32_FLOPS = {"H200": 67e12, "H100 PCIe": 51e12, "H100": 67e12, "A100": 19.5e12,
-                   "L40S": 91.6e12, "L4": 30.3e12, "A10": 31.2e12, "T4": 8.1e12,
-                   "V100": 15.7e12}
+PEAK_FP32_FLOPS = {
+    "H200": 67e12,
+    "H100 PCIe": 51e12,
+    "H100": 67e12,
+    "A100": 19.5e12,
+    "L40S": 91.6e12,
+    "L4": 30.3e12,
+    "A10": 31.2e12,
+    "T4": 8.1e12,
+    "V100": 15.7e12,
+}
 
 
 # -- device_portability ---------------------------------------------------------------------
@@ -53,8 +61,7 @@ def device_portability(ctx: Tier1Context, v: Verdict) -> CheckResult:
     (self.register_buffer(...)).
     """
     attrs = plain_tensor_attributes(ctx.model)
-    metrics: dict = {"plain_tensor_attributes": [f"{n} {tuple(t.shape)} on {t.device}"
-                                                 for n, t in attrs]}
+    metrics: dict = {"plain_tensor_attributes": [f"{n} {tuple(t.shape)} on {t.device}" for n, t in attrs]}
     traced, shadows = meta_copy(ctx.adapted)
     trace = DeviceTrace(shadows, ctx.device)
     for name, t in plain_tensor_attributes(traced.model):
@@ -72,26 +79,37 @@ def device_portability(ctx: Tier1Context, v: Verdict) -> CheckResult:
     metrics.update(mixed_device_ops=findings, trace_error=error)
     if findings:
         f = findings[0]
-        return v.fail(f"{len(findings)} operation(s) mix the model's device with a fixed one, e.g. "
+        return v.fail(
+            f"{len(findings)} operation(s) mix the model's device with a fixed one, e.g. "
             f"{f['op']} at {f['where']} uses a tensor on {f['host_devices']} made at "
             f"{f['host_tensor_made_at']}. On a GPU this fails with 'Expected all tensors to be "
-            "on the same device'.", metrics,
+            "on the same device'.",
+            metrics,
             "Create tensors on the input's device: torch.arange(T, device=idx.device), "
             "torch.ones(T, T, device=x.device); keep constant tensors as buffers "
-            "(self.register_buffer('mask', m)) so model.to(device) moves them.")
+            "(self.register_buffer('mask', m)) so model.to(device) moves them.",
+        )
     if attrs:
         names = ", ".join(f"`{n}`" for n, _ in attrs[:5])
-        return v.warn(f"Tensors kept as plain attributes: {names}. model.to(device) does not move them "
-            "and state_dict() does not save them.", metrics,
-            "Register them: self.register_buffer('name', tensor) (or nn.Parameter if trained).")
+        return v.warn(
+            f"Tensors kept as plain attributes: {names}. model.to(device) does not move them "
+            "and state_dict() does not save them.",
+            metrics,
+            "Register them: self.register_buffer('name', tensor) (or nn.Parameter if trained).",
+        )
     if error:
-        return v.skip(f"The forward could not be traced on the meta device: {error}",
-                           metrics, "Nothing is known to be wrong. To check by hand, run one "
-                           "forward on a GPU (model.to('cuda') and ids on 'cuda'): an error "
-                           "'Expected all tensors to be on the same device' names the line.")
-    return v.pass_("Traced on the meta device: every tensor forward creates follows the "
-                       "input's device, and no module keeps tensors outside parameters/buffers.",
-                       metrics)
+        return v.skip(
+            f"The forward could not be traced on the meta device: {error}",
+            metrics,
+            "Nothing is known to be wrong. To check by hand, run one "
+            "forward on a GPU (model.to('cuda') and ids on 'cuda'): an error "
+            "'Expected all tensors to be on the same device' names the line.",
+        )
+    return v.pass_(
+        "Traced on the meta device: every tensor forward creates follows the "
+        "input's device, and no module keeps tensors outside parameters/buffers.",
+        metrics,
+    )
 
 
 # -- memory_footprint ------------------------------------------------------------------------
@@ -177,27 +195,41 @@ def memory_footprint(ctx: Tier1Context, v: Verdict) -> CheckResult:
     per_seq = _activation_bytes(ctx, T, v.stream("activations"))
     peak = param_bytes + grad_bytes + adam_bytes + B * per_seq
     available, source = _available_bytes(ctx.device)
-    metrics: dict = {"parameters": sum(p.numel() for p in params), "param_bytes": param_bytes,
-                     "grad_bytes": grad_bytes, "adamw_bytes": adam_bytes,
-                     "activation_bytes_per_sequence": per_seq, "batch_size": B, "seq_len": T,
-                     "activation_bytes": B * per_seq, "estimated_training_peak_bytes": peak,
-                     "available_bytes": available, "available_source": source}
+    metrics: dict = {
+        "parameters": sum(p.numel() for p in params),
+        "param_bytes": param_bytes,
+        "grad_bytes": grad_bytes,
+        "adamw_bytes": adam_bytes,
+        "activation_bytes_per_sequence": per_seq,
+        "batch_size": B,
+        "seq_len": T,
+        "activation_bytes": B * per_seq,
+        "estimated_training_peak_bytes": peak,
+        "available_bytes": available,
+        "available_source": source,
+    }
     if ctx.device.type == "cuda":
         metrics["measured_training_peak"] = _measured_peak(ctx, B, T, v.stream("training_step"))
-    summary = (f"Training at B={B}, T={T} needs about {_gib(peak)}: parameters "
-               f"{_gib(param_bytes)}, gradients {_gib(grad_bytes)}, AdamW {_gib(adam_bytes)}, "
-               f"activations {_gib(B * per_seq)}")
+    summary = (
+        f"Training at B={B}, T={T} needs about {_gib(peak)}: parameters "
+        f"{_gib(param_bytes)}, gradients {_gib(grad_bytes)}, AdamW {_gib(adam_bytes)}, "
+        f"activations {_gib(B * per_seq)}"
+    )
     measured = metrics.get("measured_training_peak")
     if isinstance(measured, int):
         summary += f"; measured peak {_gib(measured)}"
     if isinstance(measured, str) or (available is not None and peak > available):
         spare = (available or 0) - param_bytes - grad_bytes - adam_bytes
         fits = max(0, spare // max(per_seq, 1))
-        return v.warn(summary + f", more than the {_gib(available or 0)} of {source}.", metrics,
+        return v.warn(
+            summary + f", more than the {_gib(available or 0)} of {source}.",
+            metrics,
             f"Use a batch of at most {fits} sequences of {T} tokens here (or gradient "
             "accumulation), shorter sequences, bf16 mixed precision, or a larger device."
-            if fits else "The weights and optimizer state alone do not fit: use a smaller "
-            "model, bf16 weights, or a larger device.")
+            if fits
+            else "The weights and optimizer state alone do not fit: use a smaller "
+            "model, bf16 weights, or a larger device.",
+        )
     tail = f" (of {_gib(available)} {source})." if available else "."
     return v.pass_(summary + tail, metrics)
 
@@ -239,8 +271,7 @@ def _count_flops(ctx: Tier1Context, ids: torch.Tensor) -> tuple[float | None, st
     error = None
     for grad in (False, True):
         try:
-            with torch.set_grad_enabled(grad), eval_mode(ctx.adapted), \
-                    FlopCounterMode(display=False) as flops:
+            with torch.set_grad_enabled(grad), eval_mode(ctx.adapted), FlopCounterMode(display=False) as flops:
                 ctx.adapted(ids)
             return float(flops.get_total_flops()), None
         except Exception as exc:  # noqa: BLE001 - the counter's failure, reported as unknown
@@ -282,19 +313,30 @@ def inference_speed(ctx: Tier1Context, v: Verdict) -> CheckResult:
     total, flop_error = _count_flops(ctx, ids)
     per_token = None if total is None else total / (B * T)
     n_params = sum(p.numel() for p in _unique_params(ctx.model))
-    metrics = {"batch": B, "seq_len": T, "latency_ms": latency * 1e3,
-               "tokens_per_s": B * T / latency, "flops_per_token": per_token,
-               "flops_per_token_over_2N": per_token / (2 * n_params)
-               if n_params and per_token is not None else None, "flops_error": flop_error,
-               "ops_per_forward": {str(short): ops_short, str(long_): ops_long},
-               "host_syncs_per_forward": syncs, "device": str(ctx.device)}
+    metrics = {
+        "batch": B,
+        "seq_len": T,
+        "latency_ms": latency * 1e3,
+        "tokens_per_s": B * T / latency,
+        "flops_per_token": per_token,
+        "flops_per_token_over_2N": per_token / (2 * n_params) if n_params and per_token is not None else None,
+        "flops_error": flop_error,
+        "ops_per_forward": {str(short): ops_short, str(long_): ops_long},
+        "host_syncs_per_forward": syncs,
+        "device": str(ctx.device),
+    }
     peak = _peak_flops(ctx.device)
     if peak and total is not None:
         metrics["fraction_of_peak_fp32"] = total / latency / peak
-    summary = (f"{latency * 1e3:.3g} ms per forward of ({B}, {T}) on {ctx.device.type}: "
-               f"{B * T / latency:,.0f} tokens/s, " + (
-                   f"{per_token / 1e6:.3g} MFLOPs/token" if per_token is not None else
-                   f"FLOPs unknown (PyTorch's FLOP counter failed on this model: {flop_error})"))
+    summary = (
+        f"{latency * 1e3:.3g} ms per forward of ({B}, {T}) on {ctx.device.type}: "
+        f"{B * T / latency:,.0f} tokens/s, "
+        + (
+            f"{per_token / 1e6:.3g} MFLOPs/token"
+            if per_token is not None
+            else f"FLOPs unknown (PyTorch's FLOP counter failed on this model: {flop_error})"
+        )
+    )
     if "fraction_of_peak_fp32" in metrics:
         summary += f", {metrics['fraction_of_peak_fp32']:.1%} of fp32 peak"
     grew = ops_long - ops_short
@@ -302,18 +344,25 @@ def inference_speed(ctx: Tier1Context, v: Verdict) -> CheckResult:
     metrics["loops_over_positions"] = loops
     library = ctx.profile.library
     if loops and library:
-        summary += (f". Forward runs {ops_short} operations at T={short} and {ops_long} at "
-                    f"T={long_}: the installed {library} implementation loops over positions on "
-                    f"{ctx.device.type} (a recurrent model's reference path); nothing to change "
-                    "in your code")
+        summary += (
+            f". Forward runs {ops_short} operations at T={short} and {ops_long} at "
+            f"T={long_}: the installed {library} implementation loops over positions on "
+            f"{ctx.device.type} (a recurrent model's reference path); nothing to change "
+            "in your code"
+        )
     elif loops:
-        return v.warn(summary + f". But forward runs {ops_short} operations at T={short} and {ops_long} at "
-            f"T={long_}: a Python loop over positions.", metrics,
+        return v.warn(
+            summary + f". But forward runs {ops_short} operations at T={short} and {ops_long} at "
+            f"T={long_}: a Python loop over positions.",
+            metrics,
             "Process all positions at once: one batched matmul / attention call over the whole "
-            "sequence instead of a `for t in range(T)` loop; the loop is slow on a GPU.")
+            "sequence instead of a `for t in range(T)` loop; the loop is slow on a GPU.",
+        )
     if total is None:
-        return v.skip(summary + ". Latency and throughput were measured; FLOPs per token were "
-                      "not.", metrics,
-                      "Nothing is known to be wrong with the model: the measuring tool failed. "
-                      "The latency above stands; estimate FLOPs as 2 x parameters per token.")
+        return v.skip(
+            summary + ". Latency and throughput were measured; FLOPs per token were not.",
+            metrics,
+            "Nothing is known to be wrong with the model: the measuring tool failed. "
+            "The latency above stands; estimate FLOPs as 2 x parameters per token.",
+        )
     return v.pass_(summary + ".", metrics)

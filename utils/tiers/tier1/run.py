@@ -46,10 +46,23 @@ log = logging.getLogger(__name__)
 TIER1_NAME = "Tier 1: critical validation"
 DEFAULT_TIME_BUDGET = 60.0
 CHECKS: tuple[Check, ...] = (
-    forward_signature, output_shape, causality, batch_independence, padding_invariance,
-    determinism, numerical_stability, initial_loss, gradient_flow, parameter_initialization,
-    weight_sharing, device_portability, overfit_batch, label_leakage, state_dict_roundtrip,
-    memory_footprint, inference_speed,
+    forward_signature,
+    output_shape,
+    causality,
+    batch_independence,
+    padding_invariance,
+    determinism,
+    numerical_stability,
+    initial_loss,
+    gradient_flow,
+    parameter_initialization,
+    weight_sharing,
+    device_portability,
+    overfit_batch,
+    label_leakage,
+    state_dict_roundtrip,
+    memory_footprint,
+    inference_speed,
 )
 CHECK_IDS: tuple[str, ...] = tuple(c.id for c in CHECKS)
 
@@ -103,9 +116,13 @@ def run_tier1(
             ctx.free_memory, ctx.weight_bytes = free_memory(dev), weight_bytes(adapted.model)
         meta = {
             "profile": adapted.profile.summary() if adapted else None,
-            "device": str(dev), "seed": seed, "batch_size": ctx.batch_size,
-            "seq_len": ctx.seq_len, "train_batch_size": ctx.train_batch_size,
-            "train_seq_len": ctx.train_seq_len, "time_budget": time_budget,
+            "device": str(dev),
+            "seed": seed,
+            "batch_size": ctx.batch_size,
+            "seq_len": ctx.seq_len,
+            "train_batch_size": ctx.train_batch_size,
+            "train_seq_len": ctx.train_seq_len,
+            "time_budget": time_budget,
             "torch": torch.__version__,
         }
         hooked = [adapted, adapted.model] if adapted is not None else []
@@ -125,8 +142,7 @@ def default_time_budget() -> float:
     try:
         return float(text)
     except ValueError:
-        raise OptionError("time_budget", text, "$TBUILDER_TIME_BUDGET must be a number of "
-                          "seconds") from None
+        raise OptionError("time_budget", text, "$TBUILDER_TIME_BUDGET must be a number of seconds") from None
 
 
 def _modules(obj: Any) -> list[nn.Module]:
@@ -139,9 +155,11 @@ def _modules(obj: Any) -> list[nn.Module]:
 
 def _adapt_out_of_time(clock: ForwardClock, budget: float) -> str:
     first = clock.first_forward_s or 0.0
-    return (f"Adapting the model needs several forward calls; the {budget:g} s time budget "
-            f"ran out after {len(clock.calls)} (the first took {first:.3g} s). Give the tier "
-            "more time (time_budget= / --time-budget) or run on a GPU.")
+    return (
+        f"Adapting the model needs several forward calls; the {budget:g} s time budget "
+        f"ran out after {len(clock.calls)} (the first took {first:.3g} s). Give the tier "
+        "more time (time_budget= / --time-budget) or run on a GPU."
+    )
 
 
 def _select(checks: Sequence[str] | None) -> list[Check]:
@@ -151,21 +169,29 @@ def _select(checks: Sequence[str] | None) -> list[Check]:
         checks = [checks]
     unknown = [c for c in checks if c not in CHECK_IDS]
     if unknown:
-        raise OptionError("checks", ",".join(unknown), f"unknown check id(s) "
-                          f"{', '.join(map(repr, unknown))}; known: {', '.join(CHECK_IDS)}")
+        raise OptionError(
+            "checks",
+            ",".join(unknown),
+            f"unknown check id(s) {', '.join(map(repr, unknown))}; known: {', '.join(CHECK_IDS)}",
+        )
     return [c for c in CHECKS if c.id in set(checks)]
 
 
-def _validate(batch_size: int | None, seq_len: int | None, time_budget: float,
-              vocab_size: int | None, max_seq_len: int | None, seed: int) -> None:
+def _validate(
+    batch_size: int | None,
+    seq_len: int | None,
+    time_budget: float,
+    vocab_size: int | None,
+    max_seq_len: int | None,
+    seed: int,
+) -> None:
     lowest = {"batch_size": 1, "seq_len": 1, "max_seq_len": 1, "vocab_size": 2}
-    given = {"batch_size": batch_size, "seq_len": seq_len, "vocab_size": vocab_size,
-             "max_seq_len": max_seq_len}
+    given = {"batch_size": batch_size, "seq_len": seq_len, "vocab_size": vocab_size, "max_seq_len": max_seq_len}
     for name, value in given.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < lowest[name]):
-            raise OptionError(name, value, f"give a whole number >= {lowest[name]}, or leave it "
-                              "out to use what the model says")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < lowest[name]):
+            raise OptionError(
+                name, value, f"give a whole number >= {lowest[name]}, or leave it out to use what the model says"
+            )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise OptionError("seed", seed, "give a whole number >= 0")
     if not isinstance(time_budget, (int, float)) or not 0 < time_budget < float("inf"):
@@ -177,33 +203,40 @@ def _check_overrides(model: nn.Module, vocab_size: int | None, max_seq_len: int 
     device-side assert on a GPU): refuse it, naming both numbers."""
     pos = position_embedding(model)
     if max_seq_len is not None and pos is not None and max_seq_len > pos[1].num_embeddings:
-        raise OptionError("max_seq_len", max_seq_len,
-                          f"the model's position table '{pos[0]}' has {pos[1].num_embeddings} "
-                          f"rows; give at most {pos[1].num_embeddings}")
+        raise OptionError(
+            "max_seq_len",
+            max_seq_len,
+            f"the model's position table '{pos[0]}' has {pos[1].num_embeddings} "
+            f"rows; give at most {pos[1].num_embeddings}",
+        )
     rows = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
     if vocab_size is not None and rows and vocab_size > max(rows):
-        raise OptionError("vocab_size", vocab_size,
-                          f"the model's largest embedding has {max(rows)} rows, so ids from "
-                          f"{max(rows)} up would crash it; give at most {max(rows)}")
+        raise OptionError(
+            "vocab_size",
+            vocab_size,
+            f"the model's largest embedding has {max(rows)} rows, so ids from "
+            f"{max(rows)} up would crash it; give at most {max(rows)}",
+        )
 
 
 def tier_device(device: str | torch.device) -> torch.device:
     """The device Tier 1 runs on, or an OptionError naming `device` when it cannot."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError("device", str(device), "no CUDA device is available here; use 'cpu' "
-                          "(or a GPU runtime)")
+        raise OptionError("device", str(device), "no CUDA device is available here; use 'cpu' (or a GPU runtime)")
     if dev.type not in ("cpu", "cuda"):
         raise OptionError("device", str(device), "Tier 1 runs on 'cpu' or 'cuda'")
     return dev
 
 
-def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
-             max_seq_len: int | None) -> tuple[AdaptedModel | None, str | None]:
+def _adapted(
+    obj: Any, config: Any, task: str | None, vocab_size: int | None, max_seq_len: int | None
+) -> tuple[AdaptedModel | None, str | None]:
     """Adapt what was given; an AdaptedModel keeps its adapter, with overrides applied to a
     copy of its profile."""
-    overrides = {k: v for k, v in (("task", task), ("vocab_size", vocab_size),
-                                   ("max_seq_len", max_seq_len)) if v is not None}
+    overrides = {
+        k: v for k, v in (("task", task), ("vocab_size", vocab_size), ("max_seq_len", max_seq_len)) if v is not None
+    }
     if isinstance(obj, AdaptedModel):
         if not overrides:
             return obj, None
@@ -212,8 +245,9 @@ def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
         config = config if config is not None else getattr(obj, "config", None)
         obj = obj.model
     if not isinstance(obj, nn.Module):
-        return None, (f"run_tier1 needs an nn.Module, an AdaptedModel or a loaded model "
-                      f"(with .model); got {type(obj).__name__}")
+        return None, (
+            f"run_tier1 needs an nn.Module, an AdaptedModel or a loaded model (with .model); got {type(obj).__name__}"
+        )
     try:
         return adapt(obj, config, **overrides), None
     except AdaptError as exc:
@@ -223,21 +257,36 @@ def _adapted(obj: Any, config: Any, task: str | None, vocab_size: int | None,
         return None, f"adapting the model raised {describe(exc)}"
 
 
-def _context(adapted: AdaptedModel | None, error: str | None, device: torch.device, seed: int,
-             batch_size: int | None, seq_len: int | None, time_budget: float,
-             started: float) -> Tier1Context:
+def _context(
+    adapted: AdaptedModel | None,
+    error: str | None,
+    device: torch.device,
+    seed: int,
+    batch_size: int | None,
+    seq_len: int | None,
+    time_budget: float,
+    started: float,
+) -> Tier1Context:
     p = adapted.profile if adapted else None
     max_len = p.max_seq_len if p else None
     if seq_len is not None and max_len is not None and seq_len > max_len:
-        raise OptionError("seq_len", seq_len, f"the model takes at most max_seq_len={max_len} "
-                          f"tokens ({p.max_seq_len_source})")
+        raise OptionError(
+            "seq_len", seq_len, f"the model takes at most max_seq_len={max_len} tokens ({p.max_seq_len_source})"
+        )
     vocab = p.vocab_size if p else None
     B, T = pick_sizes(batch_size, seq_len, vocab, max_len)
     return Tier1Context(
-        adapted=adapted, adapt_error=error, device=device, seed=seed, batch_size=B,
-        seq_len=T, train_batch_size=batch_size or DEFAULT_TRAIN_BATCH,
-        train_seq_len=seq_len or max_len or T, time_budget=float(time_budget),
-        started=started, id_high=_id_high(adapted),
+        adapted=adapted,
+        adapt_error=error,
+        device=device,
+        seed=seed,
+        batch_size=B,
+        seq_len=T,
+        train_batch_size=batch_size or DEFAULT_TRAIN_BATCH,
+        train_seq_len=seq_len or max_len or T,
+        time_budget=float(time_budget),
+        started=started,
+        id_high=_id_high(adapted),
     )
 
 
@@ -266,10 +315,12 @@ def _placed(adapted: AdaptedModel | None, device: torch.device) -> Iterator[None
         yield
         return
     params = [(p, p.device, p.dtype) for p in adapted.model.parameters()]
-    buffers = [(m, k, b.device, b.dtype) for m in adapted.model.modules()
-               for k, b in m._buffers.items() if b is not None]
-    needed = any(d != device or (t.is_floating_point and t != torch.float32)
-                 for _, d, t in params) or any(d != device for *_, d, _ in buffers)
+    buffers = [
+        (m, k, b.device, b.dtype) for m in adapted.model.modules() for k, b in m._buffers.items() if b is not None
+    ]
+    needed = any(d != device or (t.is_floating_point and t != torch.float32) for _, d, t in params) or any(
+        d != device for *_, d, _ in buffers
+    )
     if not needed:
         yield
         return

@@ -70,9 +70,14 @@ def _learning_rate(model: nn.Module, small: float = LR_SMALL) -> float:
     return small if n < SMALL_MODEL_PARAMS else LR_LARGE
 
 
-def _train(model: nn.Module, step_loss: Callable[[int], torch.Tensor], max_steps: int,
-           seconds: float, stop: Callable[[list[float]], bool], lr: float
-           ) -> tuple[list[float], str]:
+def _train(
+    model: nn.Module,
+    step_loss: Callable[[int], torch.Tensor],
+    max_steps: int,
+    seconds: float,
+    stop: Callable[[list[float]], bool],
+    lr: float,
+) -> tuple[list[float], str]:
     """Run AdamW steps until `stop(history)`, the step budget, the time cap or a non-finite
     loss. Returns the loss history and why it ended: stop | steps | time | nonfinite | nograd."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -133,39 +138,55 @@ def overfit_batch(ctx: Tier1Context, v: Verdict) -> CheckResult:
     def stop(h: list[float]) -> bool:
         if h[-1] < (1 - t.drop) * h[0]:
             return True
-        recent, before = h[-t.plateau:], h[:-t.plateau]
+        recent, before = h[-t.plateau :], h[: -t.plateau]
         return bool(before) and min(recent) > 0.99 * min(before)  # plateau
 
     cap = _time_cap(ctx)
     lr = _learning_rate(trainee, OVERFIT_LR_SMALL)
-    history, why = _train(trainee, lambda s: ctx.loss(trainee(ids), labels), t.max_steps,
-                          cap, stop, lr)
+    history, why = _train(trainee, lambda s: ctx.loss(trainee(ids), labels), t.max_steps, cap, stop, lr)
     drop = 1 - min(history) / history[0] if history and history[0] > 0 else 0.0
-    metrics = {"steps": len(history), "start_loss": history[0] if history else None,
-               "best_loss": min(history) if history else None, "drop": drop, "lr": lr,
-               "batch": list(ids.shape), "ended_by": why, "time_cap_s": cap,
-               "curve": _curve(history)}
+    metrics = {
+        "steps": len(history),
+        "start_loss": history[0] if history else None,
+        "best_loss": min(history) if history else None,
+        "drop": drop,
+        "lr": lr,
+        "batch": list(ids.shape),
+        "ended_by": why,
+        "time_cap_s": cap,
+        "curve": _curve(history),
+    }
     if why == "nograd":
-        return v.fail("Nothing to train: no parameter requires grad or the loss has no "
-                           "gradient.", metrics, "See gradient_flow.")
+        return v.fail(
+            "Nothing to train: no parameter requires grad or the loss has no gradient.", metrics, "See gradient_flow."
+        )
     if why == "nonfinite":
-        return v.fail(f"The loss became {history[-1]} after {len(history)} steps at lr "
-                           f"{lr}.", metrics,
-                           "Training diverges on a single batch: look for missing "
-                           "normalisation, an unscaled attention score, or a huge init.")
+        return v.fail(
+            f"The loss became {history[-1]} after {len(history)} steps at lr {lr}.",
+            metrics,
+            "Training diverges on a single batch: look for missing "
+            "normalisation, an unscaled attention score, or a huge init.",
+        )
     if drop > t.drop:
-        return v.pass_(f"Loss fell {drop:.0%} ({history[0]:.3f} -> {min(history):.3f}) in "
-                           f"{len(history)} steps.", metrics)
+        return v.pass_(
+            f"Loss fell {drop:.0%} ({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps.", metrics
+        )
     if why == "time":
-        return v.skip(f"Stopped by the time cap after {len(history)} steps "
-                           f"({cap:.1f} s); the loss had fallen {drop:.0%}. Too slow "
-                           "here to conclude.", metrics,
-                           "Run on a GPU (device='cuda') or raise time_budget.")
-    return v.fail(f"Could not memorise {t.batch} sequences: the loss fell only {drop:.0%} "
-        f"({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps.", metrics,
+        return v.skip(
+            f"Stopped by the time cap after {len(history)} steps "
+            f"({cap:.1f} s); the loss had fallen {drop:.0%}. Too slow "
+            "here to conclude.",
+            metrics,
+            "Run on a GPU (device='cuda') or raise time_budget.",
+        )
+    return v.fail(
+        f"Could not memorise {t.batch} sequences: the loss fell only {drop:.0%} "
+        f"({history[0]:.3f} -> {min(history):.3f}) in {len(history)} steps.",
+        metrics,
         "A working model memorises a tiny batch quickly. Check that the output depends on the "
         "input tokens (token embedding used and added), that nothing detaches the hidden state "
-        "or freezes most weights, and that the head sees the final hidden state.")
+        "or freezes most weights, and that the head sees the final hidden state.",
+    )
 
 
 # -- label_leakage ----------------------------------------------------------------------------
@@ -213,8 +234,7 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
     K = min(t.vocab, ctx.id_high)
     g = ctx.generator(v.stream("tokens"))
     pool = torch.randperm(ctx.id_high, generator=g)[:K].to(ctx.device)
-    batches = [pool[torch.randint(0, K, (t.batch, t.seq_len), generator=g)].to(ctx.device)
-               for _ in range(t.max_steps)]
+    batches = [pool[torch.randint(0, K, (t.batch, t.seq_len), generator=g)].to(ctx.device) for _ in range(t.max_steps)]
     if ctx.task == "seq2seq":
         return _target_leakage(ctx, v, batches, pool, K)
     with torch.no_grad(), eval_mode(ctx.adapted):
@@ -231,49 +251,67 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
     floor = t.fraction * chance
 
     def leaked(h: list[float]) -> bool:
-        return len(h) >= t.window and sum(h[-t.window:]) / t.window < floor
+        return len(h) >= t.window and sum(h[-t.window :]) / t.window < floor
 
     cap = _time_cap(ctx)
     history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
-    window = [sum(history[i:i + t.window]) / t.window
-              for i in range(max(0, len(history) - t.window + 1))]
-    metrics = {"loss_used": "model's own (labels)" if own is not None else "shifted next-token loss",
-               "own_loss_convention": convention, "tokens_in_use": K, "chance_loss": chance,
-               "fail_below": floor, "steps": len(history),
-               "lowest_window_mean": min(window) if window else None, "ended_by": why,
-               "time_cap_s": cap,
-               "curve": _curve(history)}
+    window = [sum(history[i : i + t.window]) / t.window for i in range(max(0, len(history) - t.window + 1))]
+    metrics = {
+        "loss_used": "model's own (labels)" if own is not None else "shifted next-token loss",
+        "own_loss_convention": convention,
+        "tokens_in_use": K,
+        "chance_loss": chance,
+        "fail_below": floor,
+        "steps": len(history),
+        "lowest_window_mean": min(window) if window else None,
+        "ended_by": why,
+        "time_cap_s": cap,
+        "curve": _curve(history),
+    }
     if why == "stop":
         if convention == "unshifted":
-            return v.fail(f"The model's own loss compares the logits at t with the label at t (no shift): "
+            return v.fail(
+                f"The model's own loss compares the logits at t with the label at t (no shift): "
                 f"on random tokens it fell to {window[-1]:.3f}, far below chance "
-                f"ln({K}) = {chance:.3f}.", metrics,
+                f"ln({K}) = {chance:.3f}.",
+                metrics,
                 f"With Hugging Face's convention (labels = input_ids) forward must shift: "
                 "`loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), "
-                f"{ctx.profile.signature.label_param}[:, 1:].reshape(-1))`.")
+                f"{ctx.profile.signature.label_param}[:, 1:].reshape(-1))`.",
+            )
         where = locate_future_leak(ctx, ctx.ids(offset=v.stream("locate")), 0)
         metrics["first_leaking_module"] = where
-        return v.fail(f"On random tokens the loss fell to {window[-1]:.3f}, far below chance ln({K}) = "
-            f"{chance:.3f}: the model reads the token it must predict"
-            + (f" (through `{where}`)." if where else "."), metrics, causal_advice(ctx, where))
+        return v.fail(
+            f"On random tokens the loss fell to {window[-1]:.3f}, far below chance ln({K}) = "
+            f"{chance:.3f}: the model reads the token it must predict" + (f" (through `{where}`)." if where else "."),
+            metrics,
+            causal_advice(ctx, where),
+        )
     if why in ("nograd", "nonfinite"):
         trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
-        return v.skip(f"Could not train ({trouble}).", metrics,
-                           "Fix what gradient_flow and overfit_batch report, then run again.")
+        return v.skip(
+            f"Could not train ({trouble}).", metrics, "Fix what gradient_flow and overfit_batch report, then run again."
+        )
     if why == "time":
-        return v.skip(f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
-                           f"{t.max_steps} steps with no leak so far; too slow here to "
-                           "conclude.", metrics,
-                           "Run on a GPU (device='cuda') or raise time_budget; causality checks "
-                           "the model's logits for the same leak exactly.")
+        return v.skip(
+            f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
+            f"{t.max_steps} steps with no leak so far; too slow here to "
+            "conclude.",
+            metrics,
+            "Run on a GPU (device='cuda') or raise time_budget; causality checks "
+            "the model's logits for the same leak exactly.",
+        )
     lowest = min(window) if window else float("nan")
-    return v.pass_(f"After {len(history)} steps on random tokens the loss stays near chance "
-                       f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
-                       metrics)
+    return v.pass_(
+        f"After {len(history)} steps on random tokens the loss stays near chance "
+        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
+        metrics,
+    )
 
 
-def _target_leakage(ctx: Tier1Context, v: Verdict, targets: list[torch.Tensor], pool: torch.Tensor,
-                    K: int) -> CheckResult:
+def _target_leakage(
+    ctx: Tier1Context, v: Verdict, targets: list[torch.Tensor], pool: torch.Tensor, K: int
+) -> CheckResult:
     """The target side of an encoder-decoder: sources and targets drawn apart, so nothing in
     the source tells the target; only a decoder that reads the token it must predict (an
     unshifted decoder input, a decoder self-attention without its causal mask) beats chance."""
@@ -285,7 +323,7 @@ def _target_leakage(ctx: Tier1Context, v: Verdict, targets: list[torch.Tensor], 
     floor = t.fraction * chance
 
     def leaked(h: list[float]) -> bool:
-        return len(h) >= t.window and sum(h[-t.window:]) / t.window < floor
+        return len(h) >= t.window and sum(h[-t.window :]) / t.window < floor
 
     def step_loss(s: int) -> torch.Tensor:
         """Scored at every target position but the last, which a decoder that sees one token
@@ -295,26 +333,44 @@ def _target_leakage(ctx: Tier1Context, v: Verdict, targets: list[torch.Tensor], 
 
     cap = _time_cap(ctx)
     history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
-    window = [sum(history[i:i + t.window]) / t.window for i in range(max(0, len(history) - t.window + 1))]
-    metrics = {"loss_used": "target cross-entropy (decoder fed the target shifted right)",
-               "target_shift": ctx.profile.target_shift, "tokens_in_use": K, "chance_loss": chance,
-               "fail_below": floor, "steps": len(history), "lowest_window_mean": min(window) if window else None,
-               "ended_by": why, "time_cap_s": cap, "curve": _curve(history)}
+    window = [sum(history[i : i + t.window]) / t.window for i in range(max(0, len(history) - t.window + 1))]
+    metrics = {
+        "loss_used": "target cross-entropy (decoder fed the target shifted right)",
+        "target_shift": ctx.profile.target_shift,
+        "tokens_in_use": K,
+        "chance_loss": chance,
+        "fail_below": floor,
+        "steps": len(history),
+        "lowest_window_mean": min(window) if window else None,
+        "ended_by": why,
+        "time_cap_s": cap,
+        "curve": _curve(history),
+    }
     if why == "stop":
-        return v.fail(f"On random sources and targets the loss fell to {window[-1]:.3f}, far below chance "
-                      f"ln({K}) = {chance:.3f}: the decoder reads the target token it must predict.", metrics,
-                      "The decoder's input at position s must be the target up to s - 1 (the target shifted "
-                      "right after the decoder start token), and its self-attention needs a causal mask; see "
-                      "causality for the leaking module.")
+        return v.fail(
+            f"On random sources and targets the loss fell to {window[-1]:.3f}, far below chance "
+            f"ln({K}) = {chance:.3f}: the decoder reads the target token it must predict.",
+            metrics,
+            "The decoder's input at position s must be the target up to s - 1 (the target shifted "
+            "right after the decoder start token), and its self-attention needs a causal mask; see "
+            "causality for the leaking module.",
+        )
     if why in ("nograd", "nonfinite"):
         trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
-        return v.skip(f"Could not train ({trouble}).", metrics,
-                      "Fix what gradient_flow and overfit_batch report, then run again.")
+        return v.skip(
+            f"Could not train ({trouble}).", metrics, "Fix what gradient_flow and overfit_batch report, then run again."
+        )
     if why == "time":
-        return v.skip(f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of {t.max_steps} steps "
-                      "with no leak so far; too slow here to conclude.", metrics,
-                      "Run on a GPU (device='cuda') or raise time_budget; causality checks the decoder "
-                      "for the same leak exactly.")
+        return v.skip(
+            f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of {t.max_steps} steps "
+            "with no leak so far; too slow here to conclude.",
+            metrics,
+            "Run on a GPU (device='cuda') or raise time_budget; causality checks the decoder "
+            "for the same leak exactly.",
+        )
     lowest = min(window) if window else float("nan")
-    return v.pass_(f"After {len(history)} steps on random sources and targets the loss stays near chance "
-                   f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).", metrics)
+    return v.pass_(
+        f"After {len(history)} steps on random sources and targets the loss stays near chance "
+        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
+        metrics,
+    )

@@ -24,7 +24,6 @@ from utils.tiers.tier1.context import Needs, Tier1Context, check, eval_mode
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class InitializationThresholds:
     # A weight matrix is judged by its gain, std * sqrt(fan_in): 1 keeps the signal's scale
@@ -60,9 +59,11 @@ def _kind(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module) -> st
         return "bias" if "bias" in leaf else "vector"
     if isinstance(owner, nn.Embedding):
         return "embedding"
-    if not isinstance(owner, _MATMUL_OWNERS) and type(owner).__name__ != "Conv1D" and (
-            any(h in name.lower() for h in _EMB_HINTS)
-            or p.shape[0] in (ctx.vocab_size, ctx.profile.max_seq_len)):
+    if (
+        not isinstance(owner, _MATMUL_OWNERS)
+        and type(owner).__name__ != "Conv1D"
+        and (any(h in name.lower() for h in _EMB_HINTS) or p.shape[0] in (ctx.vocab_size, ctx.profile.max_seq_len))
+    ):
         return "embedding"
     return "matrix"
 
@@ -73,7 +74,8 @@ def _norm_output_scale(owner: nn.Module, weight: torch.Tensor) -> float | None:
     weight stores. None when the layer is not a norm module or cannot be called on
     (4, *shape)."""
     if owner.__dict__.get("_parameters", {}).get("weight") is not weight or (
-            "norm" not in type(owner).__name__.lower()):
+        "norm" not in type(owner).__name__.lower()
+    ):
         return None
     probe = copy.deepcopy(owner).float().cpu().eval()
     x = torch.randn((4, *weight.shape), generator=torch.Generator().manual_seed(0))  # (4, D)
@@ -82,8 +84,13 @@ def _norm_output_scale(owner: nn.Module, weight: torch.Tensor) -> float | None:
             out, rest = probe(x), probe(torch.zeros_like(x))  # rest: the bias alone
     except Exception:  # noqa: BLE001 - a norm that takes other inputs is judged by its weight
         return None
-    if not (isinstance(out, torch.Tensor) and isinstance(rest, torch.Tensor)
-            and out.is_floating_point() and out.shape == rest.shape and out.numel() > 1):
+    if not (
+        isinstance(out, torch.Tensor)
+        and isinstance(rest, torch.Tensor)
+        and out.is_floating_point()
+        and out.shape == rest.shape
+        and out.numel() > 1
+    ):
         return None
     return float((out - rest).float().std())
 
@@ -118,8 +125,9 @@ def tensor_stats(p: torch.Tensor) -> dict[str, float] | None:
     return {"std": std, "mean": float(x.mean()), "max_abs": max(abs(low), abs(high))}
 
 
-def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module,
-           t: InitializationThresholds) -> dict[str, Any]:
+def _judge(
+    ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module, t: InitializationThresholds
+) -> dict[str, Any]:
     """One tensor's statistics, its kind and a verdict: ok | warn | fail, with the reason."""
     kind = _kind(ctx, name, p, owner)
     row: dict[str, Any] = {"name": name, "kind": kind, "shape": list(p.shape)}
@@ -136,22 +144,34 @@ def _judge(ctx: Tier1Context, name: str, p: torch.Tensor, owner: nn.Module,
         scale = _norm_output_scale(owner, p)
         row["output_scale"] = scale
         flat = row["max_abs"] == 0 if scale is None else scale < t.norm_scale_low
-        return {**row, "verdict": "warn" if flat else "ok",
-                "why": ("norm outputs ~0 on unit-variance input: its scale is zero, so the layer "
-                        "passes on only its bias") if flat else ""}
+        return {
+            **row,
+            "verdict": "warn" if flat else "ok",
+            "why": ("norm outputs ~0 on unit-variance input: its scale is zero, so the layer passes on only its bias")
+            if flat
+            else "",
+        }
     if row["max_abs"] == 0:
-        return {**row, "verdict": "warn",
-                "why": "all zero (fine only if deliberate, e.g. a zero-initialised projection)"}
+        return {
+            **row,
+            "verdict": "warn",
+            "why": "all zero (fine only if deliberate, e.g. a zero-initialised projection)",
+        }
     if kind == "embedding":
         verdict = "fail" if std > t.emb_std_fail else "warn" if std > t.emb_std_warn else "ok"
-        return {**row, "verdict": verdict,
-                "why": f"std {std:.3g} for an embedding table (PyTorch default 1, GPT-2 0.02)"
-                if verdict != "ok" else ""}
+        return {
+            **row,
+            "verdict": verdict,
+            "why": f"std {std:.3g} for an embedding table (PyTorch default 1, GPT-2 0.02)" if verdict != "ok" else "",
+        }
     gain = std * math.sqrt(_fan_in(p, owner))
     row["gain"] = gain
     if gain > t.gain_fail:
-        return {**row, "verdict": "fail", "why": f"gain std*sqrt(fan_in) = {gain:.3g}: outputs "
-                f"are {gain:.3g}x larger than inputs"}
+        return {
+            **row,
+            "verdict": "fail",
+            "why": f"gain std*sqrt(fan_in) = {gain:.3g}: outputs are {gain:.3g}x larger than inputs",
+        }
     if gain > t.gain_warn or gain < t.gain_low_warn:
         return {**row, "verdict": "warn", "why": f"gain std*sqrt(fan_in) = {gain:.3g}"}
     return {**row, "verdict": "ok"}
@@ -213,26 +233,41 @@ def parameter_initialization(ctx: Tier1Context, v: Verdict) -> CheckResult:
     failed = [r for r in rows if r["verdict"] == "fail"]
     warned = [r for r in rows if r["verdict"] == "warn"]
     copies = _identical_copies(named)
-    kinds = {k: sum(r["kind"] == k for r in rows) for k in
-             ("matrix", "embedding", "norm", "bias", "vector")}
-    metrics = {"tensors": len(rows), "kinds": kinds, "flagged": failed + warned,
-               "identical_copies": copies, "per_tensor": rows[:200]}
-    note = (f" Note: {len(copies)} group(s) of identical layer copies (e.g. "
-            f"{', '.join(copies[0][:3])}); they will differ once trained, but start symmetric."
-            if copies else "")
+    kinds = {k: sum(r["kind"] == k for r in rows) for k in ("matrix", "embedding", "norm", "bias", "vector")}
+    metrics = {
+        "tensors": len(rows),
+        "kinds": kinds,
+        "flagged": failed + warned,
+        "identical_copies": copies,
+        "per_tensor": rows[:200],
+    }
+    note = (
+        f" Note: {len(copies)} group(s) of identical layer copies (e.g. "
+        f"{', '.join(copies[0][:3])}); they will differ once trained, but start symmetric."
+        if copies
+        else ""
+    )
     listing = "; ".join(f"`{r['name']}` {r['why']}" for r in (failed + warned)[:4])
     if failed:
-        return v.fail(f"{len(failed)} tensor(s) badly initialised: {listing}.{note}", metrics,
+        return v.fail(
+            f"{len(failed)} tensor(s) badly initialised: {listing}.{note}",
+            metrics,
             "Re-initialise these tensors: nn.init.normal_(w, std=0.02) (or the module's own "
             "reset_parameters()); remove any manual scaling of weights in __init__. NaN/Inf "
-            "weights usually come from dividing by a zero norm.")
+            "weights usually come from dividing by a zero norm.",
+        )
     if warned:
-        return v.warn(f"{len(warned)} tensor(s) look unusual: {listing}.{note}", metrics,
-                           "Check that these scales are intended; a variance-preserving init "
-                           "has std about 1/sqrt(fan_in).")
-    return v.pass_(f"All {len(rows)} tensors finite and sanely scaled "
-                       f"({kinds['matrix']} matrices, {kinds['embedding']} embeddings, "
-                       f"{kinds['norm']} norm, {kinds['bias']} bias).{note}", metrics)
+        return v.warn(
+            f"{len(warned)} tensor(s) look unusual: {listing}.{note}",
+            metrics,
+            "Check that these scales are intended; a variance-preserving init has std about 1/sqrt(fan_in).",
+        )
+    return v.pass_(
+        f"All {len(rows)} tensors finite and sanely scaled "
+        f"({kinds['matrix']} matrices, {kinds['embedding']} embeddings, "
+        f"{kinds['norm']} norm, {kinds['bias']} bias).{note}",
+        metrics,
+    )
 
 
 # -- weight_sharing ----------------------------------------------------------------------------
@@ -281,8 +316,10 @@ def rebuilt_instance(ctx: Tier1Context) -> Instance | None:
     config = getattr(model, "config", None)
     if config is not None and hasattr(model, "post_init"):
         ctor, how, exact = (lambda: cls(config)), f"{cls.__name__}(model.config)", True
-    elif all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-             for p in list(inspect.signature(cls.__init__).parameters.values())[1:]):
+    elif all(
+        p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+    ):
         ctor, how, exact = cls, f"{cls.__name__}()", False
     else:
         return None
@@ -326,10 +363,8 @@ def faithful_copy(model: nn.Module) -> nn.Module:
             continue
         storage = t.untyped_storage()
         twin = clones.setdefault(storage.data_ptr(), storage.clone())
-        view = torch.empty(0, dtype=t.dtype, device=t.device).set_(
-            twin, t.storage_offset(), t.size(), t.stride())
-        memo[id(t)] = (nn.Parameter(view, requires_grad=t.requires_grad)
-                       if isinstance(t, nn.Parameter) else view)
+        view = torch.empty(0, dtype=t.dtype, device=t.device).set_(twin, t.storage_offset(), t.size(), t.stride())
+        memo[id(t)] = nn.Parameter(view, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else view
     return copy.deepcopy(model, memo)
 
 
@@ -408,8 +443,7 @@ def weight_sharing(ctx: Tier1Context, v: Verdict) -> CheckResult:
     groups = share_groups(ctx.model)
     metrics: dict = {"groups": groups, "executor_tied_output": ctx.profile.tied_output}
     if not groups:
-        tail = (" The graph executor ties the output to the token embedding." if
-                ctx.profile.tied_output else "")
+        tail = " The graph executor ties the output to the token embedding." if ctx.profile.tied_output else ""
         return v.pass_("No parameters share storage (no weight tying)." + tail, metrics)
     lost_to = split_by_conversion(ctx.model, groups)
     rebuilt = rebuilt_instance(ctx)
@@ -425,12 +459,14 @@ def weight_sharing(ctx: Tier1Context, v: Verdict) -> CheckResult:
     if lost_to or lost_rt:
         where = ".to()" if lost_to else "a safetensors round trip"
         g = (lost_to or lost_rt)[0]
-        return v.fail(f"Tied tensors {' = '.join(g)} are separate after {where}.", metrics,
+        return v.fail(
+            f"Tied tensors {' = '.join(g)} are separate after {where}.",
+            metrics,
             "Tie by sharing the Parameter object, `self.head.weight = self.tok.weight`, not by "
             "assigning `.data` (each Parameter is then converted on its own by .to() and the "
-            "tie silently breaks); re-tie in __init__ so a fresh instance is tied too.")
-    return v.pass_(f"{len(groups)} tied group(s) ({shown}) survive .to() and a safetensors "
-                       "round trip.", metrics)
+            "tie silently breaks); re-tie in __init__ so a fresh instance is tied too.",
+        )
+    return v.pass_(f"{len(groups)} tied group(s) ({shown}) survive .to() and a safetensors round trip.", metrics)
 
 
 # -- state_dict_roundtrip ------------------------------------------------------------------------
@@ -448,12 +484,14 @@ def _outside_state(a: nn.Module, b: nn.Module) -> list[str]:
         return {n: t for n, t in found.items() if t.is_floating_point()}
 
     mine, theirs = unsaved(a), unsaved(b)
-    return [n for n, t in mine.items() if n in theirs and t.shape == theirs[n].shape
-            and not torch.equal(t.cpu(), theirs[n].cpu())]
+    return [
+        n
+        for n, t in mine.items()
+        if n in theirs and t.shape == theirs[n].shape and not torch.equal(t.cpu(), theirs[n].cpu())
+    ]
 
 
-def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor,
-                       saved: Path) -> float:
+def _reload_difference(ctx: Tier1Context, target: Instance, ids: torch.Tensor, saved: Path) -> float:
     """Load the saved model into `target` and return the largest output difference."""
     load_shared(target.model, saved, ctx.device)
     other = ctx.adapted.with_model(target.model)
@@ -488,8 +526,9 @@ def state_dict_roundtrip(ctx: Tier1Context, v: Verdict) -> CheckResult:
         return _judge_reloads(ctx, v, targets, ids, Path(tmp) / "model.safetensors", metrics)
 
 
-def _judge_reloads(ctx: Tier1Context, v: Verdict, targets: list[Instance], ids: torch.Tensor,
-                   saved: Path, metrics: dict) -> CheckResult:
+def _judge_reloads(
+    ctx: Tier1Context, v: Verdict, targets: list[Instance], ids: torch.Tensor, saved: Path, metrics: dict
+) -> CheckResult:
     """Save the model once to `saved`, load it into each target and compare the outputs."""
     equal, notes = [], []
     for target in targets:
@@ -499,10 +538,12 @@ def _judge_reloads(ctx: Tier1Context, v: Verdict, targets: list[Instance], ids: 
             diff = _reload_difference(ctx, target, ids, saved)
         except Exception as exc:  # noqa: BLE001 - a failed save/load is the finding
             metrics["error"] = f"{type(exc).__name__}: {exc}"
-            return v.fail(f"Saving, or loading into {target.how}, with safetensors failed: "
-                f"{metrics['error'][:300]}", metrics,
+            return v.fail(
+                f"Saving, or loading into {target.how}, with safetensors failed: {metrics['error'][:300]}",
+                metrics,
                 "Make every tensor the model needs a parameter or a buffer, with the same "
-                "names and shapes in every instance built from the same config.")
+                "names and shapes in every instance built from the same config.",
+            )
         metrics[f"max_difference[{target.how}]"] = diff
         if diff == 0:
             equal.append(target.how)
@@ -510,14 +551,20 @@ def _judge_reloads(ctx: Tier1Context, v: Verdict, targets: list[Instance], ids: 
         suspects = _outside_state(ctx.model, target.model)
         metrics["state_outside_state_dict"] = suspects
         if target.exact or suspects:
-            return v.fail(f"After save + load into {target.how} the outputs differ (max {diff:.3g})"
-                + (f"; tensors outside the state dict differ: {', '.join(suspects[:5])}."
-                   if suspects else "."), metrics,
+            return v.fail(
+                f"After save + load into {target.how} the outputs differ (max {diff:.3g})"
+                + (f"; tensors outside the state dict differ: {', '.join(suspects[:5])}." if suspects else "."),
+                metrics,
                 "Everything that shapes the output must be saved: register random or learned "
                 "tensors with register_buffer(name, t) (persistent, the default) or as "
-                "nn.Parameter, not as plain attributes or persistent=False buffers.")
-        notes.append(f" {target.how} computes differently even after loading, with nothing "
-                     "unsaved to blame: the original was probably built with other arguments.")
-    return v.pass_("Outputs after a safetensors save + load into "
-                       f"{' and into '.join(equal)} equal the original's exactly."
-                       + "".join(notes), metrics)
+                "nn.Parameter, not as plain attributes or persistent=False buffers.",
+            )
+        notes.append(
+            f" {target.how} computes differently even after loading, with nothing "
+            "unsaved to blame: the original was probably built with other arguments."
+        )
+    return v.pass_(
+        "Outputs after a safetensors save + load into "
+        f"{' and into '.join(equal)} equal the original's exactly." + "".join(notes),
+        metrics,
+    )
