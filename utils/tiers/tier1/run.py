@@ -25,16 +25,11 @@ from utils.adapters import AdaptedModel, AdaptError, adapt
 from utils.checks.report import TierReport
 from utils.checks.runner import Check, run_checks
 from utils.errors import OptionError
-from utils.tiers.tier1.behaviour import (
-    batch_independence,
-    causality,
-    determinism,
-    forward_signature,
-    output_shape,
-    padding_invariance,
-)
+from utils.tiers.tier1.behaviour import forward_signature, output_shape
 from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, free_memory, weight_bytes
+from utils.tiers.tier1.causality import causality
 from utils.tiers.tier1.context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_sizes
+from utils.tiers.tier1.invariance import batch_independence, determinism, padding_invariance
 from utils.tiers.tier1.numerics import gradient_flow, initial_loss, numerical_stability
 from utils.tiers.tier1.resources import device_portability, inference_speed, memory_footprint
 from utils.tiers.tier1.training import label_leakage, overfit_batch

@@ -17,7 +17,7 @@ from torch import nn
 
 from utils.adapters.losses import lm_loss
 from utils.checks import CheckResult, Verdict
-from utils.tiers.tier1.behaviour import causal_advice, locate_future_leak
+from utils.tiers.tier1.causality import causal_advice, locate_future_leak
 from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
 # Learning rates of the short runs, AdamW: models up to ~20M parameters take 1e-2 for the
