@@ -148,12 +148,12 @@ def test_a_missing_gpu_is_named_by_its_flag(capsys, tmp_path, monkeypatch):
 
 
 def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
-    import utils.cli as cli
+    import utils.commands as commands
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_cmd_info", interrupted)
+    monkeypatch.setattr(commands, "cmd_info", interrupted)
     code, out, err = run(capsys, "info")
     assert code == 130 and out == ""
     assert err.strip() == "interrupted: nothing was written"

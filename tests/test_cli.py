@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.cli import main, read_texts
+from utils.cli import main
+from utils.commands import read_texts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "builder_exports"
 REPO = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ LAYERS = {
     "analysis": 3,
     "training": 3,
     "cli": 4,
+    "commands": 4,
     "__main__": 4,
     "notebook": 4,
 }
