@@ -21,9 +21,11 @@ def load_text(path: Path) -> tuple[str, str]:
     return "\n".join(topics.values()), "pydoc_data.topics"
 
 
-def paired_medians(
-    a: Callable[[], object], b: Callable[[], object], repeats: int = 200, warmup: int = 20
-) -> tuple[float, float]:
+def _paired_times(
+    a: Callable[[], object], b: Callable[[], object], repeats: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """Times of `a` and `b` over `repeats` interleaved runs, alternating which goes first so
+    neither side always runs on a warmer cache."""
     for _ in range(warmup):
         a()
         b()
@@ -37,6 +39,13 @@ def paired_medians(
         end = time.perf_counter()
         t_first.append(mid - start)
         t_second.append(end - mid)
+    return ta, tb
+
+
+def paired_medians(
+    a: Callable[[], object], b: Callable[[], object], repeats: int = 200, warmup: int = 20
+) -> tuple[float, float]:
+    ta, tb = _paired_times(a, b, repeats, warmup)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -45,17 +54,5 @@ def paired_best(
 ) -> tuple[float, float]:
     """Best time of each over `repeats` interleaved runs: on a shared machine other work only
     ever adds time, so the fastest run is the closest to what the code itself costs."""
-    for _ in range(warmup):
-        a()
-        b()
-    ta, tb = [], []
-    for i in range(repeats):
-        first, second, t_first, t_second = (a, b, ta, tb) if i % 2 == 0 else (b, a, tb, ta)
-        start = time.perf_counter()
-        first()
-        mid = time.perf_counter()
-        second()
-        end = time.perf_counter()
-        t_first.append(mid - start)
-        t_second.append(end - mid)
+    ta, tb = _paired_times(a, b, repeats, warmup)
     return min(ta), min(tb)

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds); here it is not the tier's time
@@ -111,6 +112,25 @@ def _time_cap(ctx: Tier1Context) -> float:
 def _curve(history: list[float]) -> list[float]:
     step = max(1, len(history) // 20)
     return [round(v, 4) for v in history[::step]]
+
+
+def _leak_run(
+    history: list[float], width: int, tokens: int, chance: float, floor: float, why: str, cap: float
+) -> tuple[list[float], dict[str, Any]]:
+    """The moving means of a leak run's losses (a leak shows as a sustained drop, not one lucky
+    step) and the metrics both leak checks report about it."""
+    window = [sum(history[i : i + width]) / width for i in range(max(0, len(history) - width + 1))]
+    metrics = {
+        "tokens_in_use": tokens,
+        "chance_loss": chance,
+        "fail_below": floor,
+        "steps": len(history),
+        "lowest_window_mean": min(window) if window else None,
+        "ended_by": why,
+        "time_cap_s": cap,
+        "curve": _curve(history),
+    }
+    return window, metrics
 
 
 # -- overfit_batch ---------------------------------------------------------------------------
@@ -255,18 +275,11 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
 
     cap = _time_cap(ctx)
     history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
-    window = [sum(history[i : i + t.window]) / t.window for i in range(max(0, len(history) - t.window + 1))]
+    window, metrics = _leak_run(history, t.window, K, chance, floor, why, cap)
     metrics = {
         "loss_used": "model's own (labels)" if own is not None else "shifted next-token loss",
         "own_loss_convention": convention,
-        "tokens_in_use": K,
-        "chance_loss": chance,
-        "fail_below": floor,
-        "steps": len(history),
-        "lowest_window_mean": min(window) if window else None,
-        "ended_by": why,
-        "time_cap_s": cap,
-        "curve": _curve(history),
+        **metrics,
     }
     if why == "stop":
         if convention == "unshifted":
@@ -333,18 +346,11 @@ def _target_leakage(
 
     cap = _time_cap(ctx)
     history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
-    window = [sum(history[i : i + t.window]) / t.window for i in range(max(0, len(history) - t.window + 1))]
+    window, metrics = _leak_run(history, t.window, K, chance, floor, why, cap)
     metrics = {
         "loss_used": "target cross-entropy (decoder fed the target shifted right)",
         "target_shift": ctx.profile.target_shift,
-        "tokens_in_use": K,
-        "chance_loss": chance,
-        "fail_below": floor,
-        "steps": len(history),
-        "lowest_window_mean": min(window) if window else None,
-        "ended_by": why,
-        "time_cap_s": cap,
-        "curve": _curve(history),
+        **metrics,
     }
     if why == "stop":
         return v.fail(
