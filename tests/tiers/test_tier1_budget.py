@@ -9,8 +9,9 @@ import torch
 import torch._dynamo  # noqa: F401 - the first AdamW imports it (seconds): not what is timed here
 from torch import nn
 
+from utils.loading import load_model
 from utils.tiers.tier1 import run_tier1
-from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, is_out_of_memory
+from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, is_out_of_memory, run_out_of_reach, step_seconds
 
 
 class SlowLM(nn.Module):
@@ -118,9 +119,71 @@ def test_checks_whose_weight_copies_cannot_fit_skip_before_running(monkeypatch):
 
 def test_the_clock_extrapolates_past_the_sizes_it_has_seen():
     clock = ForwardClock(calls=[(10, 0.11), (10, 0.12), (20, 0.21), (40, 0.41)])
-    assert clock.estimate(5) == 0.0 and clock.estimate(20) == 0.21  # never faster than smaller
+    assert clock.estimate(5) == 0.11 and clock.estimate(20) == 0.21  # a fixed cost; never faster than smaller
+    assert ForwardClock().estimate(10) == 0.0  # nothing measured yet
     warm = ForwardClock(calls=[(10, 3.0), (10, 0.1), (10, 0.1)])  # a first call's warm-up
     assert warm.estimate(10) == 0.1
     assert 3.8 < clock.estimate(400) < 4.2  # about 0.01 s fixed + 0.01 s per element
     flat = ForwardClock(calls=[(10, 0.5), (40, 0.5)])  # a cost that does not grow (a sleep)
     assert flat.estimate(10_000) == 0.5
+
+
+def test_a_training_check_that_cannot_conclude_in_its_cap_skips_at_once_with_the_numbers():
+    # 0.25 s a forward: a step costs at least 0.75 s, so neither 5 overfitting steps nor the
+    # 150 steps of the leak run fit the 0.3 x 3 s a training check may use.
+    report = run_tier1(SlowLM(0.25), task="causal_lm", time_budget=3.0, progress=False)
+    for check_id, steps in (("overfit_batch", 5), ("label_leakage", 150)):
+        result = report[check_id]
+        assert result.status == "skip" and result.seconds < 0.05, (check_id, result.summary)
+        assert f"at least {steps} training steps to conclude" in result.summary
+        assert "0.9 s of the 3 s time budget" in result.summary and "says nothing about the model" in result.summary
+        assert "--time-budget" in result.advice
+
+
+def test_a_model_that_trains_fast_enough_runs_its_training_checks():
+    report = run_tier1(
+        load_model("example:gpt-mini"), time_budget=60.0, progress=False, checks=["overfit_batch", "label_leakage"]
+    )
+    assert report["overfit_batch"].status == "pass", report["overfit_batch"].summary
+    assert report["label_leakage"].status == "pass", report["label_leakage"].summary
+
+
+def test_the_price_of_a_run_names_steps_seconds_and_the_cap():
+    assert run_out_of_reach(150, 0.1, 18.0, 60.0, "32 x 2 tokens") is None  # 15 s fit in 18 s
+    summary, advice = run_out_of_reach(150, 1.0, 18.0, 60.0, "32 x 2 tokens and 124 parameters")
+    assert "at least 150 training steps" in summary and "about 150 s at 1 s a step" in summary
+    assert "may use 18 s of the 60 s time budget" in summary and "about 500 s lets it run" in advice
+    assert step_seconds(0.5, 1_000, 1e-4) == 1.5 + 0.1  # forward, backward twice it, update
+
+
+def test_a_line_drawn_from_short_calls_alone_never_refuses_a_call_the_tier_has_time_for():
+    long_call = (torch.zeros(1, 1024, dtype=torch.long),)
+    now = time.perf_counter()
+    clock = ForwardClock(calls=[(1, 0.01), (15, 0.1)], deadline=now + 1.0, tier_deadline=now + 60.0)
+    assert clock.estimate(1024) > 5.0 and clock.bound(1024) == 0.1
+    clock.before(long_call)  # the line says 6 s, the check has 1 s: the tier has 60 s, so it runs
+    clock.after()
+    clock = ForwardClock(calls=[(1, 0.01), (15, 0.1)], deadline=now + 1.0, tier_deadline=now + 2.0)
+    try:
+        clock.before(long_call)
+        raise AssertionError("a call the line prices past the tier's deadline was started")
+    except OutOfTime:
+        pass
+    measured = ForwardClock(calls=[(1024, 2.0)], deadline=time.perf_counter() + 1.0)
+    try:
+        measured.before(long_call)  # a call as long as one measured at 2 s cannot fit 1 s
+        raise AssertionError("the clock started a call slower than the check's share")
+    except OutOfTime:
+        pass
+
+
+def test_a_call_that_raises_is_not_timed():
+    model = SlowLM(0.0, max_len=4)
+    clock = ForwardClock()
+    with clocked([model], clock):
+        model(torch.zeros(1, 4, dtype=torch.long))
+        try:
+            model(torch.zeros(1, 5, dtype=torch.long))  # past max_len: raises at once
+        except ValueError:
+            pass
+    assert [n for n, _ in clock.calls] == [4]

@@ -184,6 +184,10 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
     position tables max_seq_len rows, and check the length at the top of forward.
     """
     p = ctx.profile
+    tests_limit = bool(p.max_seq_len) and p.max_seq_len <= v.thresholds.max_len
+    # The over-length call first: it usually raises at once, and after a full-length call
+    # the clock would price it as one more.
+    outcome, message = _over_length(ctx, v.stream("over_length")) if tests_limit else ("untested", "")
     rows, bad, width = [], [], []
     longest = max(_lengths(ctx, v.thresholds.max_len))
     for B in (1, 3):
@@ -227,7 +231,6 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
         return v.pass_(summary + " max_seq_len unknown: the limit was not tested.", metrics)
     if p.max_seq_len > v.thresholds.max_len:
         return v.pass_(summary + f" max_seq_len {p.max_seq_len} is tested at {v.thresholds.max_len} only.", metrics)
-    outcome, message = _over_length(ctx, v.stream("over_length"))
     metrics.update(over_length=outcome, over_length_error=message, library=p.library)
     if p.library and outcome == "clear":
         return v.pass_(

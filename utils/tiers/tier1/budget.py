@@ -7,12 +7,18 @@ end before the running check's deadline, by raising `OutOfTime`. Each check's de
 its share of what is left, weighted by what it costs (`CHECK_WEIGHTS`), so a cheap check that
 ends early leaves its time to the ones after it.
 
+Training checks: before any check runs, the shortest run that lets each of them conclude
+(so many AdamW steps, each a forward, a backward and an update) is priced from that first
+forward and a timed AdamW update; one that cannot fit in its cap skips at once, and its share
+goes to the others instead of being spent finding out.
+
 Memory: before any check runs, each check's need (copies of the weights it makes, plus
 activations) is compared with the memory free on the device; what cannot fit skips.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -55,6 +61,10 @@ WEIGHT_COPIES = {
     "weight_sharing": 1.0,
     "output_shape": 1.0,
 }
+# Each training check may use this share of the tier's budget.
+TRAIN_TIME_SHARE = 0.3
+# AdamW is timed on a tensor of this many elements: past the caches, as a model's weights are.
+ADAMW_PROBE_NUMEL = 1 << 22
 # A check may use this fraction of the memory free when the tier starts.
 MEMORY_FRACTION = 0.8
 
@@ -66,9 +76,14 @@ class OutOfTime(BaseException):
 
 @dataclass
 class ForwardClock:
-    """Times the model's forward calls and stops the ones that cannot finish in time."""
+    """Times the model's forward calls and stops the ones that cannot finish in time: a call
+    that even at the cost measured for calls no smaller cannot end before the running check's
+    deadline, or that by a straight line through the sizes measured would not end before the
+    tier's. (A line drawn from a few short calls overshoots a long one by several times, so it
+    alone never refuses a call the tier has time for.)"""
 
-    deadline: float = float("inf")
+    deadline: float = float("inf")  # the running check's
+    tier_deadline: float = float("inf")
     calls: list[tuple[int, float]] = field(default_factory=list)  # (input numel, seconds)
     _depth: int = 0
     _start: float = 0.0
@@ -78,21 +93,31 @@ class ForwardClock:
     def first_forward_s(self) -> float | None:
         return self.calls[0][1] if self.calls else None
 
-    def estimate(self, numel: int) -> float:
-        """The seconds a call with `numel` input elements should take. Within the sizes
-        measured: the slowest typical (lower-median) time of a size no bigger (a call is
-        never faster than a smaller one; the median keeps a first call's one-off warm-up
-        out). Past them: a straight line `a + b * numel` through those times (a fixed cost
-        plus a cost per token), never below that bound."""
+    def _typical(self) -> dict[int, float]:
+        """input numel -> the lower-median time of calls that size (the median keeps a first
+        call's one-off warm-up out)."""
         by_size: dict[int, list[float]] = {}
         for n, s in self.calls:
             by_size.setdefault(n, []).append(s)
-        typical = {n: sorted(t)[(len(t) - 1) // 2] for n, t in by_size.items()}
+        return {n: sorted(t)[(len(t) - 1) // 2] for n, t in by_size.items()}
+
+    def bound(self, numel: int) -> float:
+        """The least a call with `numel` input elements should take: the slowest typical time
+        of a size no bigger (a call is never faster than a smaller one), or below every size
+        measured the fastest typical time (a call's fixed cost); 0 before any call."""
+        typical = self._typical()
         smaller = [t for n, t in typical.items() if n <= numel]
-        bound = max(smaller) if smaller else 0.0
-        if len(by_size) < 2 or numel <= max(by_size):
+        return max(smaller) if smaller else min(typical.values(), default=0.0)
+
+    def estimate(self, numel: int) -> float:
+        """The seconds a call with `numel` input elements should take: `bound` within the sizes
+        measured; past them a straight line `a + b * numel` through those times (a fixed cost
+        plus a cost per token), never below that bound."""
+        typical = self._typical()
+        bound = self.bound(numel)
+        if len(typical) < 2 or numel <= max(typical):
             return bound
-        sizes = sorted(by_size)
+        sizes = sorted(typical)
         times = [typical[n] for n in sizes]
         mean_n, mean_t = sum(sizes) / len(sizes), sum(times) / len(times)
         spread = sum((n - mean_n) ** 2 for n in sizes)
@@ -111,14 +136,16 @@ class ForwardClock:
             return
         numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
         factor = 3.0 if torch.is_grad_enabled() else 1.0  # a backward follows
-        if time.perf_counter() + factor * self.estimate(numel) > self.deadline:
+        now = time.perf_counter()
+        if now + factor * self.bound(numel) > self.deadline or now + factor * self.estimate(numel) > self.tier_deadline:
             self._depth -= 1
             raise OutOfTime(f"one forward takes about {self.estimate(numel):.2g} s here")
         self._start, self._numel = time.perf_counter(), numel
 
-    def after(self) -> None:
+    def after(self, raised: bool = False) -> None:
+        """A call that raised is not timed: failing fast says nothing of what a call costs."""
         self._depth -= 1
-        if self._depth == 0:
+        if self._depth == 0 and not raised:
             self.calls.append((self._numel, time.perf_counter() - self._start))
 
     def reset_depth(self) -> None:
@@ -136,7 +163,7 @@ def clocked(modules: Sequence[nn.Module], clock: ForwardClock) -> Iterator[Forwa
         clock.before(args)
 
     def post(module: nn.Module, args: tuple, output: object) -> None:
-        clock.after()
+        clock.after(raised=output is None)  # an always-called hook gets None when forward raised
 
     handles = []
     for m in modules:
@@ -167,6 +194,59 @@ def out_of_time_skip(clock: ForwardClock, share: float, budget: float) -> tuple[
         f"{pace}. This says nothing about the model.",
         "Give the tier more time (run_tier1(time_budget=...) or tbuilder check "
         "--time-budget SECONDS), run on a GPU, or run this check alone (checks=[...]).",
+    )
+
+
+# -- training runs ------------------------------------------------------------------------
+
+
+def adamw(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """The optimizer of the training checks: AdamW without weight decay, fused where PyTorch
+    has the kernel (CPU and CUDA; several times faster on a CPU than the per-tensor loop, the
+    same update), else the default implementation."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+@functools.cache
+def adamw_seconds_per_parameter(device: str) -> float:
+    """Seconds one update of `adamw` takes per parameter on `device`: the second of two steps
+    on one tensor of ADAMW_PROBE_NUMEL elements (the first allocates the moments). Measured
+    once per process; a few milliseconds."""
+    dev = torch.device(device)
+    weight = nn.Parameter(torch.zeros(ADAMW_PROBE_NUMEL, device=dev))
+    weight.grad = torch.ones_like(weight)
+    opt = adamw([weight], lr=1e-3)
+    opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return (time.perf_counter() - start) / ADAMW_PROBE_NUMEL
+
+
+def step_seconds(forward_s: float, trainable: int, per_parameter: float) -> float:
+    """One training step: the forward, a backward of about twice its cost, and the update."""
+    return 3.0 * forward_s + trainable * per_parameter
+
+
+def run_out_of_reach(steps: int, step_s: float, cap: float, budget: float, batch: str) -> tuple[str, str] | None:
+    """(summary, advice) when `steps` training steps of about `step_s` seconds each cannot fit in
+    `cap` seconds, or None when they can."""
+    need = steps * step_s
+    if need <= cap:
+        return None
+    return (
+        f"Not run: it needs at least {steps} training steps to conclude, about {need:.3g} s at "
+        f"{step_s:.2g} s a step (forward, backward and AdamW update on {batch}), and a "
+        f"training check may use {cap:.3g} s of the {budget:g} s time budget. This says "
+        "nothing about the model.",
+        "Give the tier more time (run_tier1(time_budget=...) or tbuilder check --time-budget "
+        f"SECONDS; about {need / TRAIN_TIME_SHARE:.0f} s lets it run), or run on a GPU.",
     )
 
 

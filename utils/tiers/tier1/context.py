@@ -56,6 +56,7 @@ class Tier1Context:
     id_high: int = 0  # token ids are drawn from [0, id_high)
     clock: ForwardClock = field(default_factory=ForwardClock)
     pending: list[str] = field(default_factory=list)  # ids of the checks not yet run
+    out_of_reach: dict[str, tuple[str, str]] = field(default_factory=dict)  # planned time skips
     free_memory: int | None = None  # bytes free on the device when the tier started
     weight_bytes: int = 0
     adapt_out_of_time: bool = False
@@ -164,12 +165,16 @@ class Needs:
 
 def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], CheckResult]) -> CheckResult:
     """What every Tier 1 check needs around it: skips for what cannot fit in memory or in
-    its share of the time budget and for unmet preconditions, a fixed seed, and the model's
-    train/eval flags restored afterwards whatever happens. Running out of time or memory is
+    its share of the time budget (a training run priced out of reach skips before it starts)
+    and for unmet preconditions, a fixed seed, and the model's train/eval flags restored
+    afterwards whatever happens. Running out of time or memory is
     a skip, never a verdict on the model."""
     too_big = _over_memory(ctx, check.id)
     if too_big:
         return v.skip(too_big[0], advice=too_big[1])
+    if check.id in ctx.out_of_reach:
+        why, advice = ctx.out_of_reach[check.id]
+        return v.skip(why, advice=advice)
     share = _start_clock(ctx, check.id)
     try:
         unmet = _unmet(ctx, check.needs or Needs())

@@ -32,7 +32,7 @@ from utils.tiers.tier1.context import DEFAULT_TRAIN_BATCH, Tier1Context, pick_si
 from utils.tiers.tier1.invariance import batch_independence, determinism, padding_invariance
 from utils.tiers.tier1.numerics import gradient_flow, initial_loss, numerical_stability
 from utils.tiers.tier1.resources import device_portability, inference_speed, memory_footprint
-from utils.tiers.tier1.training import label_leakage, overfit_batch
+from utils.tiers.tier1.training import label_leakage, overfit_batch, plan_training
 from utils.tiers.tier1.weights import parameter_initialization, state_dict_roundtrip, weight_sharing
 from utils.vocabulary import position_embedding
 
@@ -95,7 +95,7 @@ def run_tier1(
     for module in _modules(model_or_adapted):
         _check_overrides(module, vocab_size, max_seq_len)
     started = time.perf_counter()
-    clock = ForwardClock(deadline=started + time_budget)
+    clock = ForwardClock(deadline=started + time_budget, tier_deadline=started + time_budget)
     with clocked(_modules(model_or_adapted), clock):
         try:
             adapted, error = _adapted(model_or_adapted, config, task, vocab_size, max_seq_len)
@@ -109,6 +109,8 @@ def run_tier1(
         ctx.adapt_out_of_time = adapt_out_of_time
         if adapted is not None:
             ctx.free_memory, ctx.weight_bytes = free_memory(dev), weight_bytes(adapted.model)
+            ctx.out_of_reach = plan_training(ctx)
+            ctx.pending = [c for c in ctx.pending if c not in ctx.out_of_reach]
         meta = {
             "profile": adapted.profile.summary() if adapted else None,
             "device": str(dev),

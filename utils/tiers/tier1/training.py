@@ -18,6 +18,13 @@ from torch import nn
 
 from utils.adapters.losses import lm_loss
 from utils.checks import CheckResult, Verdict
+from utils.tiers.tier1.budget import (
+    TRAIN_TIME_SHARE,
+    adamw,
+    adamw_seconds_per_parameter,
+    run_out_of_reach,
+    step_seconds,
+)
 from utils.tiers.tier1.causality import causal_advice, locate_future_leak
 from utils.tiers.tier1.context import LOSS_TASKS, Needs, Tier1Context, check, eval_mode
 
@@ -40,6 +47,7 @@ class OverfitThresholds:
     max_steps: int = 200
     drop: float = 0.9
     plateau: int = 50  # stop early when the best loss has not improved by 1% for this many steps
+    fewest_steps: int = 5  # no correct model has passed in fewer: a cap that holds fewer skips at once
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,6 @@ class LeakageThresholds:
     own_loss_rtol: float = 1e-4
 
 
-# Each of the two runs may use this share of the tier's time budget.
-TRAIN_TIME_SHARE = 0.3
-
-
 def _learning_rate(model: nn.Module, small: float = LR_SMALL) -> float:
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return small if n < SMALL_MODEL_PARAMS else LR_LARGE
@@ -84,7 +88,7 @@ def _train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return [], "nograd"
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = adamw(params, lr)
     history: list[float] = []
     start = time.perf_counter()
     for step in range(max_steps):
@@ -380,3 +384,42 @@ def _target_leakage(
         f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
         metrics,
     )
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+def _shortest_runs(ctx: Tier1Context) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """check id -> (the fewest steps that can conclude it, the token batch of each step), for the
+    training checks still to run that apply to this model. Overfitting can pass once the loss
+    has fallen; the leak run passes only when all its steps stayed at chance."""
+    runs = {}
+    if "overfit_batch" in ctx.pending and ctx.task in LOSS_TASKS:
+        t = overfit_batch.thresholds
+        runs["overfit_batch"] = (t.fewest_steps, (t.batch, min(ctx.seq_len, t.max_len)))
+    if "label_leakage" in ctx.pending and ctx.task in label_leakage.needs.tasks:
+        t = label_leakage.thresholds
+        sides = 2 if ctx.task == "seq2seq" else 1  # a source and a target per step
+        runs["label_leakage"] = (t.max_steps, (sides * t.batch, t.seq_len))
+    return runs
+
+
+def plan_training(ctx: Tier1Context) -> dict[str, tuple[str, str]]:
+    """Before any check runs: the training checks whose shortest conclusive run cannot fit in
+    their time cap, each with (summary, advice) for its skip. A step is priced from the forward
+    time the clock measured while adapting and AdamW's measured cost per parameter, so a model
+    too slow here to conclude skips at once instead of spending its cap to find out."""
+    runs = _shortest_runs(ctx)
+    if not runs or ctx.clock.first_forward_s is None:
+        return {}
+    trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
+    per_parameter = adamw_seconds_per_parameter(str(ctx.device))
+    cap = ctx.time_budget * TRAIN_TIME_SHARE
+    out_of_reach = {}
+    for check_id, (steps, (B, T)) in runs.items():
+        step_s = step_seconds(ctx.clock.estimate(B * T), trainable, per_parameter)
+        batch = f"{B} x {T} tokens and {trainable:,} parameters"
+        skip = run_out_of_reach(steps, step_s, cap, ctx.time_budget, batch)
+        if skip:
+            out_of_reach[check_id] = skip
+    return out_of_reach
