@@ -153,10 +153,14 @@ def test_a_data_file_path_is_read_as_the_tokenizers_text(tmp_path):
     ],
 )
 @pytest.mark.parametrize("vocab_size", [300, 1000])  # unknown characters: <unk>, then bytes
-def test_the_batch_fast_path_gives_what_the_general_path_gives(monkeypatch, options, batch, vocab_size):
+@pytest.mark.parametrize("block_chars", [4, 1 << 14])  # a block per text or two; one block
+def test_the_batch_fast_path_gives_what_the_general_path_gives(monkeypatch, options, batch, vocab_size, block_chars):
     import numpy as np
     import torch
 
+    import utils.tokenization.character_tokenizer as character
+
+    monkeypatch.setattr(character, "BLOCK_CHARS", block_chars)
     tok = CharacterLevelTokenizer(vocab_size=vocab_size, texts=["héllo wörld <s>"])
     assert tok.byte_fallback == (vocab_size == 1000)
     options = dict(options)  # shared by every case of the parametrisation

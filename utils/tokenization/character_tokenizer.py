@@ -25,6 +25,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,6 +53,8 @@ _KIND_CHAR, _KIND_BYTE, _KIND_LITERAL = 0, 1, 2
 _UTF8_LEAD = np.array([0x00, 0xC0, 0xE0, 0xF0], dtype=np.uint32)
 _SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: never text
 _SENTINEL_RE = re.compile("[\ufdd0-\ufdef]")
+# A batch is encoded this many characters at a time (see `_encode_blocks`).
+BLOCK_CHARS = 1 << 14
 
 
 @lru_cache(maxsize=1)
@@ -354,22 +357,21 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         **_: Any,
     ) -> BatchEncoding | None:
         """`tok(batch, padding=..., truncation=..., return_tensors=...)` for plain strings:
-        every text is encoded into one flat array, each row is a (start, length) window on
-        it, and the padded (B, T) ids come from one gather. Same ids, masks and layout as
-        the base class's loop over `prepare_for_model` and `pad`, without a Python object
-        per token. None when only the general path gives the base class's exact result."""
-        flat, lengths = self._encode_flat(texts, split_special_tokens)  # (N,), (B,)
-        starts = np.cumsum(lengths) - lengths  # (B,)
+        the texts are encoded a block at a time (`_Block`), each row is a (start, length)
+        window on its block's ids, and each padded (B, T) row is one slice copy. Same ids,
+        masks and layout as the base class's loop over `prepare_for_model` and `pad`,
+        without a Python object per token. None when only the general path gives the base
+        class's exact result."""
+        blocks = self._encode_blocks(texts, split_special_tokens)
         if truncation_strategy != TruncationStrategy.DO_NOT_TRUNCATE and max_length is not None:
-            kept = np.minimum(lengths, max_length)  # (B,)
-            if self.truncation_side == "left":
-                starts = starts + lengths - kept
-            lengths = kept
+            for block in blocks:
+                block.truncate(max_length, self.truncation_side)
+        lengths = np.concatenate([block.lengths for block in blocks])  # (B,)
         mask_wanted = return_attention_mask is not False
         longest = int(lengths.max())
         if padding_strategy == PaddingStrategy.DO_NOT_PAD:
             if return_tensors is None:
-                return self._lists_result(flat, starts, lengths, mask_wanted)
+                return self._lists_result(blocks, lengths, mask_wanted)
             if int(lengths.min()) != longest:
                 raise ValueError(
                     "Unable to create tensor from sequences of different lengths: "
@@ -388,17 +390,12 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         if pad is None and padding_strategy != PaddingStrategy.DO_NOT_PAD:
             return None  # the base class says how to set a padding token
         side = padding_side or self.padding_side
-        ids, real = self._padded(flat, starts, lengths, width, side, pad or 0)  # (B, T), (B, T)
+        tensors = str(return_tensors) in ("pt", "TensorType.PYTORCH")
+        ids, mask = _padded(blocks, len(lengths), width, side, pad or 0, mask_wanted, tensors)  # (B, T) each
         if return_tensors is None:
             return self._padded_lists_result(ids, lengths, width, side, mask_wanted)
-        data = {"input_ids": ids}
-        if mask_wanted:
-            data["attention_mask"] = real.astype(np.int64)
-        if str(return_tensors) in ("pt", "TensorType.PYTORCH"):
-            import torch
-
-            return BatchEncoding({k: torch.from_numpy(v) for k, v in data.items()})
-        return BatchEncoding(data, tensor_type=return_tensors)
+        data = {"input_ids": ids, **({"attention_mask": mask} if mask_wanted else {})}
+        return BatchEncoding(data) if tensors else BatchEncoding(data, tensor_type=return_tensors)
 
     def _encode_flat(self, texts: Sequence[str], split: bool | None) -> tuple[np.ndarray, np.ndarray]:
         """Every text's ids back to back, and each text's length: (N,) int32, (B,) int64.
@@ -413,30 +410,32 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         return np.concatenate(rows).astype(np.int32, copy=False), lengths
 
-    @staticmethod
-    def _padded(
-        flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int, side: str, pad: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The (B, T) int64 ids, pad where a row is shorter than `width`, and where the real
-        tokens are: each row is one slice copy of its window of `flat` (a memcpy per row,
-        cheaper than a gather over every cell)."""
-        ids = np.full((len(lengths), width), pad, dtype=np.int64)  # (B, T)
-        firsts = (width - lengths) if side == "left" else np.zeros_like(lengths)  # (B,)
-        for row, (first, start, n) in enumerate(zip(firsts.tolist(), starts.tolist(), lengths.tolist())):
-            ids[row, first : first + n] = flat[start : start + n]
-        columns = np.arange(width)[None, :]  # (1, T)
-        real = (columns >= firsts[:, None]) & (columns < (firsts + lengths)[:, None])  # (B, T)
-        return ids, real
+    def _encode_blocks(self, texts: Sequence[str], split: bool | None) -> list[_Block]:
+        """The texts encoded in blocks of about BLOCK_CHARS characters (whole texts): every
+        temporary stays small enough to be reused from the heap and to stay in cache, where
+        one array for a large batch would be fresh memory, faulted in page by page, on
+        every call."""
+        blocks, first = [], 0
+        while first < len(texts):
+            end, size = first, 0
+            while end < len(texts) and (end == first or size + len(texts[end]) <= BLOCK_CHARS):
+                size += len(texts[end])
+                end += 1
+            flat, lengths = self._encode_flat(texts[first:end], split)
+            blocks.append(_Block(first, flat, np.cumsum(lengths) - lengths, lengths))
+            first = end
+        return blocks
 
-    def _lists_result(
-        self, flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, mask_wanted: bool
-    ) -> BatchEncoding:
-        """Unpadded rows as lists of ints: each row the `.tolist()` of its ids looked up as
-        shared int objects (row by row, so the lookup stays in cache), a mask row one list
-        product."""
-        objects, flat = self._id_objects(), flat.astype(np.intp)  # (V,) object, (N,)
-        ends = (starts + lengths).tolist()
-        data: dict[str, Any] = {"input_ids": [objects.take(flat[a:b]).tolist() for a, b in zip(starts.tolist(), ends)]}
+    def _lists_result(self, blocks: list[_Block], lengths: np.ndarray, mask_wanted: bool) -> BatchEncoding:
+        """Unpadded rows as lists of ints: each block's ids looked up as shared int objects
+        at once, each row the `.tolist()` of its window; a mask row is one list product."""
+        objects = self._id_objects()  # (V,) object
+        rows: list[list[int]] = []
+        for block in blocks:
+            shared = objects.take(block.flat.astype(np.intp))  # (N,) object; intp indices take the fast loop
+            ends = (block.starts + block.lengths).tolist()
+            rows += [shared[a:b].tolist() for a, b in zip(block.starts.tolist(), ends)]
+        data: dict[str, Any] = {"input_ids": rows}
         if mask_wanted:
             data["attention_mask"] = [[1] * n for n in lengths.tolist()]
         return BatchEncoding(data)
@@ -533,6 +532,53 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         }
         atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
         return (str(path),)
+
+
+@dataclass
+class _Block:
+    """Consecutive texts of a batch encoded together: rows `first`, `first + 1`, ... are the
+    windows (starts[k], lengths[k]) of `flat`."""
+
+    first: int
+    flat: np.ndarray  # (N,) int32 ids of the block's texts back to back
+    starts: np.ndarray  # (rows,) int64
+    lengths: np.ndarray  # (rows,) int64
+
+    def truncate(self, max_length: int, side: str) -> None:
+        kept = np.minimum(self.lengths, max_length)
+        if side == "left":
+            self.starts = self.starts + self.lengths - kept
+        self.lengths = kept
+
+
+def _padded(
+    blocks: list[_Block], rows: int, width: int, side: str, pad: int, mask_wanted: bool, tensors: bool
+) -> tuple[Any, Any]:
+    """The (rows, width) int64 ids, `pad` where a row is shorter, and the int64 mask of real
+    tokens (None unless `mask_wanted`), as torch tensors when `tensors` else numpy arrays.
+    Each row is one slice copy from its block (a memcpy, cheaper than a gather over every
+    cell); only the rows shorter than `width` get their padding written."""
+    if tensors:
+        import torch
+
+        ids_t = torch.empty((rows, width), dtype=torch.int64)
+        mask_t = torch.ones((rows, width), dtype=torch.int64) if mask_wanted else None
+        ids, mask = ids_t.numpy(), None if mask_t is None else mask_t.numpy()
+    else:
+        ids = np.empty((rows, width), dtype=np.int64)
+        mask = np.ones((rows, width), dtype=np.int64) if mask_wanted else None
+    left = side == "left"
+    for block in blocks:
+        for row, (start, n) in enumerate(zip(block.starts.tolist(), block.lengths.tolist()), block.first):
+            first = width - n if left else 0
+            ids[row, first : first + n] = block.flat[start : start + n]
+            if n < width:
+                ids[row, :first] = pad
+                ids[row, first + n :] = pad
+                if mask is not None:
+                    mask[row, :first] = 0
+                    mask[row, first + n :] = 0
+    return (ids_t, mask_t) if tensors else (ids, mask)
 
 
 def _read_vocab_file(path: Path, specials: list[str]) -> tuple[list[str], bool]:
