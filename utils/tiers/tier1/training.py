@@ -398,7 +398,8 @@ def _shortest_runs(ctx: Tier1Context) -> dict[str, tuple[int, tuple[int, ...]]]:
     if "overfit_batch" in ctx.pending and ctx.task in LOSS_TASKS:
         t = overfit_batch.thresholds
         runs["overfit_batch"] = (t.fewest_steps, (t.batch, min(ctx.seq_len, t.max_len)))
-    if "label_leakage" in ctx.pending and ctx.task in label_leakage.needs.tasks:
+    needs = label_leakage.needs
+    if "label_leakage" in ctx.pending and ctx.task in needs.tasks and ctx.seq_len >= needs.min_len:
         t = label_leakage.thresholds
         sides = 2 if ctx.task == "seq2seq" else 1  # a source and a target per step
         runs["label_leakage"] = (t.max_steps, (sides * t.batch, t.seq_len))
