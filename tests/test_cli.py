@@ -205,6 +205,13 @@ def test_check_passes_a_correct_model(capsys, tmp_path):
     assert "PASS  causality" in out
 
 
+def test_check_says_once_what_it_built(capsys):
+    # the model is first counted on the meta device (to refuse one that cannot fit), then built
+    code, out, err = run(capsys, "check", "--checks", "initial_loss")
+    assert code == 0, out + err
+    assert (out + err).count("Built GPTMini with") == 1, err
+
+
 def test_check_fails_a_leaky_model_with_exit_1(capsys):
     # simple_graph has no causal mask: as a causal LM it sees future tokens
     source = str(FIXTURES / "simple_graph")

@@ -11,6 +11,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,18 @@ def _load(args: argparse.Namespace, device: str | None = None) -> Any:
     return load_model(
         args.source, class_name=args.class_name, config=args.config, allow_gist=not args.no_gist, device=device
     )
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Errors only from `logger` for the duration: for a step whose news is told elsewhere."""
+    log_ = logging.getLogger(logger)
+    level = log_.level
+    log_.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log_.setLevel(level)
 
 
 def _load_for_counting(args: argparse.Namespace) -> Any:
@@ -102,7 +116,8 @@ def _refuse_what_cannot_fit(args: argparse.Namespace, device: str) -> None:
 
     dev = tier_device(device)  # a device that cannot be used is named by its flag first
     try:
-        counted = _load(args, device="meta")
+        with _quiet("utils.loading"):  # the real build says what it built, once
+            counted = _load(args, device="meta")
     except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is built for real
         return
     free = free_memory(dev)
@@ -254,18 +269,13 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     from utils.tokenization.bpe_trainer import FastBPETrainer
 
     # the choice's notes carry the trainer's warnings: print them once, in the table
-    trainer_log = logging.getLogger("utils.tokenization.bpe_trainer")
-    level = trainer_log.level
-    trainer_log.setLevel(logging.ERROR)
-    try:
+    with _quiet("utils.tokenization.bpe_trainer"):
         choice = AdaptiveTokenizer.load_or_create(
             vocab_size=args.vocab_size,
             texts=texts,
             bpe_trainer=FastBPETrainer(min_frequency=args.min_frequency),
             text_name=f"{args.data}" if args.data else "the embedded corpus (no --data given)",
         )
-    finally:
-        trainer_log.setLevel(level)
     tried = "; ".join(f"{a.strategy} ({a.source}): {a.outcome}" for a in choice.tried)
     rows = [
         ("strategy", choice.strategy),
