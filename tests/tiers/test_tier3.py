@@ -6,6 +6,8 @@ character is predictable from context, so a working model beats the unigram entr
 
 from __future__ import annotations
 
+import csv
+import json
 import random
 
 import pytest
@@ -149,3 +151,27 @@ def test_a_model_its_saved_weights_cannot_rebuild_fails_export(tmp_path, tok):
     report = tier3(NoisyBufferLM(V, T), tmp_path, tok, checks=["export"], baseline=False, max_steps=4, eval_every=2)
     assert report["export"].status == "fail"
     assert "does not reproduce" in report["export"].summary
+
+
+def test_a_jsonl_or_csv_file_trains_on_its_text_column_and_a_broken_line_is_named(tmp_path, tok):
+    texts = grammar(120)
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    table = tmp_path / "data.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "text"], *[[i, t] for i, t in enumerate(texts)]])
+    for path in (jsonl, table):
+        report = run_tier3(
+            StandardLM(V, T),
+            data=str(path),
+            tokenizer=tok,
+            out_dir=tmp_path / path.suffix[1:],
+            checks=["training"],
+            **{**FAST, "max_steps": 5, "eval_every": 5},
+        )
+        assert report.meta["texts"] == len(texts), path
+        assert report["training"].status != "fail", report["training"].summary
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken\.jsonl.*line 2"):
+        run_tier3(StandardLM(V, T), data=broken, tokenizer=tok, out_dir=tmp_path / "broken", **FAST)

@@ -51,7 +51,8 @@ def run_tier3(
     """Train the model (after a search when `search_trials` > 0), compare it with a matched
     baseline, sample from it and export it; the report is also saved under `out_dir/report`.
 
-    `data`: texts, a file, a datasets Dataset (default: the embedded offline corpus).
+    `data`: texts, a .txt/.csv/.jsonl/.parquet file, a datasets Dataset (default: the embedded
+    offline corpus).
     `tokenizer`: the user's (default: the adaptive choice for the model's vocabulary).
     `train_overrides`: train()'s settings (max_steps, batch_size, learning_rate, seed, ...).
     """
@@ -80,6 +81,7 @@ def run_tier3(
         "profile": adapted.profile.summary(),
         "out_dir": str(out),
         "tokenizer": type(tok).__name__,
+        "texts": len(texts),
         "settings": dict(train_overrides),
         "search_trials": search_trials,
     }
@@ -102,25 +104,31 @@ def _adapted(obj: Any, config: Any) -> AdaptedModel:
 
 
 def _texts(data: Any) -> list[str]:
-    """The texts to train on: the data given, or the embedded corpus split into paragraphs."""
+    """The texts to train on: the data given, or the embedded corpus split into paragraphs. A
+    .txt file is split into paragraphs; a .csv/.jsonl/.parquet file gives its 'text' column,
+    read as the data module reads it (a broken line is named)."""
     if data is None:
         from utils.examples import default_corpus
 
         return [p for p in default_corpus().split("\n\n") if p.strip()]
-    if isinstance(data, str) and not Path(data).exists():
+    if isinstance(data, (str, Path)) and not Path(data).is_file():
         raise ValueError(
-            f"run_tier3(data={data[:60]!r}): not an existing file; pass a list of "
-            "texts, a .txt file or a datasets Dataset with a 'text' column"
+            f"run_tier3(data={str(data)[:60]!r}): not an existing file; pass a list of texts, a "
+            ".txt/.csv/.jsonl/.parquet file or a datasets Dataset with a 'text' column"
         )
-    if isinstance(data, (str, Path)) and Path(data).suffix == ".txt":
+    if isinstance(data, (str, Path)) and Path(data).suffix.lower() == ".txt":
         return [p for p in Path(data).read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    if isinstance(data, (str, Path)):
+        from utils.tokenization.sources import load_corpus
+
+        return load_corpus(Path(data)).train
     if isinstance(data, (list, tuple)) and all(isinstance(t, str) for t in data):
         return list(data)
     if hasattr(data, "column_names") and "text" in data.column_names:
         return list(data["text"])
     raise ValueError(
         f"run_tier3(data=...): got {type(data).__name__}; pass a list of texts, "
-        "a .txt file or a datasets Dataset with a 'text' column"
+        "a .txt/.csv/.jsonl/.parquet file or a datasets Dataset with a 'text' column"
     )
 
 
