@@ -53,3 +53,30 @@ def test_bad_options_are_clear_errors(setup, kwargs, match):
     model, tok = setup
     with pytest.raises(ValueError, match=match):
         generate_text(model, tok, "a", **kwargs)
+
+
+def test_an_encoder_decoder_generates_the_target_its_decoder_would_pick_step_by_step():
+    from tests.tiers.zoo_broken import TinySeq2Seq
+
+    torch.manual_seed(0)
+    raw = TinySeq2Seq().eval()
+    tok = CharacterLevelTokenizer(vocab_size=97)
+    source = torch.tensor([tok.encode("abcab", add_special_tokens=False)])
+    decoder_in = torch.zeros(1, 1, dtype=torch.long)  # the start token (no config: the pad id 0)
+    with torch.no_grad():
+        for _ in range(6):  # greedy by hand: feed the decoder its own tokens
+            nxt = raw(source, decoder_input_ids=decoder_in)[:, -1].argmax(-1)
+            decoder_in = torch.cat([decoder_in, nxt[:, None]], dim=1)
+    want = tok.decode(decoder_in[0, 1:].tolist(), skip_special_tokens=True)
+    got = generate_text(adapt(raw), tok, "abcab", max_new_tokens=6, temperature=0)
+    assert got == want and not got.startswith("abcab")  # the target, not the source again
+
+
+def test_a_model_that_is_not_generative_is_refused_by_name():
+    from utils.adapters.lightning_module import UniversalModelAdapter
+    from utils.loading import load_model
+
+    loaded = load_model("example:bert-mini")  # a masked LM: it fills blanks, it does not continue
+    module = UniversalModelAdapter(adapt(loaded.model, loaded.config))
+    with pytest.raises(ValueError, match="causal LM or an encoder-decoder; this model's task is masked_lm"):
+        module.generate(torch.zeros(1, 4, dtype=torch.long), max_new_tokens=1)

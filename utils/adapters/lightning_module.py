@@ -185,22 +185,22 @@ class UniversalModelAdapter(pl.LightningModule):
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample continuations of `prompt_ids` (B, T0). temperature 0 is greedy. The context
-        is cropped to the model's max_seq_len; a row stops at `eos_token_id` (then pads with
-        it)."""
-        if self.task != "causal_lm":
-            raise ValueError(f"generate() needs a causal LM; this model's task is {self.task}")
+        """Sample continuations of `prompt_ids` (B, T0): (B, T0 + new). temperature 0 is
+        greedy. For an encoder-decoder `prompt_ids` is the source and the result the target
+        generated for it (B, new), the decoder fed its own tokens. The context is cropped to
+        the model's max_seq_len; a row stops at `eos_token_id` (then pads with it)."""
+        if self.task not in ("causal_lm", "seq2seq"):
+            raise ValueError(f"generate() needs a causal LM or an encoder-decoder; this model's task is {self.task}")
         was_training = self.training
         self.eval()
         eos = eos_token_id if eos_token_id is not None else self.hparams.eos_token_id
-        ids = prompt_ids.to(self.device)
-        if ids.dim() == 1:
-            ids = ids[None]
+        prompt = prompt_ids.to(self.device)
+        if prompt.dim() == 1:
+            prompt = prompt[None]
+        ids = prompt if self.task == "causal_lm" else prompt[:, :0]  # the tokens produced so far
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        limit = self.profile.max_seq_len
         for _ in range(max_new_tokens):
-            ctx = ids if limit is None else ids[:, -limit:]
-            logits = self(ctx)[:, -1, :].float()  # (B, V)
+            logits = self._next_logits(ids, prompt).float()  # (B, V)
             nxt = _sample(logits, temperature, top_k, top_p, generator)
             if eos is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
@@ -210,6 +210,17 @@ class UniversalModelAdapter(pl.LightningModule):
                 break
         self.train(was_training)
         return ids
+
+    def _next_logits(self, ids: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """The logits (B, V) of the token after `ids`, within the model's context. An
+        encoder-decoder reads `source`; its target gets one placeholder token appended, which
+        the shift right drops, so the last position's decoder input is the last token made."""
+        limit = self.profile.max_seq_len
+        if self.task == "causal_lm":
+            return self(ids if limit is None else ids[:, -limit:])[:, -1, :]
+        target = torch.cat([ids, torch.zeros_like(source[:, :1])], dim=1)  # (B, k + 1)
+        target = target if limit is None else target[:, -limit:]
+        return self.adapted(source, target_ids=target)[:, -1, :]
 
 
 def _sample(

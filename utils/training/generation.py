@@ -1,4 +1,5 @@
-"""Text from a trained causal LM: a prompt in, the prompt and its continuation out.
+"""Text from a trained causal LM: a prompt in, the prompt and its continuation out. From an
+encoder-decoder: a source in, the target it generates out.
 
     generate_text(adapted, tok, "def main(", max_new_tokens=40)                # sampled
     generate_text(adapted, tok, ["The", "A"], temperature=0)                     # greedy
@@ -28,8 +29,9 @@ def generate_text(
     seed: int = 0,
 ) -> str | list[str]:
     """Continue `prompt` (a string or a list of them) with `model` (an nn.Module,
-    AdaptedModel or UniversalModelAdapter). `temperature=0` is greedy; `top_k` keeps the k
-    most likely tokens, `top_p` the smallest set reaching that probability."""
+    AdaptedModel or UniversalModelAdapter); an encoder-decoder gives the target it generates
+    for the prompt as its source. `temperature=0` is greedy; `top_k` keeps the k most likely
+    tokens, `top_p` the smallest set reaching that probability."""
     _validate(max_new_tokens, temperature, top_k, top_p)
     module = _lightning_module(model)
     tok = getattr(tokenizer, "tokenizer", tokenizer)  # a TokenizerChoice holds one
