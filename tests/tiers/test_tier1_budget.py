@@ -11,7 +11,15 @@ from torch import nn
 
 from utils.loading import load_model
 from utils.tiers.tier1 import run_tier1
-from utils.tiers.tier1.budget import ForwardClock, OutOfTime, clocked, is_out_of_memory, run_out_of_reach, step_seconds
+from utils.tiers.tier1.budget import (
+    ForwardClock,
+    OutOfTime,
+    clocked,
+    is_out_of_memory,
+    out_of_time_skip,
+    run_out_of_reach,
+    step_seconds,
+)
 
 
 class SlowLM(nn.Module):
@@ -150,9 +158,11 @@ def test_a_model_that_trains_fast_enough_runs_its_training_checks():
 
 def test_the_price_of_a_run_names_steps_seconds_and_the_cap():
     assert run_out_of_reach(150, 0.1, 18.0, 60.0, "32 x 2 tokens") is None  # 15 s fit in 18 s
-    summary, advice = run_out_of_reach(150, 1.0, 18.0, 60.0, "32 x 2 tokens and 124 parameters")
-    assert "at least 150 training steps" in summary and "about 150 s at 1 s a step" in summary
-    assert "may use 18 s of the 60 s time budget" in summary and "about 500 s lets it run" in advice
+    summary, advice, metrics = run_out_of_reach(150, 1.0, 18.0, 60.0, "32 x 2 tokens and 124 parameters")
+    assert "at least 150 training steps" in summary and "at least 150 s at 1 s a step" in summary
+    assert "may use 18 s of the 60 s time budget" in summary and "at least 500 s" in advice
+    assert metrics == {"steps_needed": 150, "step_s": 1.0, "need_s": 150.0, "cap_s": 18.0}
+    assert "at least 1,500 s at 10 s a step" in run_out_of_reach(150, 10.0, 18.0, 60.0, "x")[0]
     assert step_seconds(0.5, 1_000, 1e-4) == 1.5 + 0.1  # forward, backward twice it, update
 
 
@@ -167,23 +177,48 @@ def test_a_line_drawn_from_short_calls_alone_never_refuses_a_call_the_tier_has_t
     try:
         clock.before(long_call)
         raise AssertionError("a call the line prices past the tier's deadline was started")
-    except OutOfTime:
-        pass
+    except OutOfTime as exc:
+        assert exc.limit == "tier"
     measured = ForwardClock(calls=[(1024, 2.0)], deadline=time.perf_counter() + 1.0)
     try:
         measured.before(long_call)  # a call as long as one measured at 2 s cannot fit 1 s
         raise AssertionError("the clock started a call slower than the check's share")
-    except OutOfTime:
-        pass
+    except OutOfTime as exc:
+        assert exc.limit == "check"
+    why, _ = out_of_time_skip(measured, 1.0, 60.0, "tier")
+    assert "would have run past the tier's 60 s time budget" in why
 
 
-def test_a_call_that_raises_is_not_timed():
-    model = SlowLM(0.0, max_len=4)
-    clock = ForwardClock()
+class RaisesEarlyOrLate(nn.Module):
+    """Four tokens take 0.05 s; five raise at once (a length check); three raise after 0.2 s
+    (an error found only at the end of a long forward)."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.shape[1]
+        if T > 4:
+            raise ValueError("too long")
+        time.sleep(0.2 if T == 3 else 0.05)
+        if T == 3:
+            raise RuntimeError("failed late")
+        return input_ids.float()
+
+
+def test_a_call_that_raises_at_once_is_not_timed_and_one_that_raises_late_is():
+    model, clock = RaisesEarlyOrLate(), ForwardClock()
     with clocked([model], clock):
         model(torch.zeros(1, 4, dtype=torch.long))
-        try:
-            model(torch.zeros(1, 5, dtype=torch.long))  # past max_len: raises at once
-        except ValueError:
-            pass
-    assert [n for n, _ in clock.calls] == [4]
+        for T in (5, 3):
+            try:
+                model(torch.zeros(1, T, dtype=torch.long))
+            except (ValueError, RuntimeError):
+                pass
+    assert [n for n, _ in clock.calls] == [4, 3]
+    assert clock.calls[1][1] >= 0.2
+
+
+def test_a_model_with_nothing_to_train_fails_overfitting_however_slow_it_is():
+    frozen = SlowLM(0.1).requires_grad_(False)  # 5 steps would need 1.5 s of a 0.9 s cap
+    report = run_tier1(frozen, task="causal_lm", time_budget=3.0, progress=False, checks=["overfit_batch"])
+    assert report["overfit_batch"].status == "fail" and "Nothing to train" in report["overfit_batch"].summary
+    trainable = run_tier1(SlowLM(0.1), task="causal_lm", time_budget=3.0, progress=False, checks=["overfit_batch"])
+    assert "training steps to conclude" in trainable["overfit_batch"].summary

@@ -390,10 +390,11 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         if pad is None and padding_strategy != PaddingStrategy.DO_NOT_PAD:
             return None  # the base class says how to set a padding token
         side = padding_side or self.padding_side
+        if return_tensors is None:  # the mask rows are list products there
+            ids, _ = _padded(blocks, len(lengths), width, side, pad or 0, False, False)  # (B, T)
+            return self._padded_lists_result(ids, lengths, width, side, mask_wanted)
         tensors = str(return_tensors) in ("pt", "TensorType.PYTORCH")
         ids, mask = _padded(blocks, len(lengths), width, side, pad or 0, mask_wanted, tensors)  # (B, T) each
-        if return_tensors is None:
-            return self._padded_lists_result(ids, lengths, width, side, mask_wanted)
         data = {"input_ids": ids, **({"attention_mask": mask} if mask_wanted else {})}
         return BatchEncoding(data) if tensors else BatchEncoding(data, tensor_type=return_tensors)
 
@@ -545,6 +546,7 @@ class _Block:
     lengths: np.ndarray  # (rows,) int64
 
     def truncate(self, max_length: int, side: str) -> None:
+        """Keep at most `max_length` ids of each row, its first ones or (`side` "left") its last."""
         kept = np.minimum(self.lengths, max_length)
         if side == "left":
             self.starts = self.starts + self.lengths - kept

@@ -205,6 +205,8 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
             if not ok:
                 bad.append(rows[-1])
     metrics: dict = {"calls": rows}
+    if tests_limit:
+        metrics.update(over_length=outcome, over_length_error=message, library=p.library)
     if bad:
         worst = bad[0]
         short = _short_tables(ctx, max(r["T"] for r in bad))
@@ -231,7 +233,6 @@ def output_shape(ctx: Tier1Context, v: Verdict) -> CheckResult:
         return v.pass_(summary + " max_seq_len unknown: the limit was not tested.", metrics)
     if p.max_seq_len > v.thresholds.max_len:
         return v.pass_(summary + f" max_seq_len {p.max_seq_len} is tested at {v.thresholds.max_len} only.", metrics)
-    metrics.update(over_length=outcome, over_length_error=message, library=p.library)
     if p.library and outcome == "clear":
         return v.pass_(
             summary + f" {p.model_class} comes from the installed package {p.library}, so the "

@@ -2,10 +2,12 @@
 `time_budget`, and a check that cannot fit in time or memory skips with the numbers.
 
 Time: a `ForwardClock` hooks the model's forward. It measures every call (the first one, made
-while adapting, tells how slow this model is here) and refuses to start a call that cannot
-end before the running check's deadline, by raising `OutOfTime`. Each check's deadline is
-its share of what is left, weighted by what it costs (`CHECK_WEIGHTS`), so a cheap check that
-ends early leaves its time to the ones after it.
+while adapting, tells how slow this model is here) and, by raising `OutOfTime`, refuses to
+start a call that even at the cost measured for calls no larger cannot end before the
+running check's deadline, or that by a straight line through the sizes measured would not
+end before the tier's. Each check's deadline is its share of what is left, weighted by what
+it costs (`CHECK_WEIGHTS`), so a cheap check that ends early leaves its time to the ones
+after it.
 
 Training checks: before any check runs, the shortest run that lets each of them conclude
 (so many AdamW steps, each a forward, a backward and an update) is priced from that first
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -70,17 +73,20 @@ MEMORY_FRACTION = 0.8
 
 
 class OutOfTime(BaseException):
-    """The running check's share of the time budget is spent. A BaseException, so the
-    `except Exception` a check uses to judge the model's own errors never swallows it."""
+    """The running check's share of the time budget is spent (`limit` "check"), or what is
+    left of the whole tier's ("tier"). A BaseException, so the `except Exception` a check
+    uses to judge the model's own errors never swallows it."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 @dataclass
 class ForwardClock:
-    """Times the model's forward calls and stops the ones that cannot finish in time: a call
-    that even at the cost measured for calls no smaller cannot end before the running check's
-    deadline, or that by a straight line through the sizes measured would not end before the
-    tier's. (A line drawn from a few short calls overshoots a long one by several times, so it
-    alone never refuses a call the tier has time for.)"""
+    """Times the model's forward calls and stops the ones that cannot finish in time (see the
+    module docstring). A line drawn from a few short calls overshoots a long one by several
+    times, so it alone never refuses a call the tier has time for."""
 
     deadline: float = float("inf")  # the running check's
     tier_deadline: float = float("inf")
@@ -137,16 +143,26 @@ class ForwardClock:
         numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
         factor = 3.0 if torch.is_grad_enabled() else 1.0  # a backward follows
         now = time.perf_counter()
-        if now + factor * self.bound(numel) > self.deadline or now + factor * self.estimate(numel) > self.tier_deadline:
+        limit = (
+            "check"
+            if now + factor * self.bound(numel) > self.deadline
+            else "tier"
+            if now + factor * self.estimate(numel) > self.tier_deadline
+            else None
+        )
+        if limit:
             self._depth -= 1
-            raise OutOfTime(f"one forward takes about {self.estimate(numel):.2g} s here")
+            raise OutOfTime(limit)
         self._start, self._numel = time.perf_counter(), numel
 
     def after(self, raised: bool = False) -> None:
-        """A call that raised is not timed: failing fast says nothing of what a call costs."""
+        """A call that raised quickly is not timed (failing fast says nothing of what a call
+        costs); one that raised after longer than calls its size take still tells the cost."""
         self._depth -= 1
-        if self._depth == 0 and not raised:
-            self.calls.append((self._numel, time.perf_counter() - self._start))
+        if self._depth == 0:
+            seconds = time.perf_counter() - self._start
+            if not raised or seconds > self.bound(self._numel):
+                self.calls.append((self._numel, seconds))
 
     def reset_depth(self) -> None:
         """Before each check: an interrupt inside a forward skips the post-hook."""
@@ -163,7 +179,8 @@ def clocked(modules: Sequence[nn.Module], clock: ForwardClock) -> Iterator[Forwa
         clock.before(args)
 
     def post(module: nn.Module, args: tuple, output: object) -> None:
-        clock.after(raised=output is None)  # an always-called hook gets None when forward raised
+        # an always-called hook gets None, inside torch's `except`, when forward raised
+        clock.after(raised=output is None and sys.exc_info()[1] is not None)
 
     handles = []
     for m in modules:
@@ -185,13 +202,18 @@ def check_deadline(now: float, tier_deadline: float, pending: Sequence[str], for
     return now + min(share, left)
 
 
-def out_of_time_skip(clock: ForwardClock, share: float, budget: float) -> tuple[str, str]:
-    """(summary, advice) of a check stopped by the budget, with the numbers behind it."""
+def out_of_time_skip(clock: ForwardClock, share: float, budget: float, limit: str) -> tuple[str, str]:
+    """(summary, advice) of a check stopped by the budget (`limit`: its own share, or the
+    whole tier's), with the numbers behind it."""
     forward = clock.typical()
     pace = f"; one forward takes about {forward:.2g} s here" if forward else ""
+    spent = (
+        f"its share of the time budget ({share:.1f} s of {budget:g} s) ran out"
+        if limit == "check"
+        else f"its next forward would have run past the tier's {budget:g} s time budget"
+    )
     return (
-        f"Not run: its share of the time budget ({share:.1f} s of {budget:g} s) ran out"
-        f"{pace}. This says nothing about the model.",
+        f"Not run: {spent}{pace}. This says nothing about the model.",
         "Give the tier more time (run_tier1(time_budget=...) or tbuilder check "
         "--time-budget SECONDS), run on a GPU, or run this check alone (checks=[...]).",
     )
@@ -202,12 +224,11 @@ def out_of_time_skip(clock: ForwardClock, share: float, budget: float) -> tuple[
 
 def adamw(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """The optimizer of the training checks: AdamW without weight decay, fused where PyTorch
-    has the kernel (CPU and CUDA; several times faster on a CPU than the per-tensor loop, the
-    same update), else the default implementation."""
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    has the kernel (real floating-point weights on a CPU or a CUDA device: several times
+    faster on a CPU than the per-tensor loop, the same update), else the default one. Decided
+    up front: PyTorch only refuses an unsupported weight at the first step."""
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused or None)
 
 
 @functools.cache
@@ -234,20 +255,26 @@ def step_seconds(forward_s: float, trainable: int, per_parameter: float) -> floa
     return 3.0 * forward_s + trainable * per_parameter
 
 
-def run_out_of_reach(steps: int, step_s: float, cap: float, budget: float, batch: str) -> tuple[str, str] | None:
-    """(summary, advice) when `steps` training steps of about `step_s` seconds each cannot fit in
-    `cap` seconds, or None when they can."""
+def run_out_of_reach(steps: int, step_s: float, cap: float, budget: float, batch: str) -> tuple[str, str, dict] | None:
+    """(summary, advice, metrics) when `steps` training steps of at least `step_s` seconds
+    each cannot fit in `cap` seconds, or None when they can."""
     need = steps * step_s
     if need <= cap:
         return None
     return (
-        f"Not run: it needs at least {steps} training steps to conclude, about {need:.3g} s at "
-        f"{step_s:.2g} s a step (forward, backward and AdamW update on {batch}), and a "
-        f"training check may use {cap:.3g} s of the {budget:g} s time budget. This says "
-        "nothing about the model.",
+        f"Not run: it needs at least {steps} training steps to conclude, at least "
+        f"{_seconds(need)} s at {_seconds(step_s)} s a step (forward, backward and AdamW update "
+        f"on {batch}), and a training check may use {_seconds(cap)} s of the {budget:g} s time "
+        "budget. This says nothing about the model.",
         "Give the tier more time (run_tier1(time_budget=...) or tbuilder check --time-budget "
-        f"SECONDS; about {need / TRAIN_TIME_SHARE:.0f} s lets it run), or run on a GPU.",
+        f"SECONDS; at least {need / TRAIN_TIME_SHARE:,.0f} s), or run on a GPU.",
+        {"steps_needed": steps, "step_s": step_s, "need_s": need, "cap_s": cap},
     )
+
+
+def _seconds(x: float) -> str:
+    """Seconds for a message: three significant digits, whole seconds past a thousand."""
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
 
 
 # -- memory -------------------------------------------------------------------------------

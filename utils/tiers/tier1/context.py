@@ -56,7 +56,7 @@ class Tier1Context:
     id_high: int = 0  # token ids are drawn from [0, id_high)
     clock: ForwardClock = field(default_factory=ForwardClock)
     pending: list[str] = field(default_factory=list)  # ids of the checks not yet run
-    out_of_reach: dict[str, tuple[str, str]] = field(default_factory=dict)  # planned time skips
+    out_of_reach: dict[str, tuple[str, str, dict]] = field(default_factory=dict)  # planned time skips
     free_memory: int | None = None  # bytes free on the device when the tier started
     weight_bytes: int = 0
     adapt_out_of_time: bool = False
@@ -173,8 +173,8 @@ def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], Check
     if too_big:
         return v.skip(too_big[0], advice=too_big[1])
     if check.id in ctx.out_of_reach:
-        why, advice = ctx.out_of_reach[check.id]
-        return v.skip(why, advice=advice)
+        why, advice, metrics = ctx.out_of_reach[check.id]
+        return v.skip(why, metrics, advice=advice)
     share = _start_clock(ctx, check.id)
     try:
         unmet = _unmet(ctx, check.needs or Needs())
@@ -183,8 +183,8 @@ def _guard(ctx: Tier1Context, check: Check, v: Verdict, call: Callable[[], Check
         torch.manual_seed(ctx.seed)
         with keep_modes(ctx.adapted):
             return call()
-    except OutOfTime:
-        why, advice = out_of_time_skip(ctx.clock, share, ctx.time_budget)
+    except OutOfTime as exc:
+        why, advice = out_of_time_skip(ctx.clock, share, ctx.time_budget, exc.limit)
         return v.skip(why, {"time_share_s": round(share, 2)}, advice=advice)
     except Exception as exc:
         if not is_out_of_memory(exc):

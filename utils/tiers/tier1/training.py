@@ -390,10 +390,15 @@ def _target_leakage(
 # -- planning -------------------------------------------------------------------------------
 
 
-def _shortest_runs(ctx: Tier1Context) -> dict[str, tuple[int, tuple[int, ...]]]:
+def _shortest_runs(ctx: Tier1Context) -> dict[str, tuple[int, tuple[int, int]]]:
     """check id -> (the fewest steps that can conclude it, the token batch of each step), for the
-    training checks still to run that apply to this model. Overfitting can pass once the loss
-    has fallen; the leak run passes only when all its steps stayed at chance."""
+    training checks still to run whose preconditions hold (a check that skips for its task or
+    fails for its forward says so, not that it is out of time). Overfitting can pass once the
+    loss has fallen; the leak run passes only when all its steps stayed at chance. Pricing the
+    leak run at the ~60 steps a leak takes to show instead would spend the cap of every correct
+    model that cannot reach 150 steps; causality checks the same leaks exactly."""
+    if ctx.forward_error:
+        return {}
     runs = {}
     if "overfit_batch" in ctx.pending and ctx.task in LOSS_TASKS:
         t = overfit_batch.thresholds
@@ -401,25 +406,30 @@ def _shortest_runs(ctx: Tier1Context) -> dict[str, tuple[int, tuple[int, ...]]]:
     needs = label_leakage.needs
     if "label_leakage" in ctx.pending and ctx.task in needs.tasks and ctx.seq_len >= needs.min_len:
         t = label_leakage.thresholds
-        sides = 2 if ctx.task == "seq2seq" else 1  # a source and a target per step
-        runs["label_leakage"] = (t.max_steps, (sides * t.batch, t.seq_len))
+        # a seq2seq step also feeds a target, as a keyword the clock does not count
+        runs["label_leakage"] = (t.max_steps, (t.batch, t.seq_len))
     return runs
 
 
-def plan_training(ctx: Tier1Context) -> dict[str, tuple[str, str]]:
+def plan_training(ctx: Tier1Context) -> dict[str, tuple[str, str, dict]]:
     """Before any check runs: the training checks whose shortest conclusive run cannot fit in
-    their time cap, each with (summary, advice) for its skip. A step is priced from the forward
-    time the clock measured while adapting and AdamW's measured cost per parameter, so a model
-    too slow here to conclude skips at once instead of spending its cap to find out."""
-    runs = _shortest_runs(ctx)
-    if not runs or ctx.clock.first_forward_s is None:
-        return {}
+    their time cap, each with (summary, advice, metrics) for its skip. A step is priced at
+    least at three forwards as long as the clock has measured for a batch no larger, plus
+    AdamW's measured cost per parameter, so a model too slow here to conclude skips at once
+    instead of spending its cap to find out. Nothing is planned without trainable weights
+    (overfit_batch fails for that) or when AdamW cannot be timed."""
     trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
-    per_parameter = adamw_seconds_per_parameter(str(ctx.device))
+    if not trainable or ctx.clock.first_forward_s is None:
+        return {}
+    runs = _shortest_runs(ctx)
+    try:
+        per_parameter = adamw_seconds_per_parameter(str(ctx.device)) if runs else 0.0
+    except Exception:  # noqa: BLE001 - out of memory or an unusual device: the runs' caps still hold
+        return {}
     cap = ctx.time_budget * TRAIN_TIME_SHARE
     out_of_reach = {}
     for check_id, (steps, (B, T)) in runs.items():
-        step_s = step_seconds(ctx.clock.estimate(B * T), trainable, per_parameter)
+        step_s = step_seconds(ctx.clock.bound(B * T), trainable, per_parameter)
         batch = f"{B} x {T} tokens and {trainable:,} parameters"
         skip = run_out_of_reach(steps, step_s, cap, ctx.time_budget, batch)
         if skip:
