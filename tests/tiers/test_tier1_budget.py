@@ -222,3 +222,17 @@ def test_a_model_with_nothing_to_train_fails_overfitting_however_slow_it_is():
     assert report["overfit_batch"].status == "fail" and "Nothing to train" in report["overfit_batch"].summary
     trainable = run_tier1(SlowLM(0.1), task="causal_lm", time_budget=3.0, progress=False, checks=["overfit_batch"])
     assert "training steps to conclude" in trainable["overfit_batch"].summary
+
+
+def test_a_forward_no_backward_follows_is_priced_as_one_forward():
+    call = (torch.zeros(1, 8, dtype=torch.long),)
+    clock = ForwardClock(calls=[(8, 1.0)], deadline=time.perf_counter() + 2.0)
+    with torch.enable_grad():
+        try:
+            clock.before(call)  # a training step: about 3 s, past the 2 s left
+            raise AssertionError("a step longer than the share was started")
+        except OutOfTime:
+            pass
+        with clock.without_backward():
+            clock.before(call)  # memory_footprint's probe: one forward, 1 s
+        clock.after()

@@ -94,6 +94,7 @@ class ForwardClock:
     _depth: int = 0
     _start: float = 0.0
     _numel: int = 0
+    _backward_follows: bool = True
 
     @property
     def first_forward_s(self) -> float | None:
@@ -141,7 +142,7 @@ class ForwardClock:
         if self._depth > 1:
             return
         numel = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
-        factor = 3.0 if torch.is_grad_enabled() else 1.0  # a backward follows
+        factor = 3.0 if torch.is_grad_enabled() and self._backward_follows else 1.0  # a backward follows
         now = time.perf_counter()
         limit = (
             "check"
@@ -163,6 +164,16 @@ class ForwardClock:
             seconds = time.perf_counter() - self._start
             if not raised or seconds > self.bound(self._numel):
                 self.calls.append((self._numel, seconds))
+
+    @contextmanager
+    def without_backward(self) -> Iterator[None]:
+        """For forwards under autograd that no backward follows (memory_footprint's probe of
+        what autograd keeps): each is priced as one forward, not as a training step."""
+        self._backward_follows = False
+        try:
+            yield
+        finally:
+            self._backward_follows = True
 
     def reset_depth(self) -> None:
         """Before each check: an interrupt inside a forward skips the post-hook."""

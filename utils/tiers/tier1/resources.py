@@ -138,7 +138,11 @@ def _activation_bytes(ctx: Tier1Context, T: int, offset: int) -> int:
     model = copy.deepcopy(ctx.adapted) if has_bn else ctx.adapted  # BN stats must not move
     model.train()
     ids = ctx.ids(1, T, offset=offset)
-    with SavedTensorBytes(exclude=list(model.parameters())) as saved, torch.enable_grad():
+    with (
+        SavedTensorBytes(exclude=list(model.parameters())) as saved,
+        torch.enable_grad(),
+        ctx.clock.without_backward(),
+    ):
         out = model(ids)
         if ctx.task in LOSS_TASKS:
             ctx.loss(out, ctx.labels_for(ids, offset))
