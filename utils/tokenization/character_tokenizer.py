@@ -390,13 +390,18 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         if pad is None and padding_strategy != PaddingStrategy.DO_NOT_PAD:
             return None  # the base class says how to set a padding token
         side = padding_side or self.padding_side
-        if return_tensors is None:  # the mask rows are list products there
-            ids, _ = _padded(blocks, len(lengths), width, side, pad or 0, False, False)  # (B, T)
+        ids = np.empty((len(lengths), width), dtype=np.int64)  # (B, T)
+        wants_mask_array = mask_wanted and return_tensors is not None  # list rows are list products
+        mask = np.ones_like(ids) if wants_mask_array else None  # (B, T)
+        _fill_rows(blocks, ids, mask, side, pad or 0)
+        if return_tensors is None:
             return self._padded_lists_result(ids, lengths, width, side, mask_wanted)
-        tensors = str(return_tensors) in ("pt", "TensorType.PYTORCH")
-        ids, mask = _padded(blocks, len(lengths), width, side, pad or 0, mask_wanted, tensors)  # (B, T) each
         data = {"input_ids": ids, **({"attention_mask": mask} if mask_wanted else {})}
-        return BatchEncoding(data) if tensors else BatchEncoding(data, tensor_type=return_tensors)
+        if str(return_tensors) in ("pt", "TensorType.PYTORCH"):
+            import torch
+
+            return BatchEncoding({k: torch.from_numpy(v) for k, v in data.items()})
+        return BatchEncoding(data, tensor_type=return_tensors)
 
     def _encode_flat(self, texts: Sequence[str], split: bool | None) -> tuple[np.ndarray, np.ndarray]:
         """Every text's ids back to back, and each text's length: (N,) int32, (B,) int64.
@@ -553,26 +558,14 @@ class _Block:
         self.lengths = kept
 
 
-def _padded(
-    blocks: list[_Block], rows: int, width: int, side: str, pad: int, mask_wanted: bool, tensors: bool
-) -> tuple[Any, Any]:
-    """The (rows, width) int64 ids, `pad` where a row is shorter, and the int64 mask of real
-    tokens (None unless `mask_wanted`), as torch tensors when `tensors` else numpy arrays.
-    Each row is one slice copy from its block (a memcpy, cheaper than a gather over every
-    cell); only the rows shorter than `width` get their padding written."""
-    if tensors:
-        import torch
-
-        ids_t = torch.empty((rows, width), dtype=torch.int64)
-        mask_t = torch.ones((rows, width), dtype=torch.int64) if mask_wanted else None
-        ids, mask = ids_t.numpy(), None if mask_t is None else mask_t.numpy()
-    else:
-        ids = np.empty((rows, width), dtype=np.int64)
-        mask = np.ones((rows, width), dtype=np.int64) if mask_wanted else None
-    left = side == "left"
+def _fill_rows(blocks: list[_Block], ids: np.ndarray, mask: np.ndarray | None, side: str, pad: int) -> None:
+    """Write each row's ids into the (B, T) `ids`, `pad` where the row is shorter, and zero
+    the padding in the all-ones `mask`. Each row is one slice copy from its block (a memcpy,
+    cheaper than a gather over every cell); only the rows shorter than T get padding written."""
+    width = ids.shape[1]
     for block in blocks:
         for row, (start, n) in enumerate(zip(block.starts.tolist(), block.lengths.tolist()), block.first):
-            first = width - n if left else 0
+            first = width - n if side == "left" else 0
             ids[row, first : first + n] = block.flat[start : start + n]
             if n < width:
                 ids[row, :first] = pad
@@ -580,7 +573,6 @@ def _padded(
                 if mask is not None:
                     mask[row, :first] = 0
                     mask[row, first + n :] = 0
-    return (ids_t, mask_t) if tensors else (ids, mask)
 
 
 def _read_vocab_file(path: Path, specials: list[str]) -> tuple[list[str], bool]:
