@@ -236,3 +236,18 @@ def test_a_forward_no_backward_follows_is_priced_as_one_forward():
         with clock.without_backward():
             clock.before(call)  # memory_footprint's probe: one forward, 1 s
         clock.after()
+
+
+def test_a_plan_for_a_model_the_tier_moved_times_its_own_probe_on_the_tiers_device():
+    from utils.adapters import adapt
+    from utils.tiers.tier1.run import _context, _planned_skips
+
+    adapted = adapt(SlowLM(0.25), task="causal_lm")
+    ctx = _context(adapted, None, torch.device("cpu"), 0, None, None, 3.0, time.perf_counter())
+    # what another, faster device measured while adapting: it would price every run in reach
+    ctx.clock = ForwardClock(calls=[(45, 0.0001)])
+    ctx.pending = ["overfit_batch", "label_leakage"]
+    with clocked([adapted, adapted.model], ctx.clock):
+        planned = _planned_skips(ctx, retime=True)
+    assert set(planned) == {"overfit_batch", "label_leakage"}
+    assert ctx.clock.calls and ctx.clock.calls[0][1] >= 0.25  # the probe, timed here

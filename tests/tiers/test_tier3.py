@@ -171,6 +171,10 @@ def test_a_jsonl_or_csv_file_trains_on_its_text_column_and_a_broken_line_is_name
         )
         assert report.meta["texts"] == len(texts), path
         assert report["training"].status != "fail", report["training"].summary
+    unnamed = tmp_path / "unnamed.jsonl"
+    unnamed.write_text('{"body": "no text column"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="no 'text' column"):
+        run_tier3(StandardLM(V, T), data=unnamed, tokenizer=tok, out_dir=tmp_path / "unnamed", **FAST)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"broken\.jsonl.*line 2"):

@@ -80,3 +80,13 @@ def test_a_model_that_is_not_generative_is_refused_by_name():
     module = UniversalModelAdapter(adapt(loaded.model, loaded.config))
     with pytest.raises(ValueError, match="causal LM or an encoder-decoder; this model's task is masked_lm"):
         module.generate(torch.zeros(1, 4, dtype=torch.long), max_new_tokens=1)
+
+
+def test_an_encoder_decoder_refuses_a_source_longer_than_it_reads():
+    from tests.tiers.zoo_broken import TinySeq2Seq
+    from utils.adapters.lightning_module import UniversalModelAdapter
+
+    module = UniversalModelAdapter(adapt(TinySeq2Seq()))
+    limit = module.profile.max_seq_len
+    with pytest.raises(ValueError, match=f"the source has {limit + 1} tokens and this model reads at most {limit}"):
+        module.generate(torch.zeros(1, limit + 1, dtype=torch.long), max_new_tokens=1)

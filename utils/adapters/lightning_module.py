@@ -187,8 +187,9 @@ class UniversalModelAdapter(pl.LightningModule):
     ) -> torch.Tensor:
         """Sample continuations of `prompt_ids` (B, T0): (B, T0 + new). temperature 0 is
         greedy. For an encoder-decoder `prompt_ids` is the source and the result the target
-        generated for it (B, new), the decoder fed its own tokens. The context is cropped to
-        the model's max_seq_len; a row stops at `eos_token_id` (then pads with it)."""
+        generated for it (B, new), the decoder fed its own tokens. The context (the target, for
+        an encoder-decoder) is cropped to the model's max_seq_len; a source longer than that
+        is refused. A row stops at `eos_token_id` (then pads with it)."""
         if self.task not in ("causal_lm", "seq2seq"):
             raise ValueError(f"generate() needs a causal LM or an encoder-decoder; this model's task is {self.task}")
         was_training = self.training
@@ -197,6 +198,12 @@ class UniversalModelAdapter(pl.LightningModule):
         prompt = prompt_ids.to(self.device)
         if prompt.dim() == 1:
             prompt = prompt[None]
+        limit = self.profile.max_seq_len
+        if self.task == "seq2seq" and limit is not None and prompt.shape[1] > limit:
+            raise ValueError(
+                f"the source has {prompt.shape[1]} tokens and this model reads at most {limit} "
+                "(max_seq_len): shorten the prompt; cutting a source would change what it asks"
+            )
         ids = prompt if self.task == "causal_lm" else prompt[:, :0]  # the tokens produced so far
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         for _ in range(max_new_tokens):

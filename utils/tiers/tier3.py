@@ -111,17 +111,22 @@ def _texts(data: Any) -> list[str]:
         from utils.examples import default_corpus
 
         return [p for p in default_corpus().split("\n\n") if p.strip()]
-    if isinstance(data, (str, Path)) and not Path(data).is_file():
+    if isinstance(data, (str, Path)):
+        data = Path(data).expanduser()
+    if isinstance(data, Path) and not data.is_file():
         raise ValueError(
             f"run_tier3(data={str(data)[:60]!r}): not an existing file; pass a list of texts, a "
             ".txt/.csv/.jsonl/.parquet file or a datasets Dataset with a 'text' column"
         )
-    if isinstance(data, (str, Path)) and Path(data).suffix.lower() == ".txt":
-        return [p for p in Path(data).read_text(encoding="utf-8").split("\n\n") if p.strip()]
-    if isinstance(data, (str, Path)):
+    if isinstance(data, Path) and data.suffix.lower() == ".txt":
+        return [p for p in data.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    if isinstance(data, Path):
         from utils.tokenization.sources import load_corpus
 
-        return load_corpus(Path(data)).train
+        try:
+            return load_corpus(data).train
+        except KeyError as exc:  # its message offers text_column=, which run_tier3 does not take
+            raise ValueError(f"run_tier3(data={str(data)!r}): no 'text' column; name the texts' column 'text'") from exc
     if isinstance(data, (list, tuple)) and all(isinstance(t, str) for t in data):
         return list(data)
     if hasattr(data, "column_names") and "text" in data.column_names:

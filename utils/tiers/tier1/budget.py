@@ -158,11 +158,12 @@ class ForwardClock:
 
     def after(self, raised: bool = False) -> None:
         """A call that raised quickly is not timed (failing fast says nothing of what a call
-        costs); one that raised after longer than calls its size take still tells the cost."""
+        costs); one that raised after longer than calls its size take still tells the cost,
+        once a call has succeeded to compare it with."""
         self._depth -= 1
         if self._depth == 0:
             seconds = time.perf_counter() - self._start
-            if not raised or seconds > self.bound(self._numel):
+            if not raised or (self.calls and seconds > self.bound(self._numel)):
                 self.calls.append((self._numel, seconds))
 
     @contextmanager
@@ -237,9 +238,12 @@ def adamw(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """The optimizer of the training checks: AdamW without weight decay, fused where PyTorch
     has the kernel (real floating-point weights on a CPU or a CUDA device: several times
     faster on a CPU than the per-tensor loop, the same update), else the default one. Decided
-    up front: PyTorch only refuses an unsupported weight at the first step."""
+    up front from the weights: PyTorch refuses an unsupported weight only at the first step."""
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused or None)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused or None)
+    except RuntimeError:  # a PyTorch before 2.4 has no fused kernel for a CPU
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
 @functools.cache

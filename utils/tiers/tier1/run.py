@@ -103,14 +103,13 @@ def run_tier1(
         except OutOfTime:
             adapted, error = None, _adapt_out_of_time(clock, time_budget)
             adapt_out_of_time = True
+    moved = adapted is not None and any(p.device != dev for p in adapted.model.parameters())
     with torch.random.fork_rng(devices=_cuda_devices(dev)), _placed(adapted, dev):
         ctx = _context(adapted, error, dev, seed, batch_size, seq_len, time_budget, started)
         ctx.clock, ctx.pending = clock, [c.id for c in selected]
         ctx.adapt_out_of_time = adapt_out_of_time
         if adapted is not None:
             ctx.free_memory, ctx.weight_bytes = free_memory(dev), weight_bytes(adapted.model)
-            ctx.out_of_reach = plan_training(ctx)
-            ctx.pending = [c for c in ctx.pending if c not in ctx.out_of_reach]
         meta = {
             "profile": adapted.profile.summary() if adapted else None,
             "device": str(dev),
@@ -124,10 +123,26 @@ def run_tier1(
         }
         hooked = [adapted, adapted.model] if adapted is not None else []
         with clocked(hooked, clock):
+            if adapted is not None:
+                ctx.out_of_reach = _planned_skips(ctx, retime=moved)
+                ctx.pending = [c for c in ctx.pending if c not in ctx.out_of_reach]
             report = run_checks(TIER1_NAME, selected, ctx, meta=meta, progress=progress)
     report.meta["first_forward_s"] = clock.first_forward_s
     report.meta["seconds"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def _planned_skips(ctx: Tier1Context, retime: bool) -> dict[str, tuple[str, str, dict]]:
+    """The training checks priced out of reach (see `plan_training`). Calls timed while
+    adapting describe the device the model was built on: when the tier moved it (`retime`),
+    they are dropped and the plan times its own probe forward on the tier's device. No time
+    left for that probe plans nothing: the checks' own caps still hold."""
+    if retime:
+        ctx.clock.calls.clear()
+    try:
+        return plan_training(ctx)
+    except OutOfTime:
+        return {}
 
 
 def default_time_budget() -> float:

@@ -397,8 +397,6 @@ def _shortest_runs(ctx: Tier1Context) -> dict[str, tuple[int, tuple[int, int]]]:
     loss has fallen; the leak run passes only when all its steps stayed at chance. Pricing the
     leak run at the ~60 steps a leak takes to show instead would spend the cap of every correct
     model that cannot reach 150 steps; causality checks the same leaks exactly."""
-    if ctx.forward_error:
-        return {}
     runs = {}
     if "overfit_batch" in ctx.pending and ctx.task in LOSS_TASKS:
         t = overfit_batch.thresholds
@@ -408,7 +406,7 @@ def _shortest_runs(ctx: Tier1Context) -> dict[str, tuple[int, tuple[int, int]]]:
         t = label_leakage.thresholds
         # a seq2seq step also feeds a target, as a keyword the clock does not count
         runs["label_leakage"] = (t.max_steps, (t.batch, t.seq_len))
-    return runs
+    return {} if runs and ctx.forward_error else runs  # the probe forward, timed by the clock
 
 
 def plan_training(ctx: Tier1Context) -> dict[str, tuple[str, str, dict]]:
@@ -419,11 +417,11 @@ def plan_training(ctx: Tier1Context) -> dict[str, tuple[str, str, dict]]:
     instead of spending its cap to find out. Nothing is planned without trainable weights
     (overfit_batch fails for that) or when AdamW cannot be timed."""
     trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
-    if not trainable or ctx.clock.first_forward_s is None:
+    runs = _shortest_runs(ctx) if trainable else {}
+    if not runs or not ctx.clock.calls:
         return {}
-    runs = _shortest_runs(ctx)
     try:
-        per_parameter = adamw_seconds_per_parameter(str(ctx.device)) if runs else 0.0
+        per_parameter = adamw_seconds_per_parameter(str(ctx.device))
     except Exception:  # noqa: BLE001 - out of memory or an unusual device: the runs' caps still hold
         return {}
     cap = ctx.time_budget * TRAIN_TIME_SHARE
