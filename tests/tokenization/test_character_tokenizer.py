@@ -127,7 +127,10 @@ def test_a_corrupted_vocabulary_file_is_refused_with_its_path(tmp_path) -> None:
         CharacterLevelTokenizer.from_pretrained(tmp_path)
 
 
-def test_bad_arguments_get_clear_errors() -> None:
+def test_bad_arguments_get_clear_errors(monkeypatch) -> None:
+    import utils.tokenization.character_tokenizer as character
+
+    monkeypatch.setattr(character, "BLOCK_CHARS", 4)
     with pytest.raises(ValueError, match="vocab_size=5 leaves no room"):
         CharacterLevelTokenizer(vocab_size=5)
     with pytest.raises(TypeError, match="vocab_size must be a whole number .*, got '1000'"):
@@ -137,6 +140,14 @@ def test_bad_arguments_get_clear_errors() -> None:
     tok = CharacterLevelTokenizer(vocab_size=100)
     with pytest.raises(ValueError, match="lone surrogate"):
         tok.encode("ok \udc80")
+    batch = ["fine"] * 9 + ["ab\ud800cd"]  # past the first block of 4 characters below
+    for call in (
+        lambda: tok(batch),
+        lambda: tok(batch, padding=True, return_tensors="pt"),
+        lambda: tok.encode_to_arrays(batch),
+    ):
+        with pytest.raises(ValueError, match="text 9 of the batch: .*lone surrogate .* at character 2:"):
+            call()
     with pytest.raises(ValueError, match="token id 100 is outside"):
         tok.decode([5, 100])
 

@@ -403,16 +403,24 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
             return BatchEncoding({k: torch.from_numpy(v) for k, v in data.items()})
         return BatchEncoding(data, tensor_type=return_tensors)
 
-    def _encode_flat(self, texts: Sequence[str], split: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    def _encode_flat(self, texts: Sequence[str], split: bool | None, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Every text's ids back to back, and each text's length: (N,) int32, (B,) int64.
-        One lookup over the joined text when no text holds a literal or an unknown character."""
+        One lookup over the joined text when no text holds a literal or an unknown character.
+        `first`: the batch index of texts[0], for an error naming the text at fault."""
         joined = "".join(texts)
         split = self.split_special_tokens if split is None else split
         if split or not self._may_hold_literal(joined):  # a literal in a text is one here
-            flat = np.take(self._table, _codepoints(joined))  # (N,) -1 where unknown
+            try:
+                cps = _codepoints(joined)  # (N,)
+            except ValueError:
+                raise _text_at_fault(texts, first) from None
+            flat = np.take(self._table, cps)  # (N,) -1 where unknown
             if flat.size == 0 or flat.min() >= 0:
                 return flat, np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        rows = [self._encode_text(t, split) for t in texts]
+        try:
+            rows = [self._encode_text(t, split) for t in texts]
+        except ValueError:
+            raise _text_at_fault(texts, first) from None
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         return np.concatenate(rows).astype(np.int32, copy=False), lengths
 
@@ -427,7 +435,7 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
             while end < len(texts) and (end == first or size + len(texts[end]) <= BLOCK_CHARS):
                 size += len(texts[end])
                 end += 1
-            flat, lengths = self._encode_flat(texts[first:end], split)
+            flat, lengths = self._encode_flat(texts[first:end], split, first)
             blocks.append(_Block(first, flat, np.cumsum(lengths) - lengths, lengths))
             first = end
         return blocks
@@ -615,6 +623,17 @@ def _codepoints(text: str) -> np.ndarray:
             f"text contains a lone surrogate {text[exc.start]!r} at character {exc.start}: "
             "it is not valid Unicode; decode the source with errors='replace'"
         ) from exc
+
+
+def _text_at_fault(texts: Sequence[str], first: int) -> ValueError:
+    """The lone-surrogate error of the first of `texts` holding one, naming that text's index
+    in the batch (`first` is texts[0]'s) and the character's place within it."""
+    for index, text in enumerate(texts, first):
+        try:
+            _codepoints(text)
+        except ValueError as exc:
+            return ValueError(f"text {index} of the batch: {exc}")
+    return ValueError("a text of the batch is not valid Unicode")
 
 
 def _codepoints_to_chars(cps: np.ndarray) -> list[str]:
