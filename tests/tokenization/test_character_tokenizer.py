@@ -9,7 +9,7 @@ import torch
 
 from tests.tokenization.conftest import MULTILINGUAL
 from utils.tokenization import CharacterLevelTokenizer, load_user_tokenizer
-from utils.tokenization.character_tokenizer import BYTE_TOKENS, unicode_fill_order
+from utils.tokenization.character_vocabulary import BYTE_TOKENS, unicode_fill_order
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
 

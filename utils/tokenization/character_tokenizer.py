@@ -4,15 +4,7 @@ Why characters: a model whose vocabulary is too small for subword units (or a us
 text to train them on) still needs a tokenizer whose every id is below the model's
 vocabulary size. Characters need no training and any vocabulary size can be filled.
 
-The vocabulary is laid out in a fixed order, so the same arguments always give the same ids:
-
-1. the special tokens (`<pad>`, `<unk>`, `<s>`, `</s>`, `<mask>` by default);
-2. 256 byte tokens `<0x00>` ... `<0xFF>`, when the vocabulary has room for them (see
-   `byte_fallback`): a character without a token of its own is written as its UTF-8 bytes,
-   so `decode(encode(text)) == text` for any Unicode text;
-3. the characters of the user's text, most frequent first (ties by code point);
-4. the rest of Unicode, in the order `UNICODE_FILL_ORDER` documents, until the vocabulary
-   is full. Every token is a real character, so every id decodes to real text.
+The vocabulary's fixed layout is in `character_vocabulary`.
 
 Encoding is a table lookup over the text's UTF-32 code points (numpy), not a Python loop
 per character; decoding works on runs of ids the same way.
@@ -23,10 +15,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,97 +27,21 @@ from transformers.utils import PaddingStrategy
 
 from utils._io import atomic_write_text
 from utils.tokenization._common import DEFAULT_SPECIAL_TOKENS
-
-UNICODE_FILL_ORDER = (
-    "Characters that fill the vocabulary after the text's own, in this order: tab, newline, "
-    "carriage return and printable ASCII (U+0020-U+007E); then every other assigned code point "
-    "in increasing order (surrogates, private use and unassigned excluded); then private-use "
-    "code points; then unassigned ones. 'Assigned' follows the Unicode version of Python's "
-    "unicodedata; the saved vocabulary keeps the ids fixed whichever version reloads it."
+from utils.tokenization.character_vocabulary import (
+    BYTE_TOKENS,
+    MAX_CODEPOINT,
+    build_vocabulary,
+    codepoints,
+    read_vocab_file,
 )
-BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
+
 VOCAB_FILE = "char_vocab.json"
-MAX_CODEPOINT = 0x110000
-_ASCII_HEAD = "\t\n\r" + "".join(chr(c) for c in range(0x20, 0x7F))
 _KIND_CHAR, _KIND_BYTE, _KIND_LITERAL = 0, 1, 2
 _UTF8_LEAD = np.array([0x00, 0xC0, 0xE0, 0xF0], dtype=np.uint32)
 _SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: never text
 _SENTINEL_RE = re.compile("[\ufdd0-\ufdef]")
 # A batch is encoded this many characters at a time (see `_encode_blocks`).
 BLOCK_CHARS = 1 << 14
-
-
-@lru_cache(maxsize=1)
-def unicode_fill_order() -> np.ndarray:
-    """All code points except surrogates, in the order `UNICODE_FILL_ORDER` describes.
-
-    Computed once per process (about a third of a second): (1_112_064,) uint32.
-    """
-    head = np.frombuffer(_ASCII_HEAD.encode("utf-32-le"), dtype=np.uint32)
-    category = np.array([unicodedata.category(chr(c))[0:2] for c in range(MAX_CODEPOINT)], dtype="<U2")
-    codepoints = np.arange(MAX_CODEPOINT, dtype=np.uint32)
-    in_head = np.zeros(MAX_CODEPOINT, dtype=bool)
-    in_head[head] = True
-    private, unassigned = category == "Co", category == "Cn"
-    assigned = ~(private | unassigned | (category == "Cs") | in_head)
-    return np.concatenate([head, codepoints[assigned], codepoints[private], codepoints[unassigned]])
-
-
-def count_characters(texts: Iterable[str], chunk_chars: int = 1 << 20) -> np.ndarray:
-    """Count every code point in `texts` (streamed in ~1M-character chunks): (0x110000,) int64."""
-    counts = np.zeros(MAX_CODEPOINT, dtype=np.int64)
-    chunk: list[str] = []
-    size = 0
-    for text in texts:
-        chunk.append(text)
-        size += len(text)
-        if size >= chunk_chars:
-            counts += np.bincount(_codepoints("".join(chunk)), minlength=MAX_CODEPOINT)
-            chunk, size = [], 0
-    if chunk:
-        counts += np.bincount(_codepoints("".join(chunk)), minlength=MAX_CODEPOINT)
-    return counts
-
-
-def build_vocabulary(
-    vocab_size: int,
-    special_tokens: Sequence[str],
-    texts: Iterable[str] | None = None,
-    byte_fallback: bool | None = None,
-) -> tuple[list[str], bool]:
-    """The token list (in id order) and whether it holds byte tokens; see the module docstring.
-
-    `byte_fallback=None` turns byte tokens on when, after the special tokens and the 256
-    bytes, there is still room for every character of the text and for printable ASCII.
-    """
-    special_tokens = list(dict.fromkeys(special_tokens))  # roles may share one token (GPT-2)
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise TypeError(f"vocab_size must be a whole number (the model's rows), got {vocab_size!r}")
-    if vocab_size <= len(special_tokens):
-        raise ValueError(
-            f"vocab_size={vocab_size} leaves no room for characters after the "
-            f"{len(special_tokens)} special tokens {list(special_tokens)}; use at least "
-            f"{len(special_tokens) + 1} (a useful character vocabulary has 100 or more)"
-        )
-    counts = count_characters(texts) if texts is not None else np.zeros(MAX_CODEPOINT, np.int64)
-    seen = np.flatnonzero(counts)
-    seen = seen[np.lexsort((seen, -counts[seen]))]  # most frequent first, ties by code point
-    room = vocab_size - len(special_tokens) - len(BYTE_TOKENS)
-    wanted = len(np.union1d(seen, np.frombuffer(_ASCII_HEAD.encode("utf-32-le"), np.uint32)))
-    if byte_fallback is None:
-        byte_fallback = room >= wanted
-    elif byte_fallback and room < 1:
-        raise ValueError(
-            f"byte_fallback=True needs vocab_size > {len(special_tokens) + len(BYTE_TOKENS)} "
-            f"(special tokens + 256 bytes + at least one character), got {vocab_size}"
-        )
-    tokens = list(special_tokens) + (list(BYTE_TOKENS) if byte_fallback else [])
-    n_chars = vocab_size - len(tokens)
-    fill = unicode_fill_order()
-    fill = fill[~np.isin(fill, seen)]
-    chosen = np.concatenate([seen, fill])[:n_chars]
-    tokens += _codepoints_to_chars(chosen)
-    return tokens, byte_fallback
 
 
 class CharacterLevelTokenizer(PreTrainedTokenizer):
@@ -157,7 +71,7 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
             kwargs.setdefault(role, default)
         specials = list(dict.fromkeys(str(kwargs[r]) for r in DEFAULT_SPECIAL_TOKENS if kwargs[r] is not None))
         if vocab_file is not None:
-            tokens, byte_fallback = _read_vocab_file(Path(vocab_file), specials)
+            tokens, byte_fallback = read_vocab_file(Path(vocab_file), specials)
         else:
             tokens, byte_fallback = build_vocabulary(vocab_size, specials, texts, byte_fallback)
         self._set_vocabulary(tokens, specials, byte_fallback)
@@ -181,7 +95,7 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         char_ids = np.arange(first_char, n)
         chars = "".join(tokens[first_char:])
         self._kind[char_ids] = _KIND_CHAR
-        self._value[char_ids] = _codepoints(chars)
+        self._value[char_ids] = codepoints(chars)
         self._table = np.full(MAX_CODEPOINT, -1, dtype=np.int32)  # code point -> id
         self._table[self._value[char_ids]] = char_ids
         self._byte_ids = np.arange(len(specials), first_char, dtype=np.int32)  # (256,) or (0,)
@@ -265,7 +179,7 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
 
     def _encode_piece(self, text: str, table: np.ndarray) -> np.ndarray:
         """Ids of plain text: one table lookup per code point, bytes or <unk> for the rest."""
-        cps = _codepoints(text)  # (n,)
+        cps = codepoints(text)  # (n,)
         ids = np.take(table, cps)  # (n,) int32, -1 where the character has no token
         if ids.size == 0 or ids.min() >= 0:
             return ids
@@ -411,7 +325,7 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         split = self.split_special_tokens if split is None else split
         if split or not self._may_hold_literal(joined):  # a literal in a text is one here
             try:
-                cps = _codepoints(joined)  # (N,)
+                cps = codepoints(joined)  # (N,)
             except ValueError:
                 raise _text_at_fault(texts, first) from None
             flat = np.take(self._table, cps)  # (N,) -1 where unknown
@@ -583,58 +497,12 @@ def _fill_rows(blocks: list[_Block], ids: np.ndarray, mask: np.ndarray | None, s
                     mask[row, first + n :] = 0
 
 
-def _read_vocab_file(path: Path, specials: list[str]) -> tuple[list[str], bool]:
-    """Load a saved vocabulary, checking it is the layout this class writes."""
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        tokens, byte_fallback, saved = (
-            payload["tokens"],
-            payload["byte_fallback"],
-            payload["special_tokens"],
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{path}: not a character vocabulary saved by CharacterLevelTokenizer ({exc}); "
-            "save one with tokenizer.save_pretrained(directory)"
-        ) from exc
-    if saved != specials or tokens[: len(saved)] != saved:
-        raise ValueError(
-            f"{path}: special tokens {saved} do not match the tokenizer config's {specials}; "
-            "the folder mixes files from different tokenizers"
-        )
-    first_char = len(saved) + (len(BYTE_TOKENS) if byte_fallback else 0)
-    if byte_fallback and tuple(tokens[len(saved) : first_char]) != BYTE_TOKENS:
-        raise ValueError(f"{path}: byte_fallback is set but the byte tokens are missing or out of order")
-    for i, token in enumerate(tokens[first_char:], start=first_char):
-        if len(token) != 1:
-            raise ValueError(f"{path}: token #{i} {token!r} is not a single character")
-    return tokens, bool(byte_fallback)
-
-
-def _codepoints(text: str) -> np.ndarray:
-    """(len(text),) code points (uint8 for ASCII text, which encodes 7x faster, else uint32);
-    a lone surrogate is an error naming its position."""
-    if text.isascii():
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    try:
-        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"text contains a lone surrogate {text[exc.start]!r} at character {exc.start}: "
-            "it is not valid Unicode; decode the source with errors='replace'"
-        ) from exc
-
-
 def _text_at_fault(texts: Sequence[str], first: int) -> ValueError:
     """The lone-surrogate error of the first of `texts` holding one, naming that text's index
     in the batch (`first` is texts[0]'s) and the character's place within it."""
     for index, text in enumerate(texts, first):
         try:
-            _codepoints(text)
+            codepoints(text)
         except ValueError as exc:
             return ValueError(f"text {index} of the batch: {exc}")
     return ValueError("a text of the batch is not valid Unicode")
-
-
-def _codepoints_to_chars(cps: np.ndarray) -> list[str]:
-    return list(cps.astype("<u4").tobytes().decode("utf-32-le"))
