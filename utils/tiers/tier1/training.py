@@ -137,6 +137,53 @@ def _leak_run(
     return window, metrics
 
 
+def _leak_test(t: LeakageThresholds, K: int) -> tuple[float, float, Callable[[list[float]], bool]]:
+    """(chance, the loss a leak goes below, whether a run's history shows a leak): a
+    sustained drop, the mean of the last `window` steps below `fraction` of ln(K)."""
+    chance = math.log(K)
+    floor = t.fraction * chance
+
+    def leaked(h: list[float]) -> bool:
+        return len(h) >= t.window and sum(h[-t.window :]) / t.window < floor
+
+    return chance, floor, leaked
+
+
+def _no_leak(
+    v: Verdict,
+    why: str,
+    history: list[float],
+    window: list[float],
+    metrics: dict[str, Any],
+    cap: float,
+    K: int,
+    data: str,
+    exact: str,
+) -> CheckResult:
+    """The verdict of a leak run that did not stop on a leak (`why` is how it ended): a pass
+    after all its steps, else a skip saying why (`data` names what it trained on, `exact`
+    what causality checks exactly instead)."""
+    steps = v.thresholds.max_steps
+    if why in ("nograd", "nonfinite"):
+        trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
+        return v.skip(
+            f"Could not train ({trouble}).", metrics, "Fix what gradient_flow and overfit_batch report, then run again."
+        )
+    if why == "time":
+        return v.skip(
+            f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of {steps} steps with no leak so "
+            "far; too slow here to conclude.",
+            metrics,
+            f"Run on a GPU (device='cuda') or raise time_budget; causality checks {exact} for the same leak exactly.",
+        )
+    lowest = min(window) if window else float("nan")
+    return v.pass_(
+        f"After {len(history)} steps on {data} the loss stays near chance (lowest 5-step mean "
+        f"{lowest:.3f}, chance ln({K}) = {math.log(K):.3f}).",
+        metrics,
+    )
+
+
 # -- overfit_batch ---------------------------------------------------------------------------
 
 
@@ -272,12 +319,7 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
             return trainee.own_loss(batches[s])
         return ctx.loss(trainee(batches[s]), batches[s])
 
-    chance = math.log(K)
-    floor = t.fraction * chance
-
-    def leaked(h: list[float]) -> bool:
-        return len(h) >= t.window and sum(h[-t.window :]) / t.window < floor
-
+    chance, floor, leaked = _leak_test(t, K)
     cap = _time_cap(ctx)
     history, why = _train(trainee, step_loss, t.max_steps, cap, leaked, _learning_rate(trainee))
     window, metrics = _leak_run(history, t.window, K, chance, floor, why, cap)
@@ -305,26 +347,7 @@ def label_leakage(ctx: Tier1Context, v: Verdict) -> CheckResult:
             metrics,
             causal_advice(ctx, where),
         )
-    if why in ("nograd", "nonfinite"):
-        trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
-        return v.skip(
-            f"Could not train ({trouble}).", metrics, "Fix what gradient_flow and overfit_batch report, then run again."
-        )
-    if why == "time":
-        return v.skip(
-            f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of "
-            f"{t.max_steps} steps with no leak so far; too slow here to "
-            "conclude.",
-            metrics,
-            "Run on a GPU (device='cuda') or raise time_budget; causality checks "
-            "the model's logits for the same leak exactly.",
-        )
-    lowest = min(window) if window else float("nan")
-    return v.pass_(
-        f"After {len(history)} steps on random tokens the loss stays near chance "
-        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
-        metrics,
-    )
+    return _no_leak(v, why, history, window, metrics, cap, K, "random tokens", "the model's logits")
 
 
 def _target_leakage(
@@ -337,11 +360,7 @@ def _target_leakage(
     g = ctx.generator(v.stream("sources"))
     sources = [pool[torch.randint(0, K, tuple(y.shape), generator=g)].to(ctx.device) for y in targets]
     trainee = copy.deepcopy(ctx.adapted).eval()
-    chance = math.log(K)
-    floor = t.fraction * chance
-
-    def leaked(h: list[float]) -> bool:
-        return len(h) >= t.window and sum(h[-t.window :]) / t.window < floor
+    chance, floor, leaked = _leak_test(t, K)
 
     def step_loss(s: int) -> torch.Tensor:
         """Scored at every target position but the last, which a decoder that sees one token
@@ -366,25 +385,7 @@ def _target_leakage(
             "right after the decoder start token), and its self-attention needs a causal mask; see "
             "causality for the leaking module.",
         )
-    if why in ("nograd", "nonfinite"):
-        trouble = "no gradient" if why == "nograd" else "the loss became NaN/Inf"
-        return v.skip(
-            f"Could not train ({trouble}).", metrics, "Fix what gradient_flow and overfit_batch report, then run again."
-        )
-    if why == "time":
-        return v.skip(
-            f"Stopped by the time cap ({cap:.1f} s) after {len(history)} of {t.max_steps} steps "
-            "with no leak so far; too slow here to conclude.",
-            metrics,
-            "Run on a GPU (device='cuda') or raise time_budget; causality checks the decoder "
-            "for the same leak exactly.",
-        )
-    lowest = min(window) if window else float("nan")
-    return v.pass_(
-        f"After {len(history)} steps on random sources and targets the loss stays near chance "
-        f"(lowest 5-step mean {lowest:.3f}, chance ln({K}) = {chance:.3f}).",
-        metrics,
-    )
+    return _no_leak(v, why, history, window, metrics, cap, K, "random sources and targets", "the decoder")
 
 
 # -- planning -------------------------------------------------------------------------------
