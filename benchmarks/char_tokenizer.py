@@ -36,10 +36,15 @@ def main() -> int:
     text, name = load_text(args.corpus)
     lines = text.splitlines(keepends=True)
     mb = len(text.encode()) / 1e6
-    tok = CharacterLevelTokenizer(vocab_size=args.vocab_size, texts=[text])
+    # A corpus that writes a special token (wikitext's "<unk>") means those characters, as
+    # in the dict loop: the tokenizer is told to split them.
+    literal = any(t in text for t in CharacterLevelTokenizer(vocab_size=args.vocab_size).all_special_tokens)
+    tok = CharacterLevelTokenizer(vocab_size=args.vocab_size, texts=[text], split_special_tokens=literal)
     vocab, unk = tok.get_vocab(), tok.unk_token_id
     bpe = FastBPETrainer(show_progress=False).train_on_dataset(texts=lines, vocab_size=8000)
     print(f"corpus: {name}, {mb:.2f} MB; character vocab {len(tok)}, BPE vocab {len(bpe)}")
+    if literal:
+        print("the corpus writes special tokens: they are split into characters, as the dict loop does")
 
     def dict_loop() -> list[int]:
         return [vocab.get(ch, unk) for ch in text]

@@ -20,21 +20,55 @@ def test_any_vocabulary_size_is_filled_with_real_characters(vocab_size: int) -> 
     assert len(tok) == vocab_size == tok.vocab_size
     tokens = tok.convert_ids_to_tokens(list(range(vocab_size)))
     assert tokens[:5] == SPECIALS
-    first_char = 5 + (256 if tok.byte_fallback else 0)
-    assert all(len(t) == 1 for t in tokens[first_char:]), "every filler token is one real character"
+    chars = tokens[5 : vocab_size - 256] if tok.byte_fallback else tokens[5:]
+    assert all(len(t) == 1 for t in chars), "every filler token is one real character"
     assert len(set(tokens)) == vocab_size
 
 
-def test_layout_specials_bytes_text_by_frequency_then_unicode_order() -> None:
+def test_layout_specials_text_by_frequency_unicode_order_then_bytes() -> None:
     tok = CharacterLevelTokenizer(vocab_size=600, texts=["zzz yy x 世世世世"])
     tokens = tok.convert_ids_to_tokens(list(range(600)))
     assert tok.byte_fallback
-    assert tokens[5:261] == list(BYTE_TOKENS)
-    assert tokens[261:266] == ["世", " ", "z", "y", "x"]  # counts 4, 3, 3, 2, 1; ties by code point
-    rest = tokens[266:]
+    assert tokens[5:10] == ["世", " ", "z", "y", "x"]  # counts 4, 3, 3, 2, 1; ties by code point
+    rest = tokens[10:344]
     order = [chr(c) for c in unicode_fill_order()[:400] if chr(c) not in "世zyx "]
     assert rest == order[: len(rest)]
     assert rest[:4] == ["\t", "\n", "\r", "!"]
+    assert tokens[344:] == list(BYTE_TOKENS)  # the last 256 ids
+
+
+def test_an_english_text_has_only_ids_python_keeps_cached() -> None:
+    text = "The quick brown fox, said Jo: 'JUMPS over 12 lazy dogs!' (#1 & ~%)\n\t" + "".join(
+        chr(c) for c in range(0x20, 0x7F)
+    )
+    for vocab_size in (100, 1000, 100_000):
+        tok = CharacterLevelTokenizer(vocab_size=vocab_size, texts=[text])
+        assert max(tok.encode(text)) <= 256  # ints -5..256 are shared objects: no allocation per token
+    assert max(CharacterLevelTokenizer(vocab_size=100_000).encode(text)) <= 256  # no text given: ASCII first
+
+
+def test_a_vocabulary_saved_with_the_bytes_after_the_specials_keeps_its_ids(tmp_path) -> None:
+    new = CharacterLevelTokenizer(vocab_size=600, texts=["zzz yy x 世世世世"])
+    old_layout = SPECIALS + list(BYTE_TOKENS) + new.convert_ids_to_tokens(list(range(5, 344)))
+    payload = {"format": "character-level", "byte_fallback": True, "special_tokens": SPECIALS, "tokens": old_layout}
+    path = tmp_path / "char_vocab.json"
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    old = CharacterLevelTokenizer(vocab_file=str(path))
+    text = "zzz 世 \U0001f600"  # the emoji has no token: its four bytes
+    assert old.encode(text)[:5] == [old_layout.index(c) for c in "zzz 世"] == [263, 263, 263, 262, 261]
+    assert old.encode(text)[-4:] == [5 + b for b in "\U0001f600".encode()]
+    assert old.decode(old.encode(text)) == text == new.decode(new.encode(text))
+
+
+def test_a_saved_vocabulary_with_its_bytes_out_of_order_is_refused(tmp_path) -> None:
+    tokens = SPECIALS + list("abc") + list(BYTE_TOKENS[1:]) + [BYTE_TOKENS[0]]
+    payload = {"format": "character-level", "byte_fallback": True, "special_tokens": SPECIALS, "tokens": tokens}
+    path = tmp_path / "char_vocab.json"
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"char_vocab.json: byte_fallback is set but the 256 byte tokens are neither the last"
+    ):
+        CharacterLevelTokenizer(vocab_file=str(path))
 
 
 def test_ties_in_frequency_are_broken_by_code_point() -> None:
@@ -121,9 +155,9 @@ def test_a_corrupted_vocabulary_file_is_refused_with_its_path(tmp_path) -> None:
     CharacterLevelTokenizer(vocab_size=400).save_pretrained(tmp_path)
     path = tmp_path / "char_vocab.json"
     payload = json.loads(path.read_text(encoding="utf-8"))
-    payload["tokens"][300] = "ab"
+    payload["tokens"][100] = "ab"
     path.write_text(json.dumps(payload), encoding="utf-8")
-    with pytest.raises(ValueError, match=r"char_vocab.json: token #300 'ab' is not a single character"):
+    with pytest.raises(ValueError, match=r"char_vocab.json: token #100 'ab' is not a single character"):
         CharacterLevelTokenizer.from_pretrained(tmp_path)
 
 

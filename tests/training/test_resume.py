@@ -76,3 +76,18 @@ def test_resume_refuses_a_missing_checkpoint_file(tmp_path):
     model, data = _fresh()
     with pytest.raises(ValueError, match="no checkpoint file there"):
         train(model, data, resume=tmp_path / "nope.ckpt", **FAST)
+
+
+def test_resume_refuses_a_checkpoint_trained_with_another_tokenizer(tmp_path):
+    settings = dict(FAST, eval_every=2)
+    texts_a = [f"the cat sat on the mat {i}. " * 8 for i in range(40)]
+    texts_b = [f"zzz yyy xxx www {i}! " * 8 for i in range(40)]  # other characters first: other ids
+    torch.manual_seed(0)
+    train(TinyLM(), texts_a, out_dir=tmp_path, max_steps=2, **settings)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with pytest.raises(ValueError, match=r"last.ckpt: it was trained with another tokenizer .*resume=False"):
+        train(TinyLM(), texts_b, out_dir=tmp_path, resume=True, max_steps=4, **settings)
+    assert last.read_bytes() == before  # the refused run wrote nothing over it
+    resumed = train(TinyLM(), texts_a, out_dir=tmp_path, resume=True, max_steps=4, **settings)
+    assert resumed.steps == 4 and resumed.history[0]["step"] == 1  # the history carried over

@@ -30,6 +30,7 @@ _EXPORTS = {
     "load_user_tokenizer": "user_tokenizer",
     "TokenizerValidationError": "validator",
     "TokenizerValidator": "validator",
+    "tokenizer_fingerprint": "_common",
 }
 
 __all__ = sorted(_EXPORTS)

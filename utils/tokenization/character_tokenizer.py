@@ -28,9 +28,9 @@ from transformers.utils import PaddingStrategy
 from utils._io import atomic_write_text
 from utils.tokenization._common import DEFAULT_SPECIAL_TOKENS
 from utils.tokenization.character_vocabulary import (
-    BYTE_TOKENS,
     MAX_CODEPOINT,
     build_vocabulary,
+    byte_token_ids,
     codepoints,
     read_vocab_file,
 )
@@ -40,6 +40,7 @@ _KIND_CHAR, _KIND_BYTE, _KIND_LITERAL = 0, 1, 2
 _UTF8_LEAD = np.array([0x00, 0xC0, 0xE0, 0xF0], dtype=np.uint32)
 _SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: never text
 _SENTINEL_RE = re.compile("[\ufdd0-\ufdef]")
+_CACHED_INT_MAX = 256  # CPython keeps one int object for each of -5..256
 # A batch is encoded this many characters at a time (see `_encode_blocks`).
 BLOCK_CHARS = 1 << 14
 
@@ -88,17 +89,19 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         n = len(tokens)
         self._kind = np.full(n, _KIND_LITERAL, dtype=np.int8)  # (n,)
         self._value = np.zeros(n, dtype=np.uint32)  # (n,) code point or byte value
-        first_char = len(specials) + (len(BYTE_TOKENS) if byte_fallback else 0)
-        if byte_fallback:
-            self._kind[len(specials) : first_char] = _KIND_BYTE
-            self._value[len(specials) : first_char] = np.arange(256, dtype=np.uint32)
-        char_ids = np.arange(first_char, n)
-        chars = "".join(tokens[first_char:])
+        byte_ids = byte_token_ids(tokens, len(specials), byte_fallback)
+        self._byte_ids = np.arange(byte_ids.start, byte_ids.stop, dtype=np.int32)  # (256,) or (0,)
+        self._kind[self._byte_ids] = _KIND_BYTE
+        self._value[self._byte_ids] = np.arange(len(byte_ids), dtype=np.uint32)
+        is_char = np.ones(n, dtype=bool)  # (n,) every id but the special and byte tokens
+        is_char[: len(specials)] = False
+        is_char[self._byte_ids] = False
+        char_ids = np.flatnonzero(is_char)
+        chars = "".join(itertools.compress(tokens, is_char.tolist()))
         self._kind[char_ids] = _KIND_CHAR
         self._value[char_ids] = codepoints(chars)
         self._table = np.full(MAX_CODEPOINT, -1, dtype=np.int32)  # code point -> id
         self._table[self._value[char_ids]] = char_ids
-        self._byte_ids = np.arange(len(specials), first_char, dtype=np.int32)  # (256,) or (0,)
 
     def _update_trie(self, unique_no_split_tokens: list[str] | None = None) -> None:
         """The base class calls this whenever tokens are added: recompile the literals."""
@@ -355,12 +358,11 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         return blocks
 
     def _lists_result(self, blocks: list[_Block], lengths: np.ndarray, mask_wanted: bool) -> BatchEncoding:
-        """Unpadded rows as lists of ints: each block's ids looked up as shared int objects
-        at once, each row the `.tolist()` of its window; a mask row is one list product."""
-        objects = self._id_objects()  # (V,) object
+        """Unpadded rows as lists of ints: each row the `.tolist()` of its window on its
+        block's ids (`_listable`); a mask row is one list product."""
         rows: list[list[int]] = []
         for block in blocks:
-            shared = objects.take(block.flat.astype(np.intp))  # (N,) object; intp indices take the fast loop
+            shared = self._listable(block.flat)  # (N,)
             ends = (block.starts + block.lengths).tolist()
             rows += [shared[a:b].tolist() for a, b in zip(block.starts.tolist(), ends)]
         data: dict[str, Any] = {"input_ids": rows}
@@ -372,12 +374,20 @@ class CharacterLevelTokenizer(PreTrainedTokenizer):
         self, ids: np.ndarray, lengths: np.ndarray, width: int, side: str, mask_wanted: bool
     ) -> BatchEncoding:
         """Padded rows as lists of ints; a mask row is two list products."""
-        data: dict[str, Any] = {"input_ids": self._id_objects()[ids].tolist()}
+        data: dict[str, Any] = {"input_ids": self._listable(ids).tolist()}
         if mask_wanted:
             data["attention_mask"] = [
                 [0] * (width - n) + [1] * n if side == "left" else [1] * n + [0] * (width - n) for n in lengths.tolist()
             ]
         return BatchEncoding(data)
+
+    def _listable(self, ids: np.ndarray) -> np.ndarray:
+        """`ids` in the form whose `.tolist()` is cheapest: as they are when every id is one
+        of the ints Python keeps cached (up to 256, the common case: see the vocabulary's
+        layout), so no int is allocated; else as the shared int objects of `_id_objects`."""
+        if ids.size == 0 or int(ids.max()) <= _CACHED_INT_MAX:
+            return ids
+        return self._id_objects().take(ids.astype(np.intp))  # intp indices take the fast loop
 
     def _id_objects(self) -> np.ndarray:
         """(len(self),) object array holding the int of every id, built once per vocabulary:
@@ -482,10 +492,15 @@ class _Block:
 
 def _fill_rows(blocks: list[_Block], ids: np.ndarray, mask: np.ndarray | None, side: str, pad: int) -> None:
     """Write each row's ids into the (B, T) `ids`, `pad` where the row is shorter, and zero
-    the padding in the all-ones `mask`. Each row is one slice copy from its block (a memcpy,
-    cheaper than a gather over every cell); only the rows shorter than T get padding written."""
+    the padding in the all-ones `mask`. A block whose rows all fill the width back to back
+    (fixed-size chunks) is one copy; otherwise each row is one slice copy from its block (a
+    memcpy, cheaper than a gather over every cell), and only rows shorter than T get padding."""
     width = ids.shape[1]
     for block in blocks:
+        rows = len(block.lengths)
+        if block.flat.size == rows * width and int(block.lengths.min()) == width:
+            ids[block.first : block.first + rows] = block.flat.reshape(rows, width)
+            continue
         for row, (start, n) in enumerate(zip(block.starts.tolist(), block.lengths.tolist()), block.first):
             first = width - n if side == "left" else 0
             ids[row, first : first + n] = block.flat[start : start + n]

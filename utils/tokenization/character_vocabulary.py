@@ -3,12 +3,20 @@
 The vocabulary is laid out in a fixed order, so the same arguments always give the same ids:
 
 1. the special tokens (`<pad>`, `<unk>`, `<s>`, `</s>`, `<mask>` by default);
-2. 256 byte tokens `<0x00>` ... `<0xFF>`, when the vocabulary has room for them (see
-   `byte_fallback`): a character without a token of its own is written as its UTF-8 bytes,
-   so `decode(encode(text)) == text` for any Unicode text;
-3. the characters of the user's text, most frequent first (ties by code point);
-4. the rest of Unicode, in the order `UNICODE_FILL_ORDER` documents, until the vocabulary
-   is full. Every token is a real character, so every id decodes to real text.
+2. the characters of the user's text, most frequent first (ties by code point);
+3. the rest of Unicode, in the order `UNICODE_FILL_ORDER` documents, until the vocabulary
+   is full. Every token is a real character, so every id decodes to real text;
+4. as the last 256 ids, the byte tokens `<0x00>` ... `<0xFF>`, when the vocabulary has room
+   for them (see `byte_fallback`): a character without a token of its own is written as its
+   UTF-8 bytes, so `decode(encode(text)) == text` for any Unicode text.
+
+The bytes come last so that the characters, the text's most frequent first, get the
+smallest ids: built from a text of up to 252 distinct characters (any English text), with
+the five default special tokens, the tokenizer gives that text ids 0..256, the ints Python
+keeps cached, so its id lists are built without allocating an int per token. (A character
+that falls back to bytes gets ids of vocab_size - 256 and up, which only costs speed.)
+Earlier versions put the bytes right after the special tokens, so their ids differ; a
+vocabulary they saved loads with its own ids.
 
 A saved vocabulary keeps its ids whatever Unicode version reloads it.
 """
@@ -99,13 +107,27 @@ def build_vocabulary(
             f"byte_fallback=True needs vocab_size > {len(special_tokens) + len(BYTE_TOKENS)} "
             f"(special tokens + 256 bytes + at least one character), got {vocab_size}"
         )
-    tokens = list(special_tokens) + (list(BYTE_TOKENS) if byte_fallback else [])
-    n_chars = vocab_size - len(tokens)
+    bytes_ = list(BYTE_TOKENS) if byte_fallback else []
+    n_chars = vocab_size - len(special_tokens) - len(bytes_)
     fill = unicode_fill_order()
     fill = fill[~np.isin(fill, seen)]
     chosen = np.concatenate([seen, fill])[:n_chars]
-    tokens += codepoints_to_chars(chosen)
-    return tokens, byte_fallback
+    return list(special_tokens) + codepoints_to_chars(chosen) + bytes_, byte_fallback
+
+
+def byte_token_ids(tokens: Sequence[str], n_specials: int, byte_fallback: bool) -> range:
+    """The ids of the 256 byte tokens, in byte order: the last ids, or right after the
+    `n_specials` special tokens in a vocabulary saved before the bytes moved; empty without."""
+    if not byte_fallback:
+        return range(0)
+    n = len(BYTE_TOKENS)
+    for first in (len(tokens) - n, n_specials):
+        if first >= n_specials and tuple(tokens[first : first + n]) == BYTE_TOKENS:
+            return range(first, first + n)
+    raise ValueError(
+        "byte_fallback is set but the 256 byte tokens are neither the last ids nor right after "
+        "the special tokens: the file was edited or written by another tool"
+    )
 
 
 def read_vocab_file(path: Path, specials: list[str]) -> tuple[list[str], bool]:
@@ -127,11 +149,12 @@ def read_vocab_file(path: Path, specials: list[str]) -> tuple[list[str], bool]:
             f"{path}: special tokens {saved} do not match the tokenizer config's {specials}; "
             "the folder mixes files from different tokenizers"
         )
-    first_char = len(saved) + (len(BYTE_TOKENS) if byte_fallback else 0)
-    if byte_fallback and tuple(tokens[len(saved) : first_char]) != BYTE_TOKENS:
-        raise ValueError(f"{path}: byte_fallback is set but the byte tokens are missing or out of order")
-    for i, token in enumerate(tokens[first_char:], start=first_char):
-        if len(token) != 1:
+    try:
+        byte_ids = byte_token_ids(tokens, len(saved), bool(byte_fallback))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    for i, token in enumerate(tokens[len(saved) :], start=len(saved)):
+        if len(token) != 1 and i not in byte_ids:
             raise ValueError(f"{path}: token #{i} {token!r} is not a single character")
     return tokens, bool(byte_fallback)
 

@@ -15,6 +15,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from utils._io import atomic_write_bytes
+from utils.training.config import TrainConfigError
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,28 @@ class SaveOnInterrupt(pl.Callback):
             type(exception).__name__,
             self.path,
         )
+
+
+class SameTokenizer(pl.Callback):
+    """Keeps the tokenizer's fingerprint in every checkpoint and refuses to resume with
+    another: the same ids would mean other tokens, and the run would go on training on
+    scrambled text without a sign (a character tokenizer chosen for other data, say)."""
+
+    def __init__(self, fingerprint: str, checkpoint: Path | None) -> None:
+        self.fingerprint, self.checkpoint = fingerprint, checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tokenizer": self.fingerprint}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("tokenizer")
+        if saved is not None and saved != self.fingerprint:
+            raise TrainConfigError(
+                f"{self.checkpoint or 'the checkpoint'}: it was trained with another tokenizer (vocabulary "
+                f"{saved[:12]}, this run's {self.fingerprint[:12]}), whose ids mean other tokens: give "
+                "train() the tokenizer (or, for the automatic one, the data) it was trained with, "
+                "or resume=False to start over"
+            )
 
 
 class LiveLossPlot(pl.Callback):

@@ -33,6 +33,7 @@ from utils.training.callbacks import (
     EvalHook,
     LiveLossPlot,
     RunRecorder,
+    SameTokenizer,
     SaveOnInterrupt,
     in_notebook,
 )
@@ -182,9 +183,15 @@ def _run(
     recorder = RunRecorder(micro * accum * world * seq_len, hooks)
     checkpoints = Checkpoints(folder, min(cfg.eval_every, steps))
     interrupt = SaveOnInterrupt(
-        folder / "last.ckpt", (NonFiniteLossError, DataMismatchError, torch.cuda.OutOfMemoryError)
+        folder / "last.ckpt", (NonFiniteLossError, DataMismatchError, TrainConfigError, torch.cuda.OutOfMemoryError)
     )
     callbacks: list[pl.Callback] = [recorder, checkpoints, interrupt]
+    ckpt = _resume_path(cfg, folder)
+    tokenizer = getattr(inner, "tokenizer", None)
+    if tokenizer is not None:
+        from utils.tokenization import tokenizer_fingerprint
+
+        callbacks.append(SameTokenizer(tokenizer_fingerprint(tokenizer), ckpt))
     if cfg.early_stopping_patience:
         callbacks.append(
             pl.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience, check_on_train_epoch_end=False)
@@ -215,7 +222,6 @@ def _run(
         default_root_dir=str(out_dir),
         enable_checkpointing=False,
     )
-    ckpt = _resume_path(cfg, folder)
     compiled = _compile(adapted) if cfg.compile else False
     fpt = _flops_per_token(adapted, inner, module.task, trainer, precision)
     if trainer.strategy.root_device.type == "cuda":
