@@ -42,7 +42,7 @@ _SENTINEL, _N_SENTINELS = 0xFDD0, 32  # Unicode noncharacters U+FDD0-U+FDEF: nev
 _SENTINEL_RE = re.compile("[\ufdd0-\ufdef]")
 _CACHED_INT_MAX = 256  # CPython keeps one int object for each of -5..256
 # A batch is encoded this many characters at a time (see `_encode_blocks`).
-BLOCK_CHARS = 1 << 14
+BLOCK_CHARS = 1 << 16
 
 
 class CharacterLevelTokenizer(PreTrainedTokenizer):
