@@ -22,7 +22,7 @@ TASKS: tuple[str, ...] = get_args(Task)
 # logits over the vocabulary per position (a seq2seq model's: per target position)
 LM_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq2seq")
 LOSS_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification", "seq2seq")  # trainable
-DATA_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification")  # the data module's
+DATA_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification", "seq2seq")  # the data module's
 
 # -- how a padding mask reads -------------------------------------------------------------
 

@@ -16,6 +16,8 @@ import torch
 from tests.training.tier3_models import (
     BlindLM,
     DivergingLM,
+    EncoderDecoder,
+    EndsAtOnceLM,
     NaNLM,
     NoisyBufferLM,
     StandardLM,
@@ -92,6 +94,32 @@ def test_a_model_that_ignores_its_input(tmp_path, tok):
     assert report["training"].status != "pass"  # stuck near chance or at the unigram entropy
     assert report["baseline_comparison"].status == "warn"
     assert "worse than the baseline by" in report["baseline_comparison"].summary
+
+
+def test_a_model_that_ends_every_prompt_at_once_warns_in_generation(tmp_path, tok):
+    report = tier3(EndsAtOnceLM(V, T, eos_id=tok.eos_token_id), tmp_path, tok, checks=["generation"], baseline=False)
+    assert report["generation"].status == "warn"
+    assert "Every greedy continuation is empty" in report["generation"].summary
+    assert report["generation"].metrics["prompt_sensitivity"] > 1e-5
+
+
+def test_an_encoder_decoder_trains_as_a_prefix_lm_against_a_bart_baseline(tmp_path, tok):
+    checks = ["training", "generalization", "baseline_comparison", "generation", "export"]
+    report = tier3(EncoderDecoder(V, T), tmp_path, tok, checks=checks)
+    assert report["training"].status == "pass", report["training"].summary
+    assert report["generalization"].status == "pass"
+    assert report["baseline_comparison"].status in ("pass", "warn")
+    assert report["baseline_comparison"].metrics["sizing"]["family"] == "bart"
+    assert report["generation"].status != "fail", report["generation"].summary
+    assert report["generation"].metrics["prompt_sensitivity"] > 1e-5
+    assert report["export"].status == "pass", report["export"].summary
+
+
+def test_an_encoder_decoder_that_ignores_its_source_fails_generation(tmp_path, tok):
+    report = tier3(EncoderDecoder(V, T, blind=True), tmp_path, tok, checks=["training", "generation"], baseline=False)
+    assert report["training"].status == "pass"  # its decoder alone is a language model
+    assert report["generation"].status == "fail"
+    assert report["generation"].metrics["prompt_sensitivity"] == 0.0
 
 
 def test_a_model_whose_loss_climbs_fails_training(tmp_path, tok):

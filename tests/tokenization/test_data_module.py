@@ -29,6 +29,20 @@ def first_batch(dm: AdaptiveTokenizerDataModule, split: str = "train") -> dict[s
     return next(iter(loader))
 
 
+def test_seq2seq_splits_each_packed_block_into_a_source_and_its_continuation(char_tok) -> None:
+    docs = ["first document", "second one", "third"] * 20
+    settings = dict(dataset=docs, tokenizer=char_tok, batch_size=4, max_length=16, val_split=0.0)
+    causal = AdaptiveTokenizerDataModule(**settings)
+    dm = AdaptiveTokenizerDataModule(**settings, task="seq2seq")
+    causal.setup()
+    dm.setup()
+    batch = next(iter(dm._loader(dm.train_dataset, shuffle=False)))
+    blocks = next(iter(causal._loader(causal.train_dataset, shuffle=False)))["input_ids"]  # (4, 16)
+    assert torch.equal(batch["input_ids"], blocks[:, :8]) and torch.equal(batch["labels"], blocks[:, 8:])
+    assert batch["attention_mask"].shape == (4, 8) and bool(batch["attention_mask"].all())
+    assert char_tok.decode(batch["input_ids"][0]) + char_tok.decode(batch["labels"][0]) == "first document</s>s"
+
+
 def test_causal_lm_packs_documents_joined_with_eos_into_full_blocks(char_tok) -> None:
     docs = ["first document", "second one", "third"] * 20
     dm = AdaptiveTokenizerDataModule(dataset=docs, tokenizer=char_tok, batch_size=4, max_length=16, val_split=0.0)
@@ -305,8 +319,12 @@ def test_bad_input_gets_clear_errors(char_tok, tmp_path) -> None:
     no_mask = CharacterLevelTokenizer(vocab_size=300, mask_token=None)
     with pytest.raises(ValueError, match="masked_lm needs a mask token"):
         AdaptiveTokenizerDataModule(dataset=["x"], tokenizer=no_mask, task="masked_lm")
-    with pytest.raises(ValueError, match="task='seq2seq' is not one of"):
-        AdaptiveTokenizerDataModule(dataset=["x"], tokenizer=char_tok, task="seq2seq")
+    with pytest.raises(ValueError, match="task='translation' is not one of"):
+        AdaptiveTokenizerDataModule(dataset=["x"], tokenizer=char_tok, task="translation")
+    with pytest.raises(ValueError, match="task='seq2seq' splits packed blocks .* use packing=True"):
+        AdaptiveTokenizerDataModule(dataset=["x"], tokenizer=char_tok, task="seq2seq", packing=False)
+    with pytest.raises(ValueError, match="task='seq2seq' needs max_length >= 2"):
+        AdaptiveTokenizerDataModule(dataset=["x"], tokenizer=char_tok, task="seq2seq", max_length=1)
     with pytest.raises(ValueError, match="max_length must be an integer >= 1, got 0"):
         AdaptiveTokenizerDataModule(dataset=["x"], tokenizer=char_tok, max_length=0)
 

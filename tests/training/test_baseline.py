@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training.tier3_models import BlindLM, TinyLM
+from tests.training.tier3_models import BlindLM, EncoderDecoder, TinyLM
 from utils import adapt, load_model
 from utils.training.baseline import (
     BaselineError,
+    bart_parameters,
     bert_parameters,
     build_baseline,
     count_parameters,
@@ -19,7 +20,9 @@ from utils.training.baseline import (
 )
 
 
-@pytest.mark.parametrize(("family", "counter"), [("gpt2", gpt2_parameters), ("bert", bert_parameters)])
+@pytest.mark.parametrize(
+    ("family", "counter"), [("gpt2", gpt2_parameters), ("bert", bert_parameters), ("bart", bart_parameters)]
+)
 def test_the_size_formulas_match_the_built_models(family, counter):
     from utils.training.baseline import BaselineSizing
 
@@ -40,6 +43,16 @@ def test_the_embedded_examples_get_a_baseline_within_ten_percent(name):
     assert sizing.vocab_size == adapted.profile.vocab_size
     assert sizing.max_seq_len == adapted.profile.max_seq_len
     assert sizing.n_embd % sizing.n_head == 0
+
+
+def test_an_encoder_decoder_gets_a_bart_baseline_within_ten_percent():
+    model = EncoderDecoder(vocab_size=128, max_seq_len=32, d_model=64)
+    sizing = size_baseline(adapt(model))
+    assert sizing.family == "bart" and abs(sizing.total_error) <= 0.10
+    bart = build_baseline(sizing, pad_token_id=0, eos_token_id=3)
+    assert count_parameters(bart).total == sizing.total
+    assert bart.config.decoder_start_token_id == 3 and bart.config.encoder_layers == bart.config.decoder_layers
+    assert adapt(bart).profile.task == "seq2seq"
 
 
 def test_an_untied_wide_model_gets_a_wider_baseline():

@@ -154,3 +154,15 @@ def test_out_of_memory_halves_the_micro_batch_keeping_the_step(data, tmp_path, c
     assert "micro-batch 2 and grad_accum 4" in caplog.text
     with pytest.raises(TrainingOOMError, match="micro-batch of 1 row"):
         train(OOMAboveLM(limit=0), data, max_steps=2, out_dir=tmp_path, **FAST)
+
+
+def test_flops_per_token_of_an_encoder_decoder_counts_its_target_too():
+    from tests.training.tier3_models import EncoderDecoder
+    from utils.training.flops import flops_per_token
+
+    adapted = adapt(EncoderDecoder(vocab_size=64, max_seq_len=32))
+    source, target = torch.randint(4, 64, (2, 4)), torch.randint(4, 64, (2, 5))  # an odd block: 4 + 5
+    batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": target}
+    per_token = flops_per_token(adapted, batch, "seq2seq", torch.device("cpu"))  # logits over the target
+    shorter = dict(batch, labels=target[:, :1])  # fewer target tokens: fewer FLOPs, fewer tokens
+    assert per_token > 0 and flops_per_token(adapted, shorter, "seq2seq", torch.device("cpu")) > 0

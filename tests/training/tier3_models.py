@@ -101,6 +101,21 @@ class NaNLM(TinyLM):
         return logits * float("nan") if self.calls > self.after else logits
 
 
+class EndsAtOnceLM(TinyLM):
+    """Learns like TinyLM, but its end-of-text logit is raised far above the rest: greedy
+    decoding ends every prompt at once, while the other tokens still depend on the input."""
+
+    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, eos_id: int = 3):
+        super().__init__(vocab_size, max_seq_len)
+        self.eos_id = eos_id
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(input_ids)  # (B, T, V)
+        boost = torch.zeros(logits.shape[-1], device=logits.device)
+        boost[self.eos_id] = 50.0
+        return logits + boost
+
+
 class StandardLM(nn.Module):
     """A design that is the standard one: GPT-2's block from transformers, wrapped the way a
     user might. It should match the size-matched baseline."""
@@ -125,3 +140,42 @@ class StandardLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.gpt(input_ids, use_cache=False).logits  # (B, T, V)
+
+
+class EncoderDecoder(nn.Module):
+    """A correct encoder-decoder in Hugging Face's calling convention, forward(input_ids,
+    attention_mask, decoder_input_ids) -> (B, T, V) logits over the decoder's positions: one
+    pre-norm encoder block, one decoder block with causal self-attention and cross-attention.
+    `blind`: the decoder's cross-attention reads one fixed zero vector instead of the encoder,
+    so the output never depends on the source."""
+
+    def __init__(self, vocab_size: int = 64, max_seq_len: int = 32, d_model: int = 32, blind: bool = False):
+        super().__init__()
+        self.max_seq_len, self.blind = max_seq_len, blind
+        self.tok = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(max_seq_len, d_model)
+        layer = dict(nhead=2, dim_feedforward=4 * d_model, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoderLayer(d_model, **layer)
+        self.decoder = nn.TransformerDecoderLayer(d_model, **layer)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))  # (B, L, C)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        pad = None if attention_mask is None else attention_mask == 0  # (B, S) True where padding
+        memory = self.encoder(self.embed(input_ids), src_key_padding_mask=pad)  # (B, S, C)
+        if self.blind:
+            memory, pad = memory.new_zeros(memory.shape[0], 1, memory.shape[2]), None  # (B, 1, C)
+        T = decoder_input_ids.shape[1]
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=input_ids.device)  # (T, T)
+        x = self.decoder(
+            self.embed(decoder_input_ids), memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=pad
+        )
+        return self.head(self.norm(x))  # (B, T, V)

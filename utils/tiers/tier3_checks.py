@@ -256,7 +256,9 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
     What it checks: the next-token distributions after three different prompts (openings
     of the training texts; they must differ: a model whose output ignores its input gives the same one), greedy
     continuations of each, and one sampled at temperature 0.8 with top-k 50 and top-p 0.95;
-    warns when a greedy continuation is a single token repeated.
+    warns when a greedy continuation is a single token repeated. An encoder-decoder gets
+    each prompt as its source: its first target token's distribution must depend on it,
+    and it generates the continuation (trained as a prefix LM, that is what it learnt).
     Why it matters: the loss can look fine while the model ignores its prompt or loops;
     samples show it.
     Known false alarms: a briefly trained model repeats common words; that is a warning
@@ -264,8 +266,8 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
     Broken example: a model whose output ignores its input continues every prompt alike.
     How to fix: train longer; if continuations ignore the prompt, check the attention path.
     """
-    if ctx.task != "causal_lm":
-        return v.skip(f"Generation needs a causal LM; this model is a {ctx.task}.")
+    if ctx.task not in ("causal_lm", "seq2seq"):
+        return v.skip(f"Generation needs a causal LM or an encoder-decoder; this model is a {ctx.task}.")
     if (skip := needs_training(ctx, v)) is not None:
         return skip
     from utils.training.generation import generate_text
@@ -276,9 +278,9 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
     sampled = generate_text(
         ctx.adapted, ctx.tokenizer, prompts[0], max_new_tokens=n, temperature=0.8, top_k=50, top_p=0.95, seed=0
     )
-    tails = [text[len(p) :] for text, p in zip(greedy, prompts)]
+    tails = greedy if ctx.task == "seq2seq" else [text[len(p) :] for text, p in zip(greedy, prompts)]
     new_ids = [ctx.tokenizer(tail, add_special_tokens=False)["input_ids"] for tail in tails]
-    repeat = max((Counter(ids).most_common(1)[0][1] / len(ids) for ids in new_ids if ids), default=1.0)
+    repeat = max((Counter(ids).most_common(1)[0][1] / len(ids) for ids in new_ids if ids), default=0.0)
     spread = _prompt_sensitivity(ctx)
     metrics = {
         "greedy": dict(zip(prompts, greedy)),
@@ -294,6 +296,12 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
             metrics,
             advice="Check that the token embeddings reach the output through the "
             "attention blocks (Tier 1's gradient_flow names unused parameters).",
+        )
+    if not any(new_ids):
+        return v.warn(
+            "Every greedy continuation is empty: the model ends each prompt at once with its end-of-text token.",
+            metrics,
+            advice="Train longer; a briefly trained model over-predicts the token that separates documents.",
         )
     if repeat >= t.max_repeat_fraction:
         return v.warn(
@@ -355,7 +363,9 @@ TIER3_CHECK_IDS: tuple[str, ...] = TIER3_CHECKS.ids
 
 
 def _prompt_sensitivity(ctx: Tier3Context) -> float:
-    """Largest |log p(next token)| difference between the first prompt and the others."""
+    """Largest |log p(next token)| difference between the first prompt and the others; for
+    an encoder-decoder, of the first target token with the prompt as the source (the decoder
+    sees only its start token, so only the source can make the difference)."""
     import torch
 
     device = next(ctx.adapted.parameters()).device
@@ -366,7 +376,12 @@ def _prompt_sensitivity(ctx: Tier3Context) -> float:
         with torch.no_grad():
             for prompt in ctx.prompts:
                 ids = ctx.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-                logits = ctx.adapted(torch.tensor([ids], device=device))[0, -1].float()  # (V,)
+                source = torch.tensor([ids], device=device)  # (1, S)
+                if ctx.task == "seq2seq":
+                    first = torch.zeros((1, 1), dtype=torch.long, device=device)  # shifted away: start token in
+                    logits = ctx.adapted(source, target_ids=first)[0, 0].float()  # (V,)
+                else:
+                    logits = ctx.adapted(source)[0, -1].float()  # (V,)
                 dists.append(logits.log_softmax(-1))
     finally:
         for m, mode in modes:

@@ -71,6 +71,13 @@ class BatchCollator:
             )
         else:
             labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        if self.task == "seq2seq":  # prefix LM: the block's first half is the source, the rest the target
+            half = input_ids.shape[1] // 2
+            return {
+                "input_ids": input_ids[:, :half],
+                "attention_mask": attention_mask[:, :half],
+                "labels": labels[:, half:],
+            }
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

@@ -11,8 +11,11 @@ hub dataset name, and serves batches as dicts:
 Tasks: `causal_lm` joins documents with EOS and packs them into full blocks of `max_length`
 (no padding waste; labels equal input_ids, the model shifts them); `masked_lm` packs the same
 way and masks anew every time a batch is drawn (15%: 80% <mask>, 10% random, 10% kept);
-`classification` keeps one text per row (truncated to `max_length`, padded per batch).
-`packing=False` gives one padded document per row for the language-modelling tasks.
+`classification` keeps one text per row (truncated to `max_length`, padded per batch);
+`seq2seq` (encoder-decoders) packs the same way and splits every block in two, T5's prefix-LM
+objective: the first half is the source (`input_ids`, `attention_mask`), the second the target
+(`labels`, which the model's own rule shifts into the decoder's input), so any text trains one.
+`packing=False` gives one padded document per row for causal and masked LM.
 
 Speed: documents are joined into ~32K-character chunks and encoded with the tokenizer's
 fast batch API (`encode_batch_fast`, or the character tokenizer's numpy path), straight into
@@ -116,6 +119,10 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
             raise ValueError(f"task={task!r} is not one of {TASKS}")
         if not 0.0 <= val_split < 1.0:
             raise ValueError(f"val_split must be in [0, 1), got {val_split}")
+        if task == "seq2seq" and not packing:
+            raise ValueError("task='seq2seq' splits packed blocks into a source and a target: use packing=True")
+        if task == "seq2seq" and max_length < 2:
+            raise ValueError(f"task='seq2seq' needs max_length >= 2 (a source and a target token), got {max_length}")
         if not 0.0 < mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
         self.tokenizer = tokenizer.tokenizer if isinstance(tokenizer, TokenizerChoice) else tokenizer

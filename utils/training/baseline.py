@@ -4,7 +4,8 @@
     baseline = build_baseline(adapted)       # a random-init GPT2LMHeadModel (BertForMaskedLM)
 
 A causal LM is compared with GPT-2 (`GPT2LMHeadModel`), a masked LM with BERT
-(`BertForMaskedLM`), both from `transformers` with random weights. The shape is searched
+(`BertForMaskedLM`), an encoder-decoder with BART (`BartForConditionalGeneration`, as many
+decoder as encoder layers), all from `transformers` with random weights. The shape is searched
 over depth and width so that the total parameter count is within 10% of the user's model,
 and among the shapes that are, the one whose non-embedding count is also closest wins: the
 comparison is then about the design, not about how many weights each side got.
@@ -48,8 +49,8 @@ class ParameterCount:
 class BaselineSizing:
     """The baseline's shape and how close its size is to the user's model."""
 
-    family: str  # "gpt2" or "bert"
-    n_layer: int
+    family: str  # "gpt2", "bert" or "bart"
+    n_layer: int  # for BART, the layers of each of the encoder and the decoder
     n_embd: int
     n_head: int
     vocab_size: int
@@ -95,8 +96,17 @@ def bert_parameters(vocab: int, ctx: int, d: int, layers: int) -> ParameterCount
     return ParameterCount(embedding + 2 * d + layers * (12 * d * d + 13 * d) + head, embedding)
 
 
-_COUNTERS = {"gpt2": gpt2_parameters, "bert": bert_parameters}
-_FAMILIES = {"causal_lm": "gpt2", "masked_lm": "bert"}
+def bart_parameters(vocab: int, ctx: int, d: int, layers: int) -> ParameterCount:
+    """BartForConditionalGeneration's count with `layers` encoder and `layers` decoder layers:
+    the shared token table and two position tables of ctx + 2 rows, 12d^2 + 13d an encoder
+    layer, 16d^2 + 19d a decoder layer (cross-attention and its LayerNorm besides), two
+    embedding LayerNorms; the head is tied to the token table."""
+    embedding = (vocab + 2 * (ctx + 2)) * d
+    return ParameterCount(embedding + layers * (28 * d * d + 32 * d) + 4 * d, embedding)
+
+
+_COUNTERS = {"gpt2": gpt2_parameters, "bert": bert_parameters, "bart": bart_parameters}
+_FAMILIES = {"causal_lm": "gpt2", "masked_lm": "bert", "seq2seq": "bart"}
 
 
 def heads_for(width: int) -> int:
@@ -156,7 +166,8 @@ def _family(adapted: AdaptedModel) -> str:
     task = adapted.profile.task
     if task not in _FAMILIES:
         raise BaselineError(
-            f"a standard baseline exists for causal and masked language models; this model's task is {task}"
+            f"a standard baseline exists for causal and masked language models and encoder-decoders; "
+            f"this model's task is {task}"
         )
     return _FAMILIES[task]
 
@@ -181,6 +192,8 @@ def build_baseline(
 
     torch.manual_seed(seed)
     s = sizing
+    if s.family == "bart":
+        return _bart(s, dropout, pad_token_id, eos_token_id)
     if s.family == "gpt2":
         config = GPT2Config(
             vocab_size=s.vocab_size,
@@ -210,6 +223,35 @@ def build_baseline(
         tie_word_embeddings=True,
     )
     return BertForMaskedLM(config)
+
+
+def _bart(s: BaselineSizing, dropout: float, pad_token_id: int | None, eos_token_id: int | None) -> nn.Module:
+    """BART's decoder starts from its end-of-text token, as the pretrained models do."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    eos = eos_token_id if eos_token_id is not None else 0
+    pad = pad_token_id if pad_token_id is not None else eos
+    config = BartConfig(
+        vocab_size=s.vocab_size,
+        max_position_embeddings=s.max_seq_len,
+        d_model=s.n_embd,
+        encoder_layers=s.n_layer,
+        decoder_layers=s.n_layer,
+        encoder_attention_heads=s.n_head,
+        decoder_attention_heads=s.n_head,
+        encoder_ffn_dim=4 * s.n_embd,
+        decoder_ffn_dim=4 * s.n_embd,
+        dropout=dropout,
+        attention_dropout=dropout,
+        activation_dropout=0.0,
+        pad_token_id=pad,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        decoder_start_token_id=eos,
+        forced_eos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    return BartForConditionalGeneration(config)
 
 
 def model_dropout(model: nn.Module) -> float:

@@ -38,7 +38,8 @@ def peak_flops(device: torch.device) -> float | None:
 
 def flops_per_token(model: nn.Module, batch: dict[str, torch.Tensor], task: str, device: torch.device) -> float:
     """Forward + backward FLOPs of one batch, counted by torch's FlopCounterMode, per
-    token; the gradients it makes are dropped."""
+    token (an encoder-decoder's source and target both count); the gradients it makes are
+    dropped."""
     was_training = model.training
     model.to(device).train()
     ids = batch["input_ids"].to(device)
@@ -46,7 +47,8 @@ def flops_per_token(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
     labels = batch.get("labels", ids).to(device)
     counter = FlopCounterMode(display=False)
     with counter:
-        logits = model(ids, mask.to(device) if mask is not None else None)
+        mask = mask.to(device) if mask is not None else None
+        logits = model(ids, mask, target_ids=labels) if task == "seq2seq" else model(ids, mask)
         loss, _ = lm_loss(
             logits, labels, task, getattr(model, "profile", None) and model.profile.output_kind or "logits"
         )
@@ -54,4 +56,5 @@ def flops_per_token(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
     for p in model.parameters():
         p.grad = None
     model.train(was_training)
-    return counter.get_total_flops() / ids.numel()
+    tokens = ids.numel() + (labels.numel() if task == "seq2seq" else 0)
+    return counter.get_total_flops() / tokens

@@ -43,7 +43,7 @@ from utils.training.flops import flops_per_token, peak_flops
 
 log = logging.getLogger(__name__)
 
-TRAINABLE_TASKS = ("causal_lm", "masked_lm", "classification")
+TRAINABLE_TASKS = ("causal_lm", "masked_lm", "classification", "seq2seq")
 
 
 class TrainingOOMError(MemoryError):
