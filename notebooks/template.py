@@ -28,7 +28,7 @@
 # | 4. Tier 1 | is the model correct and trainable? |
 # | 5. Tokenizer and data | which tokenizer fits the vocabulary, why, and does it fit the model? |
 # | 6. Tier 2 | what does the untrained model do inside? |
-# | 7. Tier 3 | does it learn, with which settings, against a same-size GPT-2 or BERT? what does it write? |
+# | 7. Tier 3 | does it learn, with which settings, against a same-size GPT-2, BERT or BART? what does it write? |
 # | 8. Tier 2 again | what did training change inside (heads that specialised, rank)? |
 # | 9. Export | a folder that loads without the toolkit, checked to give the same outputs, to download |
 
@@ -269,8 +269,8 @@ for attempt in choice.tried:
 tokenizer = choice.tokenizer
 display(TokenizerValidator.validate(tokenizer, expected_vocab_size=profile.vocab_size, texts=texts[:200]))
 
-task = profile.task if profile.task in ("causal_lm", "masked_lm") else "causal_lm"
-seq_len = min(SEQ_LEN, profile.max_seq_len or SEQ_LEN)
+task = profile.task if profile.task in ("causal_lm", "masked_lm", "seq2seq") else "causal_lm"
+seq_len = min(SEQ_LEN, (2 if task == "seq2seq" else 1) * (profile.max_seq_len or SEQ_LEN))
 data = AdaptiveTokenizerDataModule(dataset=texts, tokenizer=tokenizer, batch_size=BATCH_SIZE,
                                    max_length=seq_len, val_split=0.05, task=task)
 data.setup()
@@ -302,7 +302,7 @@ display(tier2_untrained)
 # A real Lightning run (AdamW, warmup then cosine decay, mixed precision on a GPU) with the
 # loss plotted as it comes; with `SEARCH_TRIALS` an Optuna study (SQLite under the results
 # folder, pruning bad trials) picks the settings first. With `COMPARE_TO_BASELINE` a GPT-2
-# (BERT for a masked LM) of the same size trains the same way on the same data, so the
+# (BERT for a masked LM, BART for an encoder-decoder) of the same size trains the same way on the same data, so the
 # loss has something to be judged against. Then samples from the trained model.
 
 # %%

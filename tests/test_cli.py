@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from utils.cli import main
 from utils.commands import read_texts
@@ -254,6 +255,26 @@ def test_version(capsys):
 def test_train_refuses_bad_numbers_before_training(capsys, tmp_path, flags, message):
     code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), *flags)
     assert code == 2 and f"error: {message}" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_takes_the_model_options_and_the_device(capsys, tmp_path):
+    report = tmp_path / "report.json"
+    flags = ["--steps", "2", "--no-baseline", "--max-seq-len", "16", "--device", "cpu", "-q", "--json", str(report)]
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), *flags)
+    assert code in (0, 1), err  # two steps may not learn enough to pass
+    meta = json.loads(report.read_text())["meta"]
+    assert "max_seq_len 16 (override)" in meta["profile"]
+    assert meta["settings"]["seq_len"] == 16 and meta["settings"]["accelerator"] == "cpu"
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "big"), "--max-seq-len", "100000")
+    assert code == 2 and "error: --max-seq-len 100000: the model's position table" in err
+    assert not (tmp_path / "big").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_on_a_missing_gpu_names_the_flag(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), "--device", "cuda", "--steps", "1")
+    assert code == 2 and "error: --device cuda: no CUDA device is available here" in err
     assert not (tmp_path / "run").exists()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from utils._io import atomic_write_text
-from utils.errors import CommandError
+from utils.errors import CommandError, OptionError
 from utils.examples import default_corpus
 
 log = logging.getLogger("utils.commands")
@@ -228,7 +228,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
     """Tier 3 into the run folder --out (default tbuilder_runs/<model>): checkpoints, CSV
-    log, baseline, export and the report with its figures."""
+    log, baseline, export and the report with its figures. --task, --vocab-size and
+    --max-seq-len override what the adapter infers; --device picks where training runs."""
+    from utils.adapters import adapt
+    from utils.tiers.tier1.run import check_overrides
     from utils.tiers.tier3 import run_tier3
 
     if args.steps is not None and args.steps < 1:
@@ -237,12 +240,16 @@ def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
         raise CommandError(f"--search {args.search}: give 0 (no search) or a number of trials.")
     texts = read_texts(args.data) if args.data else paragraphs(default_corpus())
     out = Path(args.out or Path("tbuilder_runs") / loaded.class_name)
-    overrides = _train_defaults(loaded)
+    model_options = {k: getattr(args, k) for k in ("task", "vocab_size", "max_seq_len") if getattr(args, k) is not None}
+    check_overrides(loaded.model, args.vocab_size, args.max_seq_len)
+    overrides = _train_defaults(args.max_seq_len or loaded.config.max_seq_len)
     overrides.update({k: v for k, v in (("max_steps", args.steps), ("seed", args.seed)) if v is not None})
+    if args.device:
+        overrides.update(_accelerator(args.device))
     if args.resume:
         overrides["resume"] = True
     report = run_tier3(
-        loaded,
+        adapt(loaded.model, loaded.config, **model_options) if model_options else loaded,
         data=texts,
         search_trials=args.search,
         baseline=not args.no_baseline,
@@ -254,10 +261,23 @@ def _tier3(args: argparse.Namespace, loaded: Any) -> Any:
     return report
 
 
-def _train_defaults(loaded: Any) -> dict[str, Any]:
+def _accelerator(device: str) -> dict[str, Any]:
+    """train()'s accelerator and devices for a --device of cpu, cuda or cuda:N."""
+    import torch
+
+    if device == "cpu":
+        return {"accelerator": "cpu", "devices": 1}
+    if not torch.cuda.is_available():
+        raise OptionError(
+            "device", device, "no CUDA device is available here; use 'cpu' (or a GPU runtime)", "tbuilder train"
+        )
+    index = device.partition(":")[2]
+    return {"accelerator": "gpu", "devices": [int(index)] if index else 1}
+
+
+def _train_defaults(limit: int | None) -> dict[str, Any]:
     """A budget that trains an embedded example in a few minutes on two CPU cores: 200 steps
     of 8 rows of up to 128 tokens (about 200k tokens); --steps gives more."""
-    limit = loaded.config.max_seq_len
     if limit is None:  # the adapter finds the model's context; train() caps seq_len to it
         return {k: v for k, v in CLI_TRAIN.items() if k != "seq_len"}
     return {**CLI_TRAIN, "seq_len": min(CLI_TRAIN["seq_len"], limit)}

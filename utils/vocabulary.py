@@ -24,6 +24,15 @@ LM_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq2seq")
 LOSS_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification", "seq2seq")  # trainable
 DATA_TASKS: tuple[str, ...] = ("causal_lm", "masked_lm", "classification", "seq2seq")  # the data module's
 
+
+def longest_row(task: str | None, max_seq_len: int | None) -> int | None:
+    """The longest data row (seq_len, max_length) a model of `max_seq_len` positions takes:
+    an encoder-decoder's row is a source and a target of up to max_seq_len each."""
+    if max_seq_len is None:
+        return None
+    return 2 * max_seq_len if task == "seq2seq" else max_seq_len
+
+
 # -- how a padding mask reads -------------------------------------------------------------
 
 # "keep_one": 1 = attend, 0 = pad (Hugging Face's attention_mask);

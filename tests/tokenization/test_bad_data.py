@@ -37,10 +37,16 @@ def test_max_length_past_the_models_positions_is_refused_up_front():
     tok = CharacterLevelTokenizer(vocab_size=400)
     with pytest.raises(
         ValueError,
-        match=r"max_length=128 is longer than the model's max_seq_len "
-        r"64 \(config max_seq_len\).*max_length <= 64",
+        match=r"max_length=128 is more than the model's max_seq_len "
+        r"64 \(config max_seq_len\) allows: .*max_length <= 64",
     ):
         AdaptiveTokenizerDataModule(dataset=TEXTS, tokenizer=tok, max_length=128, profile=profile(400, 64))
+    # an encoder-decoder's row is a source and a target of up to max_seq_len each
+    AdaptiveTokenizerDataModule(dataset=TEXTS, tokenizer=tok, max_length=128, profile=profile(400, 64), task="seq2seq")
+    with pytest.raises(ValueError, match=r"allows \(a source and a target of up to max_seq_len each\).*<= 128"):
+        AdaptiveTokenizerDataModule(
+            dataset=TEXTS, tokenizer=tok, max_length=130, profile=profile(400, 64), task="seq2seq"
+        )
 
 
 def test_a_fitting_tokenizer_and_length_pass_and_unknown_sizes_are_not_guessed():

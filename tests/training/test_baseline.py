@@ -53,6 +53,9 @@ def test_an_encoder_decoder_gets_a_bart_baseline_within_ten_percent():
     assert count_parameters(bart).total == sizing.total
     assert bart.config.decoder_start_token_id == 3 and bart.config.encoder_layers == bart.config.decoder_layers
     assert adapt(bart).profile.task == "seq2seq"
+    no_pad = build_baseline(sizing, pad_token_id=None, eos_token_id=3)  # EOS stands in as BART's pad id
+    assert no_pad.config.pad_token_id == 3 and no_pad.model.shared.padding_idx is None
+    assert no_pad.model.shared.weight[3].abs().sum() > 0  # EOS is a real input: its row learns
 
 
 def test_an_untied_wide_model_gets_a_wider_baseline():

@@ -72,7 +72,10 @@ def test_inputs_that_cannot_fit_the_model_are_refused_before_training(tmp_path):
     big = CharacterLevelTokenizer(vocab_size=200)
     with pytest.raises(DataMismatchError, match=r"200 ids.*61 rows"):
         train(TinyLM(), texts, tokenizer=big, max_steps=2, seq_len=16, **FAST)
-    with pytest.raises(TrainConfigError, match=r"seq_len=64 is above the model's context of 24"):
+    with pytest.raises(
+        TrainConfigError,
+        match=r"seq_len=64 is above what the model's context of 24 tokens .max_seq_len. allows: use seq_len <= 24",
+    ):
         train(TinyLM(), texts, tokenizer=CharacterLevelTokenizer(vocab_size=V), seq_len=64, **FAST)
     short = SimpleDataModule(token_data(n=5), val_split=0.2)
     with pytest.raises(TrainConfigError, match=r"too little text for one batch: .* 4 row"):
@@ -163,6 +166,29 @@ def test_flops_per_token_of_an_encoder_decoder_counts_its_target_too():
     adapted = adapt(EncoderDecoder(vocab_size=64, max_seq_len=32))
     source, target = torch.randint(4, 64, (2, 4)), torch.randint(4, 64, (2, 5))  # an odd block: 4 + 5
     batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": target}
-    per_token = flops_per_token(adapted, batch, "seq2seq", torch.device("cpu"))  # logits over the target
-    shorter = dict(batch, labels=target[:, :1])  # fewer target tokens: fewer FLOPs, fewer tokens
-    assert per_token > 0 and flops_per_token(adapted, shorter, "seq2seq", torch.device("cpu")) > 0
+    total = flops_per_token(adapted, batch, "seq2seq", torch.device("cpu")) * (4 + 5)  # per source + target token
+    shorter = dict(batch, labels=target[:, :1])
+    total_shorter = flops_per_token(adapted, shorter, "seq2seq", torch.device("cpu")) * (4 + 1)
+    assert total > total_shorter > 0  # the decoder ran over the target given, not over the source
+
+
+def test_an_encoder_decoder_row_is_a_source_and_a_target_of_up_to_its_context_each(tmp_path):
+    from tests.training.tier3_models import EncoderDecoder
+
+    texts = [f"the cat sat on the mat {i}. " * 4 for i in range(60)]
+    torch.manual_seed(0)
+    model = EncoderDecoder(vocab_size=64, max_seq_len=12)
+    result = train(model, texts, out_dir=tmp_path, max_steps=2, seq_len=24, **FAST)
+    assert result.steps == 2
+    with pytest.raises(TrainConfigError, match=r"context of 12 tokens \(max_seq_len, a source and a target .*<= 24"):
+        train(model, texts, out_dir=tmp_path, max_steps=2, seq_len=26, **FAST)
+
+
+def test_an_encoder_decoders_target_ids_are_checked_against_its_vocabulary():
+    from tests.training.tier3_models import EncoderDecoder
+
+    module = UniversalModelAdapter(adapt(EncoderDecoder(vocab_size=64, max_seq_len=12)))
+    source = torch.randint(4, 64, (2, 6))
+    target = torch.tensor([[5, 6, 7], [8, 70, -100]])  # 70: past the 64 rows
+    with pytest.raises(DataMismatchError, match="token id 70 but the model's vocabulary has 64 rows"):
+        module.training_step({"input_ids": source, "attention_mask": torch.ones_like(source), "labels": target}, 0)

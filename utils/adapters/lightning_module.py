@@ -19,7 +19,7 @@ from utils.adapters.adapt import adapt
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.losses import lm_loss
 from utils.adapters.tracing import trace_nonfinite
-from utils.vocabulary import IGNORE_INDEX
+from utils.vocabulary import IGNORE_INDEX, longest_row
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -112,6 +112,9 @@ class UniversalModelAdapter(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if not self._ids_checked:
             check_batch_ids(self.profile, batch["input_ids"])
+            if self.task == "seq2seq":  # the target's ids reach the decoder's embedding
+                target = batch["labels"]
+                check_batch_ids(self.profile, target.masked_fill(target == IGNORE_INDEX, 0))
             self._ids_checked = True
         loss, n = self._step(batch)
         if not torch.isfinite(loss.detach()):
@@ -125,7 +128,8 @@ class UniversalModelAdapter(pl.LightningModule):
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         if self._last_step_time is not None:
             world = self.trainer.world_size if self.trainer is not None else 1
-            rate = batch["input_ids"].numel() * world / max(now - self._last_step_time, 1e-9)
+            tokens = batch["input_ids"].numel() + (batch["labels"].numel() if self.task == "seq2seq" else 0)
+            rate = tokens * world / max(now - self._last_step_time, 1e-9)
             self.log("tokens_per_sec", rate, prog_bar=True, batch_size=bs)
         self._last_step_time = now
         return loss
@@ -134,7 +138,8 @@ class UniversalModelAdapter(pl.LightningModule):
         """Where the NaN/Inf came from: the batch's forward again, under hooks on every
         submodule, names the first module whose output was not finite."""
         ids, mask = batch["input_ids"], batch.get("attention_mask")
-        module, kind = trace_nonfinite(self.adapted, lambda: self(ids, mask))
+        target = self._labels(batch) if self.task == "seq2seq" else None
+        module, kind = trace_nonfinite(self.adapted, lambda: self.adapted(ids, mask, target_ids=target))
         step = self.trainer.global_step if self.trainer is not None else 0
         where = (
             f"the first module with a NaN/Inf output is `{module}` ({kind})"
@@ -308,7 +313,7 @@ def check_data_fits(profile: Any, datamodule: Any) -> None:
             f"{len(tokenizer)}"
         )
     length = getattr(datamodule, "max_length", None)
-    limit = profile.max_seq_len
+    limit = longest_row(profile.task, profile.max_seq_len)
     if isinstance(length, int) and limit is not None and length > limit:
         raise DataMismatchError(
             f"the data module makes rows of {length} tokens but the model's context is "

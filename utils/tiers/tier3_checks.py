@@ -158,7 +158,7 @@ def generalization(ctx: Tier3Context, v: Verdict) -> CheckResult:
 def baseline_comparison(ctx: Tier3Context, v: Verdict) -> CheckResult:
     """The design learns at least as well as a standard transformer of its size
 
-    What it checks: a GPT-2 (BERT for a masked LM) from transformers, sized within 10% of
+    What it checks: a GPT-2 (BERT for a masked LM, BART for an encoder-decoder) from transformers, sized within 10% of
     the model's parameters, trained on the same data, tokenizer, budget, recipe and seed;
     it warns when the model's final validation loss is clearly worse than the baseline's.
     Why it matters: a new design is worth its complexity only when it beats (or matches)
@@ -172,7 +172,7 @@ def baseline_comparison(ctx: Tier3Context, v: Verdict) -> CheckResult:
     if not ctx.baseline:
         return v.skip(
             "Not asked for (baseline=False).",
-            advice="Run with baseline=True (the default) to compare with a size-matched GPT-2 or BERT.",
+            advice="Run with baseline=True (the default) to compare with a size-matched GPT-2, BERT or BART.",
         )
     if (skip := needs_training(ctx, v)) is not None:
         return skip
@@ -256,7 +256,8 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
     What it checks: the next-token distributions after three different prompts (openings
     of the training texts; they must differ: a model whose output ignores its input gives the same one), greedy
     continuations of each, and one sampled at temperature 0.8 with top-k 50 and top-p 0.95;
-    warns when a greedy continuation is a single token repeated. An encoder-decoder gets
+    warns when a greedy continuation is a single token repeated, or when every one is empty
+    (the model ends each prompt at once). An encoder-decoder gets
     each prompt as its source: its first target token's distribution must depend on it,
     and it generates the continuation (trained as a prefix LM, that is what it learnt).
     Why it matters: the loss can look fine while the model ignores its prompt or loops;
@@ -274,6 +275,8 @@ def generation(ctx: Tier3Context, v: Verdict) -> CheckResult:
 
     t = v.thresholds
     n, prompts = t.new_tokens, ctx.prompts
+    if ctx.task == "seq2seq":  # the target has the decoder's positions only
+        n = min(n, ctx.adapted.profile.max_seq_len or n)
     greedy = generate_text(ctx.adapted, ctx.tokenizer, prompts, max_new_tokens=n, temperature=0)
     sampled = generate_text(
         ctx.adapted, ctx.tokenizer, prompts[0], max_new_tokens=n, temperature=0.8, top_k=50, top_p=0.95, seed=0

@@ -49,18 +49,19 @@ from utils.tokenization.collation import BatchCollator, _Blocks, _Rows
 from utils.tokenization.encoding import _insert_after_each, encode_ragged, encode_stream
 from utils.tokenization.sources import _Corpus, _label_ids, load_corpus
 from utils.vocabulary import DATA_TASKS as TASKS
-from utils.vocabulary import IGNORE_INDEX
+from utils.vocabulary import IGNORE_INDEX, longest_row
 
 log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
 
 
-def check_fits_model(tokenizer: Any, max_length: int, profile: Any) -> None:
+def check_fits_model(tokenizer: Any, max_length: int, profile: Any, task: str | None = None) -> None:
     """Refuse, before any text is read, a tokenizer whose ids pass the model's vocabulary or a
-    `max_length` past its `max_seq_len`: inside `fit` either is an IndexError on CPU and a
-    device-side assert (a dead runtime) on a GPU. `profile` is a ModelProfile (or anything
-    with `vocab_size` and `max_seq_len`); unknown sizes are not checked."""
+    `max_length` past its `max_seq_len` (twice that for a seq2seq row, a source and a target):
+    inside `fit` either is an IndexError on CPU and a device-side assert (a dead runtime) on a
+    GPU. `profile` is a ModelProfile (or anything with `vocab_size` and `max_seq_len`);
+    unknown sizes are not checked."""
     vocab = getattr(profile, "vocab_size", None)
     ids = tokenizer.get_vocab().values()
     needed = max(len(tokenizer), max(ids, default=-1) + 1)
@@ -71,12 +72,14 @@ def check_fits_model(tokenizer: Any, max_length: int, profile: Any) -> None:
             f"its embedding. Use a tokenizer of at most {vocab} tokens, or a model with "
             f"vocab_size >= {needed}"
         )
-    limit = getattr(profile, "max_seq_len", None)
+    positions = getattr(profile, "max_seq_len", None)
+    limit = longest_row(task, positions)
     if limit is not None and max_length > limit:
+        halves = " (a source and a target of up to max_seq_len each)" if limit != positions else ""
         raise ValueError(
-            f"max_length={max_length} is longer than the model's max_seq_len {limit} "
-            f"({getattr(profile, 'max_seq_len_source', 'its profile')}): positions past "
-            f"{limit} have no embedding. Give max_length <= {limit}"
+            f"max_length={max_length} is more than the model's max_seq_len {positions} "
+            f"({getattr(profile, 'max_seq_len_source', 'its profile')}) allows{halves}: positions past "
+            f"{positions} have no embedding. Give max_length <= {limit}"
         )
 
 
@@ -134,7 +137,7 @@ class AdaptiveTokenizerDataModule(pl.LightningDataModule):
         self.seed, self.num_workers = seed, num_workers
         self.cache_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
         if profile is not None:
-            check_fits_model(self.tokenizer, max_length, getattr(profile, "profile", profile))
+            check_fits_model(self.tokenizer, max_length, getattr(profile, "profile", profile), task)
         self.separator_id = self._required_ids()
         self.collator = BatchCollator(
             task=task,

@@ -1,7 +1,7 @@
 """A fair baseline: a standard transformer of the same size, vocabulary and context length.
 
     sizing = size_baseline(adapted)          # BaselineSizing: n_layer, n_embd, n_head, counts
-    baseline = build_baseline(adapted)       # a random-init GPT2LMHeadModel (BertForMaskedLM)
+    baseline = build_baseline(sizing)        # a random-init GPT2LMHeadModel (BertForMaskedLM, BART)
 
 A causal LM is compared with GPT-2 (`GPT2LMHeadModel`), a masked LM with BERT
 (`BertForMaskedLM`), an encoder-decoder with BART (`BartForConditionalGeneration`, as many
@@ -226,7 +226,10 @@ def build_baseline(
 
 
 def _bart(s: BaselineSizing, dropout: float, pad_token_id: int | None, eos_token_id: int | None) -> nn.Module:
-    """BART's decoder starts from its end-of-text token, as the pretrained models do."""
+    """BART's decoder starts from its end-of-text token, as the pretrained models do. Without
+    a padding token, EOS stands in for it in the config (BART's shift needs one), but its
+    embedding row keeps learning: packed rows hold no padding, and EOS is a real input."""
+    import torch
     from transformers import BartConfig, BartForConditionalGeneration
 
     eos = eos_token_id if eos_token_id is not None else 0
@@ -251,7 +254,14 @@ def _bart(s: BaselineSizing, dropout: float, pad_token_id: int | None, eos_token
         forced_eos_token_id=None,
         tie_word_embeddings=True,
     )
-    return BartForConditionalGeneration(config)
+    model = BartForConditionalGeneration(config)
+    if pad_token_id is None:
+        inner = model.model
+        for table in (inner.shared, inner.encoder.embed_tokens, inner.decoder.embed_tokens):
+            table.padding_idx = None
+        with torch.no_grad():
+            inner.shared.weight[pad].normal_(0.0, config.init_std)
+    return model
 
 
 def model_dropout(model: nn.Module) -> float:

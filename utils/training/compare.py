@@ -89,7 +89,8 @@ def compare_to_baseline(
     **train_overrides: Any,
 ) -> BaselineComparison:
     """Train the user's model (unless `model_result` is its finished run with these same
-    settings) and a size-matched GPT-2 (BERT for a masked LM) the same way; compare them."""
+    settings) and a size-matched GPT-2 (BERT for a masked LM, BART for an encoder-decoder)
+    the same way; compare them."""
     from utils.training.trainer import train
 
     adapted = _adapted(model_or_adapted)

@@ -40,6 +40,7 @@ from utils.training.callbacks import (
 from utils.training.config import DEFAULT_SEQ_LEN, TrainConfig, TrainConfigError
 from utils.training.data import TrainingData
 from utils.training.flops import flops_per_token, peak_flops
+from utils.vocabulary import longest_row
 
 log = logging.getLogger(__name__)
 
@@ -342,13 +343,16 @@ def _adapted(model: nn.Module) -> AdaptedModel:
 
 
 def _seq_len(cfg: TrainConfig, profile: Any) -> int:
-    limit = profile.max_seq_len
+    """Tokens per row; an encoder-decoder's row is a source and a target (half each), so it
+    may be twice the model's context."""
+    limit = longest_row(profile.task, profile.max_seq_len)
     if cfg.seq_len is None:
         return min(limit, DEFAULT_SEQ_LEN) if limit else DEFAULT_SEQ_LEN
     if limit is not None and cfg.seq_len > limit:
+        halves = ", a source and a target of up to that each" if limit != profile.max_seq_len else ""
         raise TrainConfigError(
-            f"seq_len={cfg.seq_len} is above the model's context of {limit} "
-            f"tokens (max_seq_len): use seq_len <= {limit}"
+            f"seq_len={cfg.seq_len} is above what the model's context of {profile.max_seq_len} "
+            f"tokens (max_seq_len{halves}) allows: use seq_len <= {limit}"
         )
     return cfg.seq_len
 

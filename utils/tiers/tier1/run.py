@@ -93,7 +93,7 @@ def run_tier1(
     _validate(batch_size, seq_len, time_budget, vocab_size, max_seq_len, seed)
     dev = tier_device(device)
     for module in _modules(model_or_adapted):
-        _check_overrides(module, vocab_size, max_seq_len)
+        check_overrides(module, vocab_size, max_seq_len)
     started = time.perf_counter()
     clock = ForwardClock(deadline=started + time_budget, tier_deadline=started + time_budget)
     with clocked(_modules(model_or_adapted), clock):
@@ -210,7 +210,7 @@ def _validate(
         raise OptionError("time_budget", time_budget, "give a positive number of seconds")
 
 
-def _check_overrides(model: nn.Module, vocab_size: int | None, max_seq_len: int | None) -> None:
+def check_overrides(model: nn.Module, vocab_size: int | None, max_seq_len: int | None) -> None:
     """An override past the model's own tables would crash checks with an IndexError (a
     device-side assert on a GPU): refuse it, naming both numbers."""
     pos = position_embedding(model)
