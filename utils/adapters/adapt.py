@@ -18,7 +18,6 @@ from utils._frames import describe
 from utils.adapters.adapted_model import AdaptedModel
 from utils.adapters.detectors import (
     _PROBE_B,
-    _attention_modules,
     _cannot_adapt,
     _detect_layout,
     _detect_mask_convention,
@@ -33,11 +32,10 @@ from utils.adapters.detectors import (
     _probe_len,
     _sizes_and_task,
     _vocab_hint,
-    installed_package,
+    probe_profile,
     probe_with,
 )
 from utils.adapters.graph_executor import ComputationalGraphExecutor, GraphError
-from utils.adapters.profile import ModelProfile
 from utils.adapters.seq2seq import adapt_seq2seq, encoder_decoder
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
@@ -102,32 +100,21 @@ def _adapt_graph(model: nn.Module, sig: SignatureInfo, config: ModelConfig | Non
             f"the graph executor built the graph but running it failed: {type(exc).__name__}: {exc}"
         ) from exc
     _expect_batch_dims(logits, ids, "graph executor")
-    probe = AdaptedModel(
+    profile = probe_profile(
         model,
-        ModelProfile(
-            model_class=type(model).__name__,
-            signature=sig,
-            input_name=sig.input_param,
-            mask_name=None,
-            mask_convention="keep_one",
-            mask_verified=False,
-            batch_first=True,
-            output_access="tensor",
-            full_logits_via="graph_executor",
-            output_kind=_output_kind(logits),
-            task="",
-            task_source="",
-            vocab_size=None,
-            vocab_source="",
-            max_seq_len=max_len,
-            max_seq_len_source=len_src,
-            attention_modules=_attention_modules(model),
-            uses_graph_executor=True,
-            graph_source=executor.source,
-            tied_output=executor.tied_output,
-        ),
-        executor,
+        sig,
+        max_len,
+        len_src,
+        mask_name=None,
+        mask_convention="keep_one",
+        full_logits_via="graph_executor",
+        output_kind=_output_kind(logits),
+        uses_graph_executor=True,
+        graph_source=executor.source,
+        tied_output=executor.tied_output,
+        library=None,
     )
+    probe = AdaptedModel(model, profile, executor)
     notes = ["no output module: logits tied to the token embedding"] if executor.tied_output else []
     found, more = _sizes_and_task(probe, logits, ids, config, ov, vocab, vocab_src)
     profile = replace(probe.profile, **found, notes=tuple(notes + more))
@@ -150,27 +137,7 @@ def _adapt_callable(model: nn.Module, sig: SignatureInfo, config: ModelConfig | 
     device = _device(model)
     ids = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)
     probe = AdaptedModel(
-        model,
-        ModelProfile(
-            model_class=type(model).__name__,
-            signature=sig,
-            input_name=sig.input_param,
-            mask_name=sig.mask_param,
-            mask_convention=None,
-            mask_verified=False,
-            batch_first=bool(ov.get("batch_first", True)),
-            output_access="tensor",
-            full_logits_via="forward",
-            output_kind="logits",
-            task="",
-            task_source="",
-            vocab_size=None,
-            vocab_source="",
-            max_seq_len=max_len,
-            max_seq_len_source=len_src,
-            attention_modules=_attention_modules(model),
-            library=installed_package(model),
-        ),
+        model, probe_profile(model, sig, max_len, len_src, batch_first=bool(ov.get("batch_first", True)))
     )
     notes: list[str] = []
 

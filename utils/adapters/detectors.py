@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from utils._frames import file_line, raised_at, user_frame
 from utils.adapters.adapted_model import AdaptedModel
+from utils.adapters.profile import ModelProfile
 from utils.adapters.signature import ModelSignatureInspector, SignatureInfo
 from utils.errors import AdaptError
 from utils.loading.config import ModelConfig
@@ -34,6 +35,34 @@ _PROBE_B, _PROBE_T = 3, 5
 
 
 _CAUSAL_HINTS = ("gpt", "llama", "decoder", "causal", "mistral", "qwen", "falcon")
+
+
+def probe_profile(
+    model: nn.Module, sig: SignatureInfo, max_len: int | None, len_src: str, **facts: Any
+) -> ModelProfile:
+    """The profile `adapt` probes with before the sizes and the task are known: a batch-first
+    forward giving a logits tensor, its mask unverified; `facts` sets what a route knows."""
+    base: dict[str, Any] = dict(
+        model_class=type(model).__name__,
+        signature=sig,
+        input_name=sig.input_param,
+        mask_name=sig.mask_param,
+        mask_convention=None,
+        mask_verified=False,
+        batch_first=True,
+        output_access="tensor",
+        full_logits_via="forward",
+        output_kind="logits",
+        task="",
+        task_source="",
+        vocab_size=None,
+        vocab_source="",
+        max_seq_len=max_len,
+        max_seq_len_source=len_src,
+        attention_modules=_attention_modules(model),
+        library=installed_package(model),
+    )
+    return ModelProfile(**{**base, **facts})
 
 
 def probe_with(adapted: AdaptedModel, **facts: Any) -> AdaptedModel:

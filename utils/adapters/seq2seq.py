@@ -11,7 +11,6 @@ import torch.nn as nn
 from utils.adapters.adapted_model import DECODER_INPUT, AdaptedModel, start_and_pad
 from utils.adapters.detectors import (
     _PROBE_B,
-    _attention_modules,
     _cannot_adapt,
     _device,
     _find_logits,
@@ -23,10 +22,9 @@ from utils.adapters.detectors import (
     _raw,
     _sizes_and_task,
     _vocab_hint,
-    installed_package,
+    probe_profile,
     probe_with,
 )
-from utils.adapters.profile import ModelProfile
 from utils.adapters.signature import SignatureInfo
 from utils.errors import AdaptError
 from utils.loading.config import ModelConfig
@@ -57,35 +55,20 @@ def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: ModelConfig | No
     max_len, len_src = _max_seq_len(model, config, ov)
     start, _ = start_and_pad(model)
     prepare = callable(getattr(model, "prepare_decoder_input_ids_from_labels", None))
-    task_source = "override" if why == "override" else why
-    probe = AdaptedModel(
-        model,
-        ModelProfile(
-            model_class=type(model).__name__,
-            signature=sig,
-            input_name=sig.input_param,
-            mask_name=sig.mask_param,
-            mask_convention="keep_one" if sig.mask_param else None,
-            mask_verified=False,
-            batch_first=True,
-            output_access="tensor",
-            full_logits_via="forward",
-            output_kind="logits",
-            task="seq2seq",
-            task_source=task_source,
-            vocab_size=None,
-            vocab_source="",
-            max_seq_len=max_len,
-            max_seq_len_source=len_src,
-            attention_modules=_attention_modules(model),
-            library=installed_package(model),
-            target_shift=(
-                "model.prepare_decoder_input_ids_from_labels"
-                if prepare
-                else f"shifted right after decoder start token {start}"
-            ),
-        ),
+    shift = (
+        "model.prepare_decoder_input_ids_from_labels" if prepare else f"shifted right after decoder start token {start}"
     )
+    profile = probe_profile(
+        model,
+        sig,
+        max_len,
+        len_src,
+        mask_convention="keep_one" if sig.mask_param else None,
+        task="seq2seq",
+        task_source=why,
+        target_shift=shift,
+    )
+    probe = AdaptedModel(model, profile)
     device = _device(model)
     source = _probe_ids(_PROBE_B, _probe_len(max_len), vocab, device)  # (B, T)
     target = _probe_ids(_PROBE_B, max(1, _probe_len(max_len) - 1), vocab, device)  # (B, S)
@@ -114,7 +97,7 @@ def adapt_seq2seq(model: nn.Module, sig: SignatureInfo, config: ModelConfig | No
         notes += [note] if note else []
         probe = probe_with(probe, mask_verified=verified)
     found, more = _sizes_and_task(probe, logits, source, config, {**ov, "task": "seq2seq"}, vocab, vocab_src)
-    found["task_source"] = task_source
+    found["task_source"] = why
     return AdaptedModel(model, replace(probe.profile, **found, notes=tuple(notes + more)))
 
 

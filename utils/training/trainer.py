@@ -129,9 +129,11 @@ def train(
         )
     micro, accum = cfg.batch_size, cfg.grad_accum
     initial = {k: v.detach().to("cpu", copy=True) for k, v in adapted.state_dict().items()}
+    ckpt = _resume_path(cfg, Path(cfg.out_dir).expanduser() / "checkpoints")
+    extra = [*callbacks, *_tokenizer_guard(inner, ckpt)]
     while True:
         try:
-            return _run(adapted, inner, cfg, steps, micro, accum, seq_len, world, callbacks, hooks)
+            return _run(adapted, inner, cfg, steps, micro, accum, seq_len, world, extra, hooks, ckpt)
         except torch.cuda.OutOfMemoryError as exc:
             if micro == 1:
                 raise TrainingOOMError(
@@ -165,8 +167,9 @@ def _run(
     world: int,
     extra: Sequence[pl.Callback],
     hooks: list[EvalHook],
+    ckpt: Path | None,
 ) -> TrainResult:
-    """One attempt at the run with this micro-batch and accumulation."""
+    """One attempt at the run with this micro-batch and accumulation, from `ckpt` if set."""
     module = UniversalModelAdapter(
         adapted,
         learning_rate=cfg.learning_rate,
@@ -187,12 +190,6 @@ def _run(
         folder / "last.ckpt", (NonFiniteLossError, DataMismatchError, TrainConfigError, torch.cuda.OutOfMemoryError)
     )
     callbacks: list[pl.Callback] = [recorder, checkpoints, interrupt]
-    ckpt = _resume_path(cfg, folder)
-    tokenizer = getattr(inner, "tokenizer", None)
-    if tokenizer is not None:
-        from utils.tokenization import tokenizer_fingerprint
-
-        callbacks.append(SameTokenizer(tokenizer_fingerprint(tokenizer), ckpt))
     if cfg.early_stopping_patience:
         callbacks.append(
             pl.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience, check_on_train_epoch_end=False)
@@ -426,6 +423,18 @@ def _world_size(cfg: TrainConfig) -> int:
     if cfg.devices in ("auto", "-1", -1) and torch.cuda.is_available():
         return torch.cuda.device_count()
     return 1
+
+
+def _tokenizer_guard(inner: pl.LightningDataModule, ckpt: Path | None) -> list[pl.Callback]:
+    """The callback that keeps the tokenizer's fingerprint in the checkpoints and refuses a
+    resume with another; none for a data module without a tokenizer. Hashed once a run,
+    not again on each out-of-memory retry."""
+    tokenizer = getattr(inner, "tokenizer", None)
+    if tokenizer is None:
+        return []
+    from utils.tokenization import tokenizer_fingerprint
+
+    return [SameTokenizer(tokenizer_fingerprint(tokenizer), ckpt)]
 
 
 def _smaller_batch(micro: int) -> int:
